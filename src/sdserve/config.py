@@ -1,0 +1,121 @@
+"""Typed settings: one source for environment variables (SDSERVE_*), the TOML config file
+and the CLI flags. Each field's description is its documentation (``sdserve serve --help``
+and the README's config reference are generated from the same text)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["Settings", "UserModel", "load_settings"]
+
+
+class UserModel(BaseModel):
+    """A model the user adds in the config file under ``[[models]]``."""
+
+    id: str = Field(description="Id clients send as `model` (any string, e.g. 'my-dreamshaper').")
+    source: str = Field(
+        description="Hub repo id 'org/name', a local diffusers folder, or a single .safetensors/.ckpt file."
+    )
+    arch: Literal["sd15", "sdxl"] = Field("sd15", description="Model family: sd15 or sdxl.")
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
+    description: str = ""
+    width: int | None = Field(None, description="Default width; the family's native size if unset.")
+    height: int | None = Field(None, description="Default height; the family's native size if unset.")
+    steps: int | None = Field(None, description="Default number of denoising steps.")
+    guidance: float | None = Field(None, description="Default CFG scale.")
+    scheduler: str | None = Field(None, description="Default scheduler name (see `sdserve models --schedulers`).")
+    inpaint_only: bool = Field(False, description="True for inpainting checkpoints (9-channel UNet).")
+
+
+class Settings(BaseSettings):
+    """sdserve's settings. Precedence: CLI flags > environment (SDSERVE_*) > config file > defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SDSERVE_", extra="forbid", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address to bind. Keyless servers should stay on loopback.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    data_dir: Path = Field(Path("data"), description="Where the job database, outputs and demo models live.")
+    demo: bool = Field(
+        False,
+        description="Serve every catalog id with tiny random-weight models (outputs are noise). For trying the API.",
+    )
+    device: str = Field("auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': bf16/fp16 on CUDA, float32 on CPU."
+    )
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Static bearer tokens accepted by every route. Empty means the server is open.",
+    )
+    max_body_mb: float = Field(
+        50.0, gt=0, description="Largest request body accepted, in MiB (Workers AI images are JSON byte arrays)."
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest decoded input image, in pixels; checked before decoding."
+    )
+    max_queue: int = Field(256, ge=1, description="Most jobs waiting at once; more get 503 with Retry-After.")
+    models: list[UserModel] = Field(default_factory=list, description="Models added in the config file.")
+    config_file: Path | None = Field(None, description="TOML file with these settings (and [[models]]).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        # SDSERVE_API_KEYS=a,b is friendlier than a JSON list in an environment variable.
+        if isinstance(v, str) and not v.lstrip().startswith("["):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        ids = [m.id for m in self.models]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"models: id(s) {sorted(dup)} appear more than once in [[models]]; give each a unique id")
+        return self
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo-models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the TOML file (if any), then SDSERVE_* env, then ``overrides``.
+
+    ``overrides`` are CLI flags; ``None`` values mean "flag not given" and are dropped.
+    """
+    import os
+
+    path = config_file or (Path(os.environ["SDSERVE_CONFIG_FILE"]) if os.environ.get("SDSERVE_CONFIG_FILE") else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+        file_values["config_file"] = path
+    env = Settings.model_validate({})  # env + defaults, to know which fields env set
+    env_set = {k: getattr(env, k) for k in env.model_fields_set}
+    merged = {**file_values, **env_set, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings.model_validate(merged)

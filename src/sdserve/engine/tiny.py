@@ -1,0 +1,233 @@
+"""Tiny random-weight models in exactly the on-disk layouts of the real repos.
+
+No weights can be downloaded where sdserve is built and tested, so the real loading code
+is exercised on these: ``sdserve make-tiny DIR`` writes one folder per family, and demo mode
+serves them. Weights are drawn from a fixed seed, so the same torch version writes the same
+bytes and golden images stay stable. Outputs are noise: the weights are random.
+
+Layout written for each family (``DIR/<layout>/``):
+
+* ``base/``: a diffusers folder as on the hub (model_index.json, unet/, vae/, text_encoder/,
+  tokenizer/, scheduler/; SDXL adds text_encoder_2/ and tokenizer_2/).
+* sdxl-lightning additionally ``sdxl_lightning_4step_unet.safetensors``: a bare UNet state
+  dict, as ByteDance/SDXL-Lightning ships it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .catalog import DEMO_LAYOUTS
+
+__all__ = ["write_tiny", "write_all_tiny", "write_tokenizer", "LIGHTNING_UNET_FILE"]
+
+LIGHTNING_UNET_FILE = "sdxl_lightning_4step_unet.safetensors"
+_HIDDEN = 32  # text encoder width; SDXL's UNet cross-attends to both encoders concatenated
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2/CLIP byte-level BPE alphabet: printable bytes map to themselves, the rest are
+    # shifted above 255 so every byte has a visible, non-whitespace character.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def write_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> int:
+    """Write a CLIP BPE tokenizer (vocab.json, merges.txt, ...) as the real repos ship it.
+
+    The vocabulary is byte-level with no merges: every byte (and its end-of-word form) is a
+    token, so any prompt tokenises and long prompts hit the real 77-token limit exactly as
+    with the full vocabulary. Returns the vocabulary size.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)  # highest id: CLIP pools at argmax(input_ids)
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": pad_token}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+         "errors": "replace", "add_prefix_space": False, "clean_up_tokenization_spaces": True}, indent=2))
+    return len(vocab)
+
+
+def _text_encoder(vocab_size: int, with_projection: bool):  # type: ignore[no-untyped-def]
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=_HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=_HIDDEN,
+        hidden_act="quick_gelu",
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    return CLIPTextModelWithProjection(cfg) if with_projection else CLIPTextModel(cfg)
+
+
+def _vae(scaling_factor: float):  # type: ignore[no-untyped-def]
+    from diffusers import AutoencoderKL
+
+    # Four blocks, like the real VAE, so the latent is 1/8 of the image on each side.
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _unet_sd15(in_channels: int):  # type: ignore[no-untyped-def]
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=_HIDDEN,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _unet_sdxl():  # type: ignore[no-untyped-def]
+    from diffusers import UNet2DConditionModel
+
+    time_dim = 8
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        transformer_layers_per_block=(1, 2),
+        # SDXL conditions on 6 size/crop numbers plus the pooled text embedding of encoder 2.
+        projection_class_embeddings_input_dim=time_dim * 6 + _HIDDEN,
+        cross_attention_dim=_HIDDEN * 2,
+        norm_num_groups=32,
+    )
+
+
+def _sd15_pipe(layout: str):  # type: ignore[no-untyped-def]
+    from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    sched_kw = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    if layout == "lcm":
+        scheduler = LCMScheduler(**sched_kw, timestep_spacing="leading", set_alpha_to_one=True, steps_offset=1)
+    else:
+        scheduler = PNDMScheduler(**sched_kw, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    return StableDiffusionPipeline, dict(
+        unet=_unet_sd15(9 if layout == "sd15-inpaint" else 4),
+        vae=_vae(0.18215),
+        text_encoder=None,
+        tokenizer=CLIPTokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def write_tiny(root: Path, layout: str) -> Path:
+    """Write one tiny model family under ``root/layout``; returns that folder."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    if layout not in DEMO_LAYOUTS:
+        raise ValueError(f"unknown tiny layout {layout!r}; choose from {', '.join(DEMO_LAYOUTS)}")
+    out = Path(root) / layout
+    base = out / "base"
+    tok_dir = out / "_tok"
+    torch.manual_seed(0)
+    vocab_size = write_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    if layout.startswith("sdxl"):
+        write_tokenizer(tok_dir / "2", pad_token="!")
+        pipe = StableDiffusionXLPipeline(
+            vae=_vae(0.13025),
+            text_encoder=_text_encoder(vocab_size, with_projection=False),
+            text_encoder_2=_text_encoder(vocab_size, with_projection=True),
+            tokenizer=tokenizer,
+            tokenizer_2=CLIPTokenizer.from_pretrained(str(tok_dir / "2")),
+            unet=_unet_sdxl(),
+            scheduler=EulerDiscreteScheduler(
+                beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
+            ),
+            force_zeros_for_empty_prompt=True,
+        )
+    else:
+        _, kw = _sd15_pipe(layout)
+        kw["text_encoder"] = _text_encoder(vocab_size, with_projection=False)
+        kw["tokenizer"] = tokenizer
+        pipe = StableDiffusionPipeline(**kw)
+    pipe.save_pretrained(str(base), safe_serialization=True)
+    for name in ("tokenizer", "tokenizer_2"):
+        if (base / name).is_dir():
+            for f in (base / name).iterdir():
+                f.unlink()
+            write_tokenizer(base / name, pad_token="!" if name == "tokenizer_2" else "<|endoftext|>")
+    if layout == "sdxl-lightning":
+        torch.manual_seed(1)  # a different UNet from the base, as the real distilled one is
+        save_file(_unet_sdxl().state_dict(), str(out / LIGHTNING_UNET_FILE))
+    for p in sorted(tok_dir.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    tok_dir.rmdir()
+    (out / "README.txt").write_text(
+        f"Tiny random-weight '{layout}' model written by sdserve make-tiny.\n"
+        "Real on-disk layout, random weights: its images are noise.\n"
+    )
+    return out
+
+
+def write_all_tiny(root: Path, layouts: tuple[str, ...] = DEMO_LAYOUTS, force: bool = False) -> list[Path]:
+    """Write every tiny family under ``root``; existing complete folders are kept unless ``force``."""
+    done = []
+    for layout in layouts:
+        marker = Path(root) / layout / "README.txt"
+        if marker.exists() and not force:
+            done.append(marker.parent)
+            continue
+        done.append(write_tiny(Path(root), layout))
+    return done
