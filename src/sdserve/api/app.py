@@ -1,0 +1,68 @@
+"""build_app(settings, service): assembly only: routers, error handlers, limits, lifecycle."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+
+from .. import __version__
+from ..config import Settings
+from ..service.service import JobService
+from .dialects.workers_ai.router import router as workers_ai_router
+from .errors import install_error_handlers
+from .security import BodyLimit, JsonByDefault, KeyCheck
+
+__all__ = ["build_app"]
+
+DEMO_WARNING = ("DEMO MODE: every model is a tiny random-weight stand-in; generated images are noise. "
+                "Run without --demo and `sdserve pull MODEL` for real weights.")
+
+
+def build_app(settings: Settings, service: JobService) -> FastAPI:
+    """The ASGI app for ``service``; starting it starts the service's worker."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="sdserve", version=__version__, lifespan=lifespan,
+                  description="Self-hosted Stable Diffusion with Workers AI, OpenAI, ModelsLab and A1111 dialects.")
+    app.state.settings = settings
+    app.state.service = service
+    app.state.keys = KeyCheck(settings.api_keys)
+    install_error_handlers(app)
+    app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(workers_ai_router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> dict[str, Any]:
+        """Readiness, with the device, dtype and loaded models."""
+        return {"status": "ready", "demo": settings.demo, "queue_length": service.queue_length(),
+                **service.engine.health()}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index(request: Request) -> str:
+        models = "".join(f"<li><code>{html.escape(m.id)}</code> {html.escape(m.description)}</li>"
+                         for m in service.catalog)
+        banner = f'<p style="background:#fdd;padding:1em;font-weight:bold">{DEMO_WARNING}</p>' if settings.demo else ""
+        return (f"<!doctype html><html><head><meta charset=utf-8><title>sdserve</title>"
+                f'<meta name=viewport content="width=device-width,initial-scale=1"></head>'
+                f"<body><h1>sdserve {__version__}</h1>{banner}<h2>Models</h2><ul>{models}</ul>"
+                f'<p>API docs: <a href="/docs">/docs</a></p></body></html>')
+
+    return app

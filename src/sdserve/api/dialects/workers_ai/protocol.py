@@ -1,0 +1,60 @@
+"""Workers AI text-to-image wire schema (reference §1.3), fields in the upstream order.
+
+The same input schema serves all five @cf Stable Diffusion models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+__all__ = ["TextToImageInput", "ByteArray", "ModelSearchItem", "MAX_STEPS"]
+
+MAX_STEPS = 20
+
+# An encoded file (PNG/JPEG) as a JSON array of byte values, as Workers clients send it.
+ByteArray = Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(min_length=1)]
+
+
+class ImageObject(BaseModel):
+    """The task schema's object form: ``{"image": [...]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: ByteArray
+
+
+class MaskObject(BaseModel):
+    """The task schema's object form: ``{"mask": [...]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    mask: ByteArray
+
+
+class TextToImageInput(BaseModel):
+    """Input of ``POST /ai/run/@cf/...`` for the Stable Diffusion models."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: StrictStr = Field(min_length=1, description="A text description of the image you want to generate.")
+    negative_prompt: StrictStr | None = Field(None, description="Text describing elements to avoid.")
+    height: StrictInt | None = Field(None, ge=256, le=2048, description="Image height in pixels (model's native size if omitted).")
+    width: StrictInt | None = Field(None, ge=256, le=2048, description="Image width in pixels (model's native size if omitted).")
+    image: ByteArray | ImageObject | None = Field(None, description="Input image for img2img/inpaint: the encoded file's bytes as integers 0-255.")
+    image_b64: StrictStr | None = Field(None, description="Input image as base64 (bare or a data: URI).")
+    mask: ByteArray | MaskObject | None = Field(None, description="Mask file bytes as integers 0-255; white = repaint.")
+    num_steps: StrictInt | None = Field(None, ge=1, le=MAX_STEPS, description="Diffusion steps (default 20; few-step models use their own default).")
+    strength: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="How strongly to transform the input image (default 1).")
+    guidance: float | None = Field(None, ge=0, le=50, allow_inf_nan=False, description="Prompt adherence (default 7.5; few-step models use their own default).")
+    seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1, description="Random seed (random if omitted).")
+
+
+class ModelSearchItem(BaseModel):
+    id: str
+    source: int = 1
+    name: str
+    description: str
+    task: dict[str, Any]
+    created_at: str
+    tags: list[str] = []
+    properties: list[dict[str, Any]] = []

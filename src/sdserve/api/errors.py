@@ -1,0 +1,146 @@
+"""Domain error -> each dialect's error body, in one place.
+
+Routes raise ``sdserve.errors`` exceptions; the handlers installed here render them in the
+shape of the dialect that owns the request path. Request validation failures (pydantic)
+become BadInput naming the offending field, so they take the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    BadInput,
+    Canceled,
+    InsufficientCredits,
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    RateLimited,
+    SdserveError,
+    Unauthorized,
+    UnknownModel,
+)
+
+__all__ = ["install_error_handlers", "render_error", "bad_input_from_validation", "dialect_of"]
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[SdserveError], JSONResponse]
+
+# Workers AI internal codes (reference §1.6); 5006 is the validator's "Bad input".
+_CF_CODES: list[tuple[type[SdserveError], int]] = [
+    (PayloadTooLarge, 3006),
+    (BadInput, 5006),
+    (UnknownModel, 5007),
+    (ModelUnavailable, 5007),
+    (Unauthorized, 10000),
+    (RateLimited, 3036),
+    (QueueFull, 3040),
+    (InsufficientCredits, 3036),
+    (NotFound, 3042),
+    (Canceled, 3008),
+]
+
+
+def _headers(err: SdserveError) -> dict[str, str]:
+    retry = getattr(err, "retry_after", None)
+    return {"Retry-After": str(max(1, int(round(retry))))} if retry is not None else {}
+
+
+def _render_workers_ai(err: SdserveError) -> JSONResponse:
+    code = next((c for cls, c in _CF_CODES if isinstance(err, cls)), 3000)
+    status = err.status
+    if isinstance(err, QueueFull):
+        status = 429  # Cloudflare reports capacity as 3040 / 429 "Out of capacity"
+    if isinstance(err, BadInput) and not isinstance(err, PayloadTooLarge):
+        message = f"AiError: Bad input: Error: {err.message}"
+    else:
+        message = err.message
+    body = {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": {}}
+    return JSONResponse(body, status_code=status, headers=_headers(err))
+
+
+def _render_native(err: SdserveError) -> JSONResponse:
+    body: dict[str, object] = {"error": {"type": err.kind, "message": err.message}}
+    if isinstance(err, BadInput):
+        body["error"]["field"] = err.field  # type: ignore[index]
+    return JSONResponse(body, status_code=err.status, headers=_headers(err))
+
+
+_RENDERERS: dict[str, Renderer] = {"workers_ai": _render_workers_ai, "native": _render_native}
+# Which dialect owns a path; anything else is the native API's.
+_PREFIXES: tuple[tuple[str, str], ...] = (("/ai/", "workers_ai"), ("/client/v4/", "workers_ai"))
+
+
+def dialect_of(path: str) -> str:
+    return next((name for prefix, name in _PREFIXES if path.startswith(prefix)), "native")
+
+
+def render_error(path: str, err: SdserveError) -> JSONResponse:
+    return _RENDERERS[dialect_of(path)](err)
+
+
+def _field_of(loc: tuple[object, ...]) -> str:
+    # ("body", "width") -> "width"; ("body", "image", 3) -> "image[3]"; ("path", "model") -> "model"
+    parts = [p for p in loc if p not in ("body", "query", "path", "header", "form")]
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and p.startswith(("function-", "list[", "json-or-python")):
+            continue  # pydantic union-branch labels, not field names
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def bad_input_from_validation(exc: RequestValidationError) -> BadInput:
+    """The first validation error as BadInput naming its field."""
+    errs = exc.errors()
+    if not errs:
+        return BadInput("", "invalid request")
+    first = errs[0]
+    field = _field_of(tuple(first.get("loc", ())))
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "json_invalid":
+        return BadInput("body", "is not valid JSON")
+    if first.get("type") == "missing":
+        return BadInput(field, "is required")
+    return BadInput(field or "body", msg)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SdserveError)
+    async def _domain(request: Request, exc: SdserveError) -> JSONResponse:
+        if exc.status >= 500 and not isinstance(exc, (QueueFull, ModelUnavailable)):
+            log.error("%s %s -> %s", request.method, request.url.path, exc.message)
+        return render_error(request.url.path, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return render_error(request.url.path, bad_input_from_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            err: SdserveError = NotFound(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            err = BadInput("method", f"{request.method} is not allowed on {request.url.path}")
+            err.status = 405
+        else:
+            err = BadInput("", str(exc.detail))
+            err.status = exc.status_code
+        return render_error(request.url.path, err)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return render_error(request.url.path, SdserveError("internal server error"))

@@ -1,0 +1,1 @@
+"""Command line: the one composition root that builds concrete objects and wires them."""

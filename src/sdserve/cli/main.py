@@ -1,0 +1,197 @@
+"""``sdserve`` command: serve, generate, models, pull, make-tiny."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..errors import SdserveError
+
+__all__ = ["main"]
+
+log = logging.getLogger("sdserve")
+
+
+def _help(field: str) -> str:
+    return Settings.model_fields[field].description or ""
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (settings and [[models]]).")
+    p.add_argument("--data-dir", type=Path, help=_help("data_dir"))
+    p.add_argument("--demo", action="store_true", default=None, help=_help("demo"))
+    p.add_argument("--device", help=_help("device"))
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=_help("dtype"))
+
+
+def _load(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(args.config, data_dir=args.data_dir, demo=args.demo, device=args.device,
+                         dtype=args.dtype, **extra)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..api.app import DEMO_WARNING, build_app
+    from .build import build_service
+
+    settings = _load(args, host=args.host, port=args.port)
+    service = build_service(settings)
+    if settings.demo:
+        log.warning(DEMO_WARNING)
+    if not settings.api_keys:
+        log.warning("no API keys configured: the server is OPEN to anyone who can reach %s:%s",
+                    settings.host, settings.port)
+        if settings.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("binding a keyless server to %s exposes it beyond this machine; set api_keys", settings.host)
+    app = build_app(settings, service)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..engine.params import GenerationParams
+    from ..service.outputs import encode_outputs
+    from .build import build_engine
+
+    settings = _load(args)
+    engine = build_engine(settings)
+    fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(args.output.suffix.lower(), "png")
+    image = args.image.read_bytes() if args.image else None
+    mask = args.mask.read_bytes() if args.mask else None
+    task = "inpaint" if mask else "img2img" if image else "txt2img"
+    params = GenerationParams(
+        model=args.model, task=task, prompt=args.prompt, negative_prompt=args.negative_prompt or "",
+        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance,
+        strength=args.strength, seed=args.seed, n=args.n, scheduler=args.scheduler,
+        init_image=image, mask_image=mask, output_format=fmt,  # type: ignore[arg-type]
+    )
+    bar = tqdm(desc="denoising", unit="step", leave=True)
+
+    def on_step(info: Any) -> None:
+        bar.total = info.total
+        bar.update(info.step - bar.n)
+
+    result = engine.generate(params, on_step=on_step)
+    bar.close()
+    outputs = encode_outputs(result)
+    for out in outputs:
+        path = args.output if len(outputs) == 1 else args.output.with_stem(f"{args.output.stem}-{out.index}")
+        path.write_bytes(out.data)
+        print(f"{path}  seed={out.seed}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .build import build_catalog
+
+    settings = _load(args)
+    catalog = build_catalog(settings)
+    from ..engine.loading import is_available
+
+    for spec in catalog:
+        here = "demo" if settings.demo else ("downloaded" if is_available(spec) else "not downloaded")
+        d = spec.defaults
+        print(f"{spec.id}\n    source: {spec.source.describe()}" + (f" + unet {spec.unet.describe()}" if spec.unet else "")
+              + f"\n    status: {here}\n    defaults: {d.width}x{d.height}, {d.steps} steps, guidance {d.guidance}, "
+              f"{d.scheduler}\n    tasks: {', '.join(spec.tasks)}"
+              + (f"\n    aliases: {', '.join(spec.aliases)}" if spec.aliases else ""))
+    if args.schedulers:
+        from ..engine.schedulers import SCHEDULERS
+
+        print("\nschedulers:")
+        for e in SCHEDULERS:
+            print(f"  {e.name:22} {', '.join(e.a1111) or '-':22} {e.source}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .build import build_catalog
+
+    settings = _load(args)
+    from ..engine.loading import pull
+
+    spec = build_catalog(settings).get(args.model)
+    for where in pull(spec):
+        print(where)
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from ..engine.catalog import DEMO_LAYOUTS
+    from ..engine.tiny import write_all_tiny
+
+    layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
+    for path in write_all_tiny(args.dir, layouts, force=True):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdserve", description="Self-hosted Stable Diffusion server.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="Run the HTTP server.")
+    _settings_args(p)
+    p.add_argument("--host", help=_help("host"))
+    p.add_argument("--port", type=int, help=_help("port"))
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("generate", help="Generate an image from the command line.")
+    _settings_args(p)
+    p.add_argument("prompt")
+    p.add_argument("--model", default="@cf/runwayml/stable-diffusion-v1-5-img2img", help="Model id or alias.")
+    p.add_argument("--negative-prompt")
+    p.add_argument("--image", type=Path, help="Input image for img2img / inpaint.")
+    p.add_argument("--mask", type=Path, help="Mask for inpaint (white = repaint).")
+    p.add_argument("--strength", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--scheduler")
+    p.add_argument("-n", type=int, default=1, help="Number of images (seed, seed+1, ...).")
+    p.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="Output file (.png, .jpg, .webp).")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("models", help="List the catalog and what is downloaded.")
+    _settings_args(p)
+    p.add_argument("--schedulers", action="store_true", help="Also list the scheduler registry.")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("pull", help="Download a model's weights into the Hugging Face cache.")
+    _settings_args(p)
+    p.add_argument("model")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("make-tiny", help="Write tiny random-weight models in the real on-disk layouts.")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--layout", action="append", help="Only this layout (repeatable).")
+    p.set_defaults(func=cmd_make_tiny)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except SdserveError as e:
+        print(f"sdserve: {e.message}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # settings errors explain themselves
+        print(f"sdserve: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

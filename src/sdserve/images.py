@@ -1,0 +1,111 @@
+"""Decoding caller images safely and encoding outputs with their parameters embedded.
+
+Pillow only, so every layer may use it: adapters validate uploads here (naming the field
+on failure) and the service encodes results here.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import BadInput, PayloadTooLarge
+
+__all__ = ["decode_image", "encode_image", "CONTENT_TYPES", "sniff_content_type", "infotext"]
+
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_EXIF_USER_COMMENT = 0x9286
+_EXIF_IFD = 0x8769
+
+
+def decode_image(data: bytes, field: str, max_pixels: int, mode: str = "RGB") -> Image.Image:
+    """Decode ``data`` into a fully loaded image in ``mode`` or raise BadInput naming ``field``.
+
+    The pixel count is checked from the header before any pixel is decoded, so a
+    decompression bomb costs nothing. Animated images give their first frame; palette,
+    CMYK, 16-bit and alpha images are converted (alpha composited on white for RGB).
+    """
+    if not data:
+        raise BadInput(field, "is empty; expected the bytes of a PNG, JPEG or WebP image")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise BadInput(field, "is not a decodable image (expected PNG, JPEG or WebP bytes)") from None
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(field, f"decodes to more than {max_pixels} pixels") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise PayloadTooLarge(field, f"is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
+    if w < 1 or h < 1:
+        raise BadInput(field, "has no pixels")
+    try:
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - Pillow raises many types for truncated or corrupt data
+        raise BadInput(field, "is truncated or corrupt and could not be decoded") from None
+    return _convert(img, mode)
+
+
+def _convert(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping at 255.
+        img = img.point(lambda v: v / 256).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if mode == "RGB" and img.mode in ("RGBA", "LA", "PA"):
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, img.convert("RGBA")).convert("RGB")
+    return img.convert(mode)
+
+
+def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str) -> str:
+    """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
+    from . import __version__
+
+    lines = [summary["prompt"]]
+    if summary.get("negative_prompt"):
+        lines.append(f"Negative prompt: {summary['negative_prompt']}")
+    fields = [
+        ("Steps", summary.get("steps")),
+        ("Sampler", sampler_label),
+        ("CFG scale", summary.get("guidance")),
+        ("Seed", seed),
+        ("Size", f"{summary.get('width')}x{summary.get('height')}"),
+        ("Model", summary.get("model")),
+    ]
+    if summary.get("task") != "txt2img":
+        fields.append(("Denoising strength", summary.get("strength")))
+    fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
+    return "\n".join(lines)
+
+
+def encode_image(img: Image.Image, fmt: str, parameters: str, quality: int = 95) -> bytes:
+    """Encode ``img`` as png/jpeg/webp with ``parameters`` embedded (PNG text chunk or EXIF)."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters)
+        img.save(buf, format="PNG", pnginfo=info)
+    elif fmt in ("jpeg", "webp"):
+        exif = Image.Exif()
+        # EXIF UserComment with the UNICODE charset prefix, as A1111 writes JPEG/WebP metadata.
+        exif.get_ifd(_EXIF_IFD)[_EXIF_USER_COMMENT] = b"UNICODE\0" + parameters.encode("utf-16-be")
+        img.convert("RGB").save(buf, format=fmt.upper(), quality=quality, exif=exif.tobytes())
+    else:
+        raise BadInput("output_format", f"{fmt!r} is not one of png, jpeg, webp")
+    return buf.getvalue()
+
+
+def sniff_content_type(data: bytes) -> str:
+    """The image MIME type from magic bytes (clients should not trust file names)."""
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
