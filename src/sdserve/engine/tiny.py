@@ -27,6 +27,9 @@ __all__ = ["write_tiny", "write_all_tiny", "write_tokenizer", "LIGHTNING_UNET_FI
 
 LIGHTNING_UNET_FILE = "sdxl_lightning_4step_unet.safetensors"
 _HIDDEN = 32  # text encoder width; SDXL's UNet cross-attends to both encoders concatenated
+# SDXL's second encoder is wider than the first (1280 vs 768): single-file loading tells the
+# two apart by width, so the tiny ones must differ too.
+_HIDDEN_2 = 48
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -70,17 +73,17 @@ def write_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> int:
     return len(vocab)
 
 
-def _text_encoder(vocab_size: int, with_projection: bool):  # type: ignore[no-untyped-def]
+def _text_encoder(vocab_size: int, with_projection: bool, hidden: int = _HIDDEN):  # type: ignore[no-untyped-def]
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=_HIDDEN,
+        hidden_size=hidden,
         intermediate_size=37,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,
-        projection_dim=_HIDDEN,
+        projection_dim=hidden,
         hidden_act="quick_gelu",
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
@@ -142,8 +145,8 @@ def _unet_sdxl():  # type: ignore[no-untyped-def]
         addition_time_embed_dim=time_dim,
         transformer_layers_per_block=(1, 2),
         # SDXL conditions on 6 size/crop numbers plus the pooled text embedding of encoder 2.
-        projection_class_embeddings_input_dim=time_dim * 6 + _HIDDEN,
-        cross_attention_dim=_HIDDEN * 2,
+        projection_class_embeddings_input_dim=time_dim * 6 + _HIDDEN_2,
+        cross_attention_dim=_HIDDEN + _HIDDEN_2,
         norm_num_groups=32,
     )
 
@@ -187,7 +190,7 @@ def write_tiny(root: Path, layout: str) -> Path:
         pipe = StableDiffusionXLPipeline(
             vae=_vae(0.13025),
             text_encoder=_text_encoder(vocab_size, with_projection=False),
-            text_encoder_2=_text_encoder(vocab_size, with_projection=True),
+            text_encoder_2=_text_encoder(vocab_size, with_projection=True, hidden=_HIDDEN_2),
             tokenizer=tokenizer,
             tokenizer_2=CLIPTokenizer.from_pretrained(str(tok_dir / "2")),
             unet=_unet_sdxl(),
