@@ -133,6 +133,10 @@ class JobService:
             raise job.error
         return job
 
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any (A1111's /progress reports it)."""
+        return next((j for j in self._jobs.values() if j.status == "running"), None)
+
     def queue_length(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
