@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import BadInput, GenerationFailed, SdserveError
+from ..errors import BadInput, Canceled, GenerationFailed, SdserveError
 from ..images import decode_image
 from .catalog import Catalog, ModelSpec
 from .loading import is_available, load_base_pipeline, pull
+from .batching import BatchItem, batch_key, run_batch
 from .params import GenerationParams, GenerationResult, StepInfo
-from .pipelines import LoadedModel
+from .pipelines import LoadedModel, make_scheduler
 from .schedulers import get_scheduler
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
@@ -71,6 +72,8 @@ class EngineOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_loaded_models: int = 2
+    # Upper bound on images in one denoising loop; memory may allow fewer.
+    max_batch_images: int = 8
     max_image_pixels: int = 4096 * 4096
     # When set, catalog entries whose weights are missing are written here as tiny models.
     demo_dir: Path | None = None
@@ -188,6 +191,17 @@ class Engine:
             mask = mask.resize(size, Image.Resampling.NEAREST)
         return image, mask
 
+    def max_batch_images(self, width: int, height: int) -> int:
+        """How many images of this size fit one loop, from free device memory (at least 1)."""
+        # Activations of a UNet pass scale with pixels; ~1.5 KB per output pixel per image in
+        # fp32 (half that in 16-bit) covers SD 1.5 and SDXL with SDPA, with headroom.
+        per_image = width * height * (1536 if self.dtype == torch.float32 else 768)
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return max(1, min(self.options.max_batch_images, int(free * 0.5) // per_image))
+
     def generate(
         self,
         params: GenerationParams,
@@ -195,25 +209,68 @@ class Engine:
         cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Generate ``params.n`` images. Raises BadInput, ModelUnavailable, Canceled or GenerationFailed."""
-        p = self.prepare(params)
-        image, mask = self._decode_inputs(p)
-        model = self.load(p.model)
+        out = self.generate_batch([BatchItem(params, on_step=on_step, cancel=cancel)])[0]
+        if isinstance(out, SdserveError):
+            raise out
+        return out
+
+    def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]:
+        """Run several requests, sharing denoising loops where their batch keys match.
+
+        Returns, per request, its result or the domain error that failed it alone: one bad
+        request never fails its neighbours. Out of memory splits the batch and retries.
+        """
+        results: list[GenerationResult | SdserveError | None] = [None] * len(requests)
+        groups: dict[tuple[Any, ...], list[tuple[int, BatchItem]]] = {}
+        for i, req in enumerate(requests):
+            try:
+                p = self.prepare(req.params)
+                image, mask = self._decode_inputs(p)
+            except SdserveError as e:
+                results[i] = e
+                continue
+            item = BatchItem(p, image, mask, req.on_step, req.cancel)
+            groups.setdefault(batch_key(p), []).append((i, item))
+        for members in groups.values():
+            try:
+                model = self.load(members[0][1].params.model)
+            except SdserveError as e:
+                for i, _ in members:
+                    results[i] = e
+                continue
+            for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
+                results[i] = res
+        return [r if r is not None else GenerationFailed("not run") for r in results]
+
+    def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
         t0 = time.perf_counter()
         try:
             with self._lock:
-                images = model.run(p, image, mask, on_step, cancel)
-        except SdserveError:
-            raise
-        except torch.OutOfMemoryError as e:
-            raise GenerationFailed(f"out of memory generating {p.n} image(s) at {p.width}x{p.height}") from e
+                per_item = run_batch(model, items, make_scheduler)
+        except Canceled as e:
+            return [e for _ in items]
+        except SdserveError as e:
+            return [e for _ in items]
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            if len(items) > 1:  # retry in halves before failing anyone
+                half = len(items) // 2
+                log.warning("out of memory on a batch of %d requests; retrying in halves", len(items))
+                return self._run_group(model, items[:half]) + self._run_group(model, items[half:])
+            p = items[0].params
+            return [GenerationFailed(f"out of memory generating {p.n} image(s) at {p.width}x{p.height}")]
         except Exception as e:  # the engine failed on valid input: the server's fault
-            log.exception("generation failed for %s", p.model)
-            raise GenerationFailed(f"generation failed: {type(e).__name__}: {e}") from e
-        return GenerationResult(
-            params=p,
-            images=images,
-            seeds=p.seeds,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
-            timings={"denoise_s": time.perf_counter() - t0},
-        )
+            log.exception("generation failed for %s", items[0].params.model)
+            return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}") for _ in items]
+        elapsed = time.perf_counter() - t0
+        dtype = str(self.dtype).removeprefix("torch.")
+        return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
+                                 dtype=dtype, timings={"denoise_s": elapsed, "batch_requests": len(items)})
+                for it, imgs in zip(items, per_item, strict=True)]
+
+    def _free_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
