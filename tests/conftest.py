@@ -38,7 +38,8 @@ def demo_data_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def settings(demo_data_dir: Path):  # type: ignore[no-untyped-def]
     from sdserve.config import Settings
 
-    return Settings(demo=True, data_dir=demo_data_dir, device="cpu")
+    # float32 pinned: goldens must not depend on whether this CPU has native bf16.
+    return Settings(demo=True, data_dir=demo_data_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
