@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)
 
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
+
     p = sub.add_parser("make-tiny", help="Write tiny random-weight models in the real on-disk layouts.")
     p.add_argument("dir", type=Path)
     p.add_argument("--layout", action="append", help="Only this layout (repeatable).")

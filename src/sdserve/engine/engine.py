@@ -44,13 +44,22 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls run ~3x faster than fp32 there (emulated elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' is bf16 on GPUs that support it (fp16 otherwise) and float32 on CPU."""
+    """'auto': bf16 on GPUs that support it (else fp16); on CPUs bf16 only where it is native."""
     if name != "auto":
         return _DTYPES[name]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def _quiet_libraries() -> None:

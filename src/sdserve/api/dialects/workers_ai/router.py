@@ -28,8 +28,10 @@ async def _run(model: str, body: TextToImageInput, request: Request) -> Response
     params = to_params(body, spec, settings_of(request).max_image_pixels)
     job = await service.run(params, owner, disconnected=request.is_disconnected)
     out = job.outputs[0]
+    run_ms = ((job.finished_at or 0) - (job.started_at or 0)) * 1000
     return Response(content=out.data, media_type=out.content_type,
-                    headers={"X-Sdserve-Seed": str(out.seed), "X-Sdserve-Job": job.id})
+                    headers={"X-Sdserve-Seed": str(out.seed), "X-Sdserve-Job": job.id,
+                             "X-Sdserve-Run-Ms": f"{run_ms:.1f}", "Server-Timing": f"run;dur={run_ms:.1f}"})
 
 
 @router.post("/client/v4/accounts/{account_id}/ai/run/{model:path}", responses=_PNG, response_class=Response)

@@ -1,0 +1,165 @@
+"""``sdserve bench``: one run, same machine, same work: a plain diffusers baseline against
+sdserve over HTTP, reported as ratios (speedup, MFU against a matmul peak measured now)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cmd_bench", "add_bench_parser"]
+
+_PROMPTS = ["a lighthouse on a cliff", "a bowl of fruit", "a red fox in snow", "a city at night",
+            "a sailing boat", "mountains at dawn", "a cup of coffee", "an old library"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _model_dir(arch: str, root: Path) -> tuple[Path, str]:
+    if arch == "tiny":
+        from ..engine.tiny import write_all_tiny
+
+        return write_all_tiny(root / "tiny", ("sd15",))[0] / "base", "sd15"
+    from ..engine.fullsize import write_full_size
+
+    return write_full_size(root / "full", arch), arch
+
+
+def _pixels(png: bytes) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def _serve(settings: Any) -> tuple[Any, threading.Thread]:
+    import uvicorn
+
+    from ..api.app import build_app
+    from .build import build_service
+
+    server = uvicorn.Server(uvicorn.Config(build_app(settings, build_service(settings)), host="127.0.0.1",
+                                           port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import logging
+
+    import httpx
+    import torch
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    from ..config import Settings, UserModel
+    from ..engine.benchmark import Baseline, flops_per_image, matmul_peak_flops
+    from ..engine.engine import pick_device, pick_dtype
+
+    root = Path(args.data_dir or "data") / "bench"
+    model_dir, arch = _model_dir(args.arch, root)
+    device = pick_device(args.device)
+    dtype = pick_dtype("auto", device)
+    guidance = 7.5
+    reqs = [{"prompt": _PROMPTS[i % len(_PROMPTS)], "seed": 1000 + i} for i in range(args.requests)]
+    print(f"bench: arch={args.arch} size={args.size} steps={args.steps} requests={args.requests} "
+          f"concurrency={args.concurrency} device={device} sdserve dtype={str(dtype).removeprefix('torch.')}")
+
+    flops = flops_per_image(model_dir, arch, args.size, args.size, args.steps, guidance)
+    peak = matmul_peak_flops(device, dtype)
+    peak_fp32 = matmul_peak_flops(device, torch.float32)
+
+    # Baseline: plain diffusers, default dtype, one request at a time (after one warm-up).
+    base = Baseline(model_dir, arch, device)
+    base(reqs[0]["prompt"], args.size, args.size, args.steps, guidance, 0)
+    t0 = time.perf_counter()
+    for r in reqs:
+        base(r["prompt"], args.size, args.size, args.steps, guidance, r["seed"])
+    baseline_ips = len(reqs) / (time.perf_counter() - t0)
+    del base
+
+    settings = Settings(
+        data_dir=root / "server", port=_free_port(), device=args.device, dtype="auto",
+        models=[UserModel(id="bench", source=str(model_dir), arch=arch, scheduler="pndm" if arch == "sd15" else "euler")],
+    )
+    server, thread = _serve(settings)
+    url = f"http://127.0.0.1:{settings.port}/ai/run/bench"
+    body = {"width": args.size, "height": args.size, "num_steps": args.steps, "guidance": guidance}
+    latencies: list[float] = []
+    overheads: list[float] = []
+    images: dict[int, bytes] = {}
+    with httpx.Client(timeout=3600) as http:
+        http.post(url, json={**body, "prompt": "warm-up", "seed": 0}).raise_for_status()
+
+        def one(i: int) -> None:
+            t = time.perf_counter()
+            r = http.post(url, json={**body, **reqs[i]})
+            r.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+            images[i] = r.content
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(one, range(len(reqs))))
+        sdserve_ips = len(reqs) / (time.perf_counter() - t0)
+        alone = http.post(url, json={**body, **reqs[-1]}).content  # same request, nothing beside it
+        # Overhead: end-to-end minus the job's run time, one request at a time (no queueing).
+        for r in reqs[:5]:
+            t = time.perf_counter()
+            resp = http.post(url, json={**body, **r})
+            overheads.append((time.perf_counter() - t) * 1000 - float(resp.headers["x-sdserve-run-ms"]))
+    server.should_exit = True
+    thread.join(timeout=30)
+    diff = int(abs(_pixels(alone) - _pixels(images[len(reqs) - 1])).max())
+    result = {
+        "baseline_images_per_s": baseline_ips,
+        "sdserve_images_per_s": sdserve_ips,
+        "speedup": sdserve_ips / baseline_ips,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p95_s": statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else latencies[0],
+        "mfu": flops * sdserve_ips / peak,
+        "baseline_mfu": flops * baseline_ips / peak_fp32,
+        "overhead_ms_p50": statistics.median(overheads),
+        "batch_invariant": diff <= 2,
+        "batch_max_pixel_diff": diff,
+        "flops_per_image": flops,
+        "peak_flops": peak,
+        "baseline_peak_flops": peak_fp32,
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "arch": args.arch, "size": args.size, "steps": args.steps,
+        "requests": args.requests, "concurrency": args.concurrency,
+    }
+    for k, v in result.items():
+        print(f"  {k:24} {v:.4g}" if isinstance(v, float) else f"  {k:24} {v}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def add_bench_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="Measure sdserve against a plain diffusers baseline in one run.")
+    p.add_argument("--arch", choices=["tiny", "sd15", "sdxl"], default="tiny",
+                   help="tiny models, or full-size SD 1.5 / SDXL architectures with random weights.")
+    p.add_argument("--size", type=int, default=256, help="Image width and height (Workers AI route: 256-2048).")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--requests", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", type=Path, help="Where benchmark models are written (default ./data).")
+    p.add_argument("--json", type=Path, help="Also write the results as JSON here.")
+    p.set_defaults(func=cmd_bench)
