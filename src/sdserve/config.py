@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(256, ge=1, description="Most jobs waiting at once; more get 503 with Retry-After.")
     models: list[UserModel] = Field(default_factory=list, description="Models added in the config file.")
+    default_model: str = Field(
+        "@cf/runwayml/stable-diffusion-v1-5-img2img",
+        description="Catalog id or alias used where a dialect names no sdserve model: OpenAI's dall-e-2, "
+        "dall-e-3 and gpt-image-* names (and requests without `model`), and A1111's initial sd_model_checkpoint.",
+    )
     config_file: Path | None = Field(None, description="TOML file with these settings (and [[models]]).")
 
     @field_validator("api_keys", mode="before")

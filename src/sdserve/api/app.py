@@ -13,6 +13,8 @@ from fastapi.responses import HTMLResponse
 from .. import __version__
 from ..config import Settings
 from ..service.service import JobService
+from .dialects.openai.request_id import RequestIdHeader
+from .dialects.openai.router import router as openai_router
 from .dialects.workers_ai.router import router as workers_ai_router
 from .errors import install_error_handlers
 from .security import BodyLimit, JsonByDefault, KeyCheck
@@ -42,7 +44,9 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))  # outermost: every response
     app.include_router(workers_ai_router)
+    app.include_router(openai_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

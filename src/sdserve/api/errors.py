@@ -75,9 +75,50 @@ def _render_native(err: SdserveError) -> JSONResponse:
     return JSONResponse(body, status_code=err.status, headers=_headers(err))
 
 
-_RENDERERS: dict[str, Renderer] = {"workers_ai": _render_workers_ai, "native": _render_native}
+# OpenAI (reference §2.7): (type, code) per error; the SDK reads e.type / e.code / e.param.
+_OPENAI_CODES: list[tuple[type[SdserveError], str, str]] = [
+    (PayloadTooLarge, "invalid_request_error", "request_too_large"),
+    (BadInput, "invalid_request_error", "invalid_value"),
+    (UnknownModel, "invalid_request_error", "model_not_found"),
+    (Unauthorized, "invalid_request_error", "invalid_api_key"),
+    (NotFound, "invalid_request_error", "not_found"),
+    (RateLimited, "requests", "rate_limit_exceeded"),
+    (InsufficientCredits, "insufficient_quota", "insufficient_quota"),
+    (QueueFull, "server_error", "server_overloaded"),
+    (ModelUnavailable, "server_error", "model_unavailable"),
+    (Canceled, "invalid_request_error", "canceled"),
+]
+
+
+def _render_openai(err: SdserveError) -> JSONResponse:
+    kind, code = next(((t, c) for cls, t, c in _OPENAI_CODES if isinstance(err, cls)), ("server_error", "server_error"))
+    param = None
+    if isinstance(err, BadInput):
+        param = err.field or None
+    elif isinstance(err, UnknownModel):
+        param = "model"
+    # An unknown model is 404 model_not_found on OpenAI, whatever the route.
+    status = 404 if isinstance(err, UnknownModel) else err.status
+    headers = _headers(err)
+    if isinstance(err, Canceled):
+        headers["x-should-retry"] = "false"  # the SDK would retry a 409; a canceled job must stay canceled
+    body = {"error": {"message": err.message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _render_a1111(err: SdserveError) -> JSONResponse:
+    # A1111's api_middleware shape (reference §4.5): the exception class, its detail, and
+    # "<status>: <detail>". Deliberate errors are HTTPExceptions there; server faults keep their class.
+    name = "HTTPException" if err.status < 500 or isinstance(err, (QueueFull, ModelUnavailable)) else type(err).__name__
+    body = {"error": name, "detail": err.message, "body": "", "errors": f"{err.status}: {err.message}"}
+    return JSONResponse(body, status_code=err.status, headers=_headers(err))
+
+
+_RENDERERS: dict[str, Renderer] = {"workers_ai": _render_workers_ai, "native": _render_native,
+                                   "openai": _render_openai, "a1111": _render_a1111}
 # Which dialect owns a path; anything else is the native API's.
-_PREFIXES: tuple[tuple[str, str], ...] = (("/ai/", "workers_ai"), ("/client/v4/", "workers_ai"))
+_PREFIXES: tuple[tuple[str, str], ...] = (("/ai/", "workers_ai"), ("/client/v4/", "workers_ai"),
+                                          ("/v1/images", "openai"), ("/v1/models", "openai"), ("/sdapi/", "a1111"))
 
 
 def dialect_of(path: str) -> str:

@@ -1,0 +1,1 @@
+"""OpenAI Images dialect: /v1/images/* and /v1/models (reference §2)."""

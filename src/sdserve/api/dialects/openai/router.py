@@ -1,0 +1,159 @@
+"""OpenAI Images routes: thin glue between FastAPI and the adapter.
+
+``base_url`` for the openai SDK is ``http://host:port/v1``. Edits and variations are
+multipart forms read by hand, because clients send ``image`` or ``image[]`` and every
+value as text; the form models in protocol.py coerce them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from ....engine.params import GenerationParams
+from ....errors import BadInput
+from ....service.jobs import Output
+from ...deps import owner_of, service_of, settings_of
+from .adapter import edit_params, generation_params, images_response, model_object, resolve_model, variation_params
+from .protocol import ImageEditForm, ImageGenerateRequest, ImagesResponse, ImageVariationForm, Model, ModelList
+from .url_cache import UrlCache
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["OpenAI Images"])
+
+_EXT = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+@dataclass
+class _OpenAIState:
+    """This dialect's per-app state (never module-global): the URL cache and a models timestamp."""
+
+    urls: UrlCache = field(default_factory=UrlCache)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def _state(request: Request) -> _OpenAIState:
+    st = getattr(request.app.state, "openai_dialect", None)
+    if st is None:
+        st = request.app.state.openai_dialect = _OpenAIState()
+    return st  # type: ignore[no-any-return]
+
+
+def _publish(request: Request, out: Output) -> str:
+    """The URL at which ``out`` can be downloaded for the next 60 minutes.
+
+    The one place that decides where ``response_format=url`` images live; swap the URL cache
+    for the service's artifact store here.
+    """
+    token = _state(request).urls.put(out.data, out.content_type)
+    return str(request.url_for("openai_image_output", token=token, ext=_EXT.get(out.content_type, "bin")))
+
+
+async def _run(request: Request, response: Response, params: GenerationParams, response_format: str | None,
+               owner: str | None) -> dict[str, Any]:
+    job = await service_of(request).run(params, owner, disconnected=request.is_disconnected)
+    response.headers["X-Sdserve-Job"] = job.id
+    return images_response(job.outputs, response_format, int(time.time()), lambda o: _publish(request, o), job.params)
+
+
+def _spec(request: Request, model: str | None):  # type: ignore[no-untyped-def]
+    return resolve_model(model, service_of(request).catalog, settings_of(request).default_model)
+
+
+def _check_multipart(request: Request) -> None:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadInput("image", "send multipart/form-data with the image as a file part (as the openai SDK does)")
+
+
+def _fields(form: FormData, model: type[BaseModel]) -> Any:
+    text = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    try:
+        return model.model_validate(text)
+    except ValidationError as e:
+        # Same path as a JSON body's validation error: BadInput naming the field.
+        raise RequestValidationError(e.errors()) from None
+
+
+async def _files(form: FormData, *names: str) -> list[bytes]:
+    out = []
+    for name in names:
+        for v in form.getlist(name):
+            if not isinstance(v, UploadFile):
+                raise BadInput(name.removesuffix("[]"), "must be a file part (an uploaded image), not text")
+            out.append(await v.read())
+    return out
+
+
+_FORM_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}, "required": True}}
+
+
+@router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+async def create_image(body: ImageGenerateRequest, request: Request, response: Response) -> dict[str, Any]:
+    """Create images from a prompt (OpenAI ``images.generate``)."""
+    owner = owner_of(request)
+    params = generation_params(body, _spec(request, body.model))
+    return await _run(request, response, params, body.response_format, owner)
+
+
+@router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
+             openapi_extra=_FORM_DOC)
+async def create_image_edit(request: Request, response: Response) -> dict[str, Any]:
+    """Edit an image: repaint its transparent (or masked-transparent) area, else the whole image."""
+    owner = owner_of(request)
+    _check_multipart(request)
+    async with request.form() as form:
+        fields: ImageEditForm = _fields(form, ImageEditForm)
+        images = await _files(form, "image", "image[]")
+        masks = await _files(form, "mask")
+    if len(masks) > 1:
+        raise BadInput("mask", "send one mask")
+    spec = _spec(request, fields.model)
+    params = edit_params(fields, images, masks[0] if masks else None, spec, settings_of(request).max_image_pixels)
+    return await _run(request, response, params, fields.response_format, owner)
+
+
+@router.post("/v1/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
+             openapi_extra=_FORM_DOC)
+async def create_image_variation(request: Request, response: Response) -> dict[str, Any]:
+    """Variations of an image (img2img with strength 0.7 and an empty prompt)."""
+    owner = owner_of(request)
+    _check_multipart(request)
+    async with request.form() as form:
+        fields: ImageVariationForm = _fields(form, ImageVariationForm)
+        images = await _files(form, "image", "image[]")
+    if len(images) > 1:
+        raise BadInput("image", f"got {len(images)} images; send one")
+    spec = _spec(request, fields.model)
+    params = variation_params(fields, images[0] if images else None, spec, settings_of(request).max_image_pixels)
+    return await _run(request, response, params, fields.response_format, owner)
+
+
+@router.get("/v1/images/outputs/{token}.{ext}", name="openai_image_output", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+async def image_output(token: str, ext: str, request: Request) -> Response:
+    """An image returned with ``response_format=url``; the unguessable URL is the credential."""
+    item = _state(request).urls.get(token)
+    return Response(item.data, media_type=item.content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> dict[str, Any]:
+    """Every catalog model (OpenAI's own names also work and mean the default model)."""
+    owner_of(request)
+    created = _state(request).created
+    return {"object": "list", "data": [model_object(s.id, created) for s in service_of(request).catalog]}
+
+
+@router.get("/v1/models/{model:path}", response_model=Model)
+async def retrieve_model(model: str, request: Request) -> dict[str, Any]:
+    """One model by id, alias or OpenAI name; unknown names are 404 ``model_not_found``."""
+    owner_of(request)
+    _spec(request, model)
+    return model_object(model, _state(request).created)
