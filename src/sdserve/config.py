@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "UserModel", "load_settings"]
@@ -66,6 +66,45 @@ class Settings(BaseSettings):
         "dall-e-3 and gpt-image-* names (and requests without `model`), and A1111's initial sd_model_checkpoint.",
     )
     config_file: Path | None = Field(None, description="TOML file with these settings (and [[models]]).")
+    # -- job service (store, outputs, webhooks, outbound URLs) --
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the job database, e.g. postgresql+psycopg://user:pw@host/sdserve. "
+        "Default: SQLite (WAL) at DATA_DIR/sdserve.db.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Times a job may be started; a job interrupted by a crash is re-queued until then."
+    )
+    preview_every: int = Field(5, ge=0, description="Attach a preview image to every k-th step event (0: never).")
+    outputs_backend: Literal["local", "s3"] = Field("local", description="Where outputs are kept: 'local' or 's3'.")
+    outputs_dir: Path | None = Field(None, description="Local output directory. Default: DATA_DIR/outputs.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...); unset for AWS.")
+    s3_bucket: str | None = Field(None, description="Bucket for outputs when outputs_backend is 's3'.")
+    s3_prefix: str = Field("sdserve/", description="Key prefix for outputs in the bucket.")
+    s3_region: str | None = Field(None, description="S3 region (boto3's default chain if unset).")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id (boto3's default chain if unset).")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (boto3's default chain if unset).")
+    s3_presign: bool = Field(
+        False, description="Link outputs as presigned S3 URLs (expiring after output_url_ttl_s) instead of via this server."
+    )
+    output_url_ttl_s: int = Field(3600, ge=1, description="Lifetime of presigned output URLs, in seconds.")
+    output_retention_hours: float = Field(
+        168.0, ge=0, description="Delete outputs this many hours after they are made (0: keep forever)."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL clients reach this server at, for output links (default: the request's own)."
+    )
+    allow_private_urls: bool = Field(
+        False,
+        description="Let outbound URLs (webhooks, init images) reach loopback and private addresses. "
+        "Only for local setups and tests: it opens the server to SSRF.",
+    )
+    fetch_timeout_s: float = Field(15.0, gt=0, description="Time limit for one outbound request, in seconds.")
+    fetch_max_mb: float = Field(20.0, gt=0, description="Largest outbound response accepted, in MiB.")
+    webhook_max_attempts: int = Field(10, ge=1, description="Delivery attempts per webhook before it is given up.")
+    webhook_retry_base_s: float = Field(
+        5.0, gt=0, description="Delay before the first webhook retry; each further retry doubles it (with jitter)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -81,6 +120,8 @@ class Settings(BaseSettings):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"models: id(s) {sorted(dup)} appear more than once in [[models]]; give each a unique id")
+        if self.outputs_backend == "s3" and not self.s3_bucket:
+            raise ValueError("outputs_backend is 's3' but s3_bucket is not set; set SDSERVE_S3_BUCKET (or use 'local')")
         return self
 
     @property

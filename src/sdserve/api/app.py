@@ -8,16 +8,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from .. import __version__
 from ..config import Settings
 from ..service.service import JobService
+from .dialects.a1111.basic_auth import BasicAuthAsBearer
+from .dialects.a1111.router import router as a1111_router
 from .dialects.openai.request_id import RequestIdHeader
+from .dialects.native.router import router as native_router
 from .dialects.openai.router import router as openai_router
 from .dialects.workers_ai.router import router as workers_ai_router
 from .errors import install_error_handlers
-from .security import BodyLimit, JsonByDefault, KeyCheck
+from .metrics import Metrics
+from .metrics import router as metrics_router
+from .security import BodyLimit, JsonByDefault, KeyAuth
 
 __all__ = ["build_app"]
 
@@ -40,13 +45,18 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
                   description="Self-hosted Stable Diffusion with Workers AI, OpenAI, ModelsLab and A1111 dialects.")
     app.state.settings = settings
     app.state.service = service
-    app.state.keys = KeyCheck(settings.api_keys)
+    app.state.keys = KeyAuth(settings.api_keys, service.keys, service.limiter)
+    app.state.metrics = Metrics(service)
     install_error_handlers(app)
     app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BasicAuthAsBearer, prefix="/sdapi/")
     app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))  # outermost: every response
     app.include_router(workers_ai_router)
     app.include_router(openai_router)
+    app.include_router(a1111_router)
+    app.include_router(native_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -54,10 +64,13 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"])
-    async def readyz() -> dict[str, Any]:
-        """Readiness, with the device, dtype and loaded models."""
-        return {"status": "ready", "demo": settings.demo, "queue_length": service.queue_length(),
-                **service.engine.health()}
+    async def readyz() -> JSONResponse:
+        """Readiness (503 until the database answers and the worker runs), with the device,
+        dtype and loaded models."""
+        state = service.health()
+        body: dict[str, Any] = {"status": "ready" if state["ready"] else "not ready", "demo": settings.demo,
+                                "queue_length": service.queue_length(), **state, **service.engine.health()}
+        return JSONResponse(body, status_code=200 if state["ready"] else 503)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(request: Request) -> str:

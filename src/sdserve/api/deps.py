@@ -21,6 +21,11 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def owner_of(request: Request) -> str | None:
-    """The caller's API key (raises Unauthorized), or None when the server is open."""
-    return request.app.state.keys.owner(request)  # type: ignore[no-any-return]
+def owner_of(request: Request, token: str | None = None) -> str | None:
+    """Who the caller is, as the owner id of its jobs, or None when the server is open.
+
+    Raises Unauthorized (no or wrong key) or RateLimited (the key's rate limit). Checked
+    once per request, so calling it again is free. ``token`` is for dialects that carry
+    the key outside the Authorization header.
+    """
+    return request.app.state.keys.owner(request, token)  # type: ignore[no-any-return]

@@ -1,44 +1,88 @@
-"""Bearer-token auth against the configured keys, and the request-body size limit."""
+"""Who is calling (API keys: static ones from the config and ones in the key store, with
+their rate limits), and the request-body size limit."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge, Unauthorized
+from ..service.keys import KeyStore
+from ..service.ratelimit import RateLimiter
 from .errors import render_error
 
-__all__ = ["KeyCheck", "BodyLimit"]
+__all__ = ["KeyAuth", "BodyLimit", "bearer_token"]
+
+_HOW = "send 'Authorization: Bearer <API key>'"
 
 
-class KeyCheck:
-    """Checks ``Authorization: Bearer <key>`` against static keys; open when there are none."""
+def bearer_token(request: Request) -> str | None:
+    """The key a request carries: a Bearer token, or the password of HTTP Basic auth (how
+    A1111 clients such as webuiapi send credentials)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            return base64.b64decode(value, validate=True).decode().partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
 
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = [k.encode() for k in keys]
+
+class KeyAuth:
+    """Checks a caller's key against the static keys (config) and the key store.
+
+    The owner id it returns names the caller in job records without holding the key:
+    ``key_...`` for stored keys, ``static-<hash prefix>`` for static ones, None when the
+    server is open (no keys of either kind).
+    """
+
+    def __init__(self, static_keys: list[str], keys: KeyStore, limiter: RateLimiter) -> None:
+        self._static = [k.encode() for k in static_keys]
+        self.keys = keys
+        self.limiter = limiter
 
     @property
     def open(self) -> bool:
-        return not self._keys
+        return not self._static and not self.keys.any_active()
 
-    def owner(self, request: Request) -> str | None:
-        """The caller's key (its identity as job owner), or None on an open server."""
+    def owner(self, request: Request, token: str | None = None) -> str | None:
+        """The caller's owner id (raises Unauthorized or RateLimited), once per request.
+
+        ``token`` is for dialects that carry the key elsewhere (ModelsLab's body ``key``).
+        """
+        cached = request.scope.get("sdserve.owner", ...)
+        if cached is not ...:
+            return cached  # type: ignore[no-any-return]
+        owner = self.check(token if token is not None else bearer_token(request))
+        request.scope["sdserve.owner"] = owner
+        return owner
+
+    def check(self, token: str | None) -> str | None:
         if self.open:
             return None
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Authentication error: send 'Authorization: Bearer <API key>'")
-        given = token.strip().encode()
-        # Compare against every key in constant time so timing does not reveal prefixes.
-        ok = False
-        for k in self._keys:
-            ok |= hmac.compare_digest(given, k)
-        if not ok:
+        if not token:
+            raise Unauthorized(f"Authentication error: {_HOW}")
+        given = token.encode()
+        # Compare against every static key in constant time so timing reveals no prefix.
+        static = False
+        for k in self._static:
+            static |= hmac.compare_digest(given, k)
+        if static:
+            return "static-" + hashlib.sha256(given).hexdigest()[:16]
+        record = self.keys.authenticate(token)
+        if record is None:
             raise Unauthorized("Authentication error: the API key is not valid")
-        return token.strip()
+        if record.rate_limit is not None:
+            self.limiter.check(record.id, record.rate_limit)
+        return record.id
 
 
 class BodyLimit:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..config import Settings, UserModel
 from ..engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec, WeightSource
 
-__all__ = ["build_catalog", "build_engine", "build_service", "user_spec"]
+__all__ = ["build_catalog", "build_engine", "build_service", "build_database", "build_artifacts",
+           "build_fetcher", "service_options", "user_spec"]
 
 
 def user_spec(m: UserModel) -> ModelSpec:
@@ -42,9 +43,51 @@ def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
     ))
 
 
-def build_service(settings: Settings):  # type: ignore[no-untyped-def]
+def build_database(settings: Settings):  # type: ignore[no-untyped-def]
+    """The job database (migrated): ``database_url``, else SQLite under the data dir."""
+    from ..service.db import Database
+
+    return Database(settings.database_url) if settings.database_url else Database.at(settings.data_dir)
+
+
+def build_artifacts(settings: Settings):  # type: ignore[no-untyped-def]
+    from ..service.artifacts import LocalArtifacts, S3Artifacts
+
+    if settings.outputs_backend == "s3":
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        return S3Artifacts(settings.s3_bucket or "", settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
+                           region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+                           secret_access_key=secret, presign=settings.s3_presign)
+    return LocalArtifacts(settings.outputs_dir or settings.data_dir / "outputs")
+
+
+def build_fetcher(settings: Settings):  # type: ignore[no-untyped-def]
+    from ..service.fetch import Fetcher, FetchPolicy
+
+    return Fetcher(FetchPolicy(allow_private=settings.allow_private_urls, timeout_s=settings.fetch_timeout_s,
+                               max_bytes=int(settings.fetch_max_mb * 1024 * 1024)))
+
+
+def service_options(settings: Settings):  # type: ignore[no-untyped-def]
+    from ..service.service import ServiceOptions
+    from ..service.webhooks import WebhookPolicy
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return ServiceOptions(
+        max_attempts=settings.max_attempts, preview_every=settings.preview_every,
+        retention_s=settings.output_retention_hours * 3600 or None, url_ttl_s=settings.output_url_ttl_s,
+        public_url=settings.public_url or f"http://{host}:{settings.port}",
+        webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
+    )
+
+
+def build_service(settings: Settings, engine=None):  # type: ignore[no-untyped-def]
+    """The job service with its database, artifact store and fetcher; ``engine`` defaults
+    to a new one (tests pass their session engine)."""
     from ..service.service import JobService
 
-    return JobService(build_engine(settings), max_queue=settings.max_queue)
+    return JobService(engine or build_engine(settings), max_queue=settings.max_queue, db=build_database(settings),
+                      artifacts=build_artifacts(settings), fetcher=build_fetcher(settings),
+                      options=service_options(settings))
 
 

@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = build_service(settings)
     if settings.demo:
         log.warning(DEMO_WARNING)
-    if not settings.api_keys:
+    if not settings.api_keys and not service.keys.any_active():
         log.warning("no API keys configured: the server is OPEN to anyone who can reach %s:%s",
                     settings.host, settings.port)
         if settings.host not in ("127.0.0.1", "localhost", "::1"):
@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+
+    from .keys import add_key_commands
+
+    add_key_commands(sub)
 
     p = sub.add_parser("make-tiny", help="Write tiny random-weight models in the real on-disk layouts.")
     p.add_argument("dir", type=Path)

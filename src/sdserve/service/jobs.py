@@ -1,19 +1,36 @@
-"""Job records: what was asked, what ran, what came out."""
+"""Job records: what was asked, what ran, what came out, and how a job is shown to clients."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Any, Literal
 
+from .. import errors as _errors
 from ..engine.params import GenerationParams
-from ..errors import SdserveError
+from ..errors import GenerationFailed, SdserveError
 
-__all__ = ["Job", "JobStatus", "Output", "TERMINAL", "new_job_id"]
+__all__ = [
+    "Job",
+    "JobStatus",
+    "Output",
+    "TERMINAL",
+    "WEBHOOK_EVENTS",
+    "new_job_id",
+    "error_to_json",
+    "error_from_json",
+    "job_view",
+    "iso",
+]
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+# Which lifecycle moments a job's webhook is told about; "completed" is any terminal state.
+WEBHOOK_EVENTS: tuple[str, ...] = ("start", "completed")
 
 
 def new_job_id() -> str:
@@ -23,12 +40,18 @@ def new_job_id() -> str:
 
 @dataclass
 class Output:
-    """One encoded image of a job."""
+    """One encoded image of a job. ``data`` is loaded only where a caller needs the bytes
+    (synchronous dialects); otherwise the artifact store holds them under ``key``."""
 
     index: int
     seed: int
     content_type: str
-    data: bytes
+    data: bytes | None = None
+    token: str = ""
+    key: str = ""
+    size: int = 0
+    expires_at: float | None = None
+    removed: bool = False
 
 
 @dataclass
@@ -48,7 +71,75 @@ class Job:
     total_steps: int = 0
     device: str = ""
     dtype: str = ""
+    priority: int = 0
+    attempts: int = 0
+    request: dict[str, Any] = field(default_factory=dict)
+    webhook: str | None = None
+    webhook_events: tuple[str, ...] = ("completed",)
+    cancel_requested: bool = False
+    credits: int = 0
+    # The latest live preview (PNG) while running; A1111's /progress shows it.
+    preview: bytes | None = None
 
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.params.seeds
+
+
+def error_to_json(err: SdserveError) -> str:
+    return json.dumps({"class": type(err).__name__, "kind": err.kind, "message": err.message,
+                       "field": getattr(err, "field", None), "detail": getattr(err, "detail", None)})
+
+
+def error_from_json(text: str) -> SdserveError:
+    """The stored error as the same domain class with the same message and field, so a
+    synchronous dialect renders a job's failure exactly as if it had happened in-line."""
+    d = json.loads(text)
+    cls = getattr(_errors, d.get("class", ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, SdserveError)):
+        # A subclass defined outside sdserve.errors: keep its meaning (caller's input or not).
+        cls = _errors.BadInput if d.get("field") is not None else GenerationFailed
+    # Constructors format messages differently per class; restore the stored text as is.
+    err = cls.__new__(cls)
+    SdserveError.__init__(err, d.get("message", ""))
+    if d.get("field") is not None:
+        err.field = d["field"]  # type: ignore[attr-defined]
+        err.detail = d.get("detail") or d.get("message", "")  # type: ignore[attr-defined]
+    return err
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_view(job: Job, output_url: Callable[[Output], str], queue_position: int | None = None) -> dict[str, Any]:
+    """The job as clients see it: the native API's body and the webhook payload's ``data``."""
+    err = job.error
+    return {
+        "id": job.id,
+        "status": job.status,
+        "model": job.params.model,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "queue_position": queue_position if job.status == "queued" else None,
+        "progress": {"step": job.step, "total": job.total_steps} if job.status == "running" else None,
+        "attempts": job.attempts,
+        "priority": job.priority,
+        "params": job.params.summary(),
+        "seeds": job.seeds,
+        "outputs": [
+            {"index": o.index, "seed": o.seed, "content_type": o.content_type,
+             "url": None if o.removed else output_url(o), "expires_at": iso(o.expires_at)}
+            for o in job.outputs
+        ],
+        "error": None if err is None else {"type": err.kind, "message": err.message,
+                                           "field": getattr(err, "field", None)},
+        "webhook": job.webhook,
+    }

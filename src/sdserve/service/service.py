@@ -1,28 +1,47 @@
-"""JobService: accepts jobs, runs them one at a time on the engine, and lets callers wait,
-cancel, and follow progress.
+"""JobService: every generation is a job in a durable store, run by a worker on the engine.
 
-The worker is an asyncio task; the blocking denoising loop runs in a thread so the event
-loop keeps answering HTTP while an image is made.
+The worker is an asyncio task that claims the next job from the database (round-robin
+between owners), runs the blocking denoising loop in a thread so the event loop keeps
+answering HTTP, writes the outputs to the artifact store and records the result. A
+heartbeat renews the running job's lease; a job whose lease lapses (its process died) is
+re-queued, up to ``max_attempts`` starts. Synchronous dialects call ``run``; the native
+API uses ``submit``/``get``/``cancel``/``events``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import itertools
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine.catalog import Catalog
 from ..engine.params import GenerationParams, GenerationResult, StepInfo
-from ..errors import Canceled, GenerationFailed, NotFound, QueueFull, SdserveError
-from .jobs import Job, new_job_id
+from ..errors import BadInput, Canceled, GenerationFailed, NotFound, SdserveError
+from .artifacts import ArtifactStore, MemoryArtifacts
+from .db import Database
+from .fairness import fair_order
+from .fetch import Fetcher
+from .jobs import WEBHOOK_EVENTS, Job, Output, job_view, new_job_id
+from .keys import KeyStore
 from .outputs import encode_outputs
+from .ratelimit import RateLimiter
+from .store import JobStore
+from .webhooks import WebhookPolicy, WebhookSender, delivery_row, signing_secret
 
-__all__ = ["JobService", "GenerationEngine"]
+__all__ = ["JobService", "GenerationEngine", "ServiceOptions", "OUTPUTS_PATH"]
 
 log = logging.getLogger(__name__)
+
+# Where the API serves an output by its token; the service builds links with it.
+OUTPUTS_PATH = "/v1/outputs/"
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 class GenerationEngine(Protocol):
@@ -46,18 +65,59 @@ class GenerationEngine(Protocol):
     def is_available(self, name: str) -> bool: ...
 
 
-class JobService:
-    """Queue, worker and job registry over one engine."""
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the service runs; the CLI fills it from Settings."""
 
-    def __init__(self, engine: GenerationEngine, max_queue: int = 256) -> None:
+    max_attempts: int = 3
+    preview_every: int = 5
+    retention_s: float | None = 7 * 24 * 3600.0
+    url_ttl_s: int = 3600
+    # Base of output links where no request supplies one (webhook payloads).
+    public_url: str = "http://127.0.0.1:8000"
+    poll_s: float = 1.0
+    heartbeat_s: float = 5.0
+    lease_s: float = 30.0
+    cleanup_every_s: float = 300.0
+    webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
+
+
+Observer = Callable[[str, Job], None]
+
+
+class JobService:
+    """Durable queue, worker, outputs, webhooks and keys over one engine."""
+
+    def __init__(self, engine: GenerationEngine, max_queue: int = 256, *, db: Database | None = None,
+                 artifacts: ArtifactStore | None = None, fetcher: Fetcher | None = None,
+                 options: ServiceOptions | None = None) -> None:
         self.engine = engine
         self.max_queue = max_queue
-        self._jobs: dict[str, Job] = {}
-        self._queue: asyncio.Queue[str] | None = None
-        self._done: dict[str, asyncio.Event] = {}
-        self._cancel: set[str] = set()
+        self.options = options or ServiceOptions()
+        # Without a database the service keeps everything in memory (embedding, tests of
+        # other layers); the CLI always passes one under the data dir.
+        self.db = db or Database.memory()
+        self.store = JobStore(self.db)
+        self.keys = KeyStore(self.db)
+        self.limiter = RateLimiter()
+        self.artifacts: ArtifactStore = artifacts or MemoryArtifacts()
+        self.fetcher = fetcher or Fetcher()
+        self.webhooks: WebhookSender | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._current: Job | None = None
+        self._cancel: set[str] = set()
+        self._served: dict[str | None, int] = {}
+        self._serve_order = itertools.count()
+        self._done: dict[str, asyncio.Event] = {}
+        self._subs: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._observers: list[Observer] = []
+        self._keep_data: set[str] = set()
+        self._fresh: dict[str, list[Output]] = {}
+        self._run_ema_s = 5.0
 
     @property
     def catalog(self) -> Catalog:
@@ -67,50 +127,99 @@ class JobService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._stopping = False
+        for job in await asyncio.to_thread(self._recover, True):
+            self._announce(job)
+        secret = await asyncio.to_thread(signing_secret, self.store)
+        self.webhooks = WebhookSender(self.db, self.fetcher, secret, self.options.webhook)
         self._worker = asyncio.create_task(self._work(), name="sdserve-worker")
+        self._tasks = [self._worker,
+                       asyncio.create_task(self.webhooks.run(self.options.poll_s), name="sdserve-webhooks"),
+                       asyncio.create_task(self._housekeeping(), name="sdserve-housekeeping")]
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop taking jobs; a running job stops at its next step and goes back in line."""
+        self._stopping = True
+        self._wake.set()
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._worker), grace_s)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks, self._worker = [], None
 
     # -- API ------------------------------------------------------------------------------
 
-    def submit(self, params: GenerationParams, owner: str | None = None) -> Job:
-        """Validate, resolve defaults and seeds, and queue. Raises BadInput/UnknownModel/QueueFull."""
-        if self._queue is None:
-            raise GenerationFailed("the job service is not running")
+    def submit(self, params: GenerationParams, owner: str | None = None, *, priority: int = 0,
+               webhook: str | None = None, webhook_events: tuple[str, ...] | list[str] = ("completed",)) -> Job:
+        """Validate, resolve defaults and seeds, charge credits and queue durably.
+
+        Raises BadInput/UnknownModel (the request), InsufficientCredits or QueueFull.
+        """
         resolved = self.engine.prepare(params)
-        if self._queue.qsize() >= self.max_queue:
-            raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); retry shortly", retry_after=5)
-        job = Job(id=new_job_id(), params=resolved, owner=owner)
-        self._jobs[job.id] = job
-        self._done[job.id] = asyncio.Event()
-        self._queue.put_nowait(job.id)
+        events = tuple(dict.fromkeys(webhook_events))
+        bad = [e for e in events if e not in WEBHOOK_EVENTS]
+        if bad:
+            raise BadInput("webhook_events", f"{bad[0]!r} is not one of {', '.join(WEBHOOK_EVENTS)}")
+        if webhook is not None:
+            self.fetcher.precheck(webhook, "webhook")
+        job = Job(id=new_job_id(), params=resolved, owner=owner, priority=priority, request=params.summary(),
+                  webhook=webhook, webhook_events=events)
+        self.store.add(job, self.max_queue, retry_after=max(1.0, self._run_ema_s))
+        self._wake.set()
+        self._notify("submitted", job)
         return job
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
-        job = self._jobs.get(job_id)
-        # Another key's job answers exactly like a missing one, so ids cannot be probed.
-        if job is None or (owner is not None and job.owner is not None and job.owner != owner):
+        """The job, with live progress if it is running here. Another key's job answers
+        exactly like a missing one, so ids cannot be probed."""
+        job = self.store.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job {job_id}")
+        cur = self._current
+        if cur is not None and cur.id == job.id and job.status == "running":
+            job.step, job.total_steps, job.preview = cur.step, cur.total_steps, cur.preview
         return job
 
+    def list(self, owner: str | None = None, limit: int = 50) -> list[Job]:
+        """The caller's newest jobs (everyone's on an open server)."""
+        return self.store.list(owner, limit, all_owners=owner is None)
+
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel: a queued job ends now; a running one stops at its next step."""
         job = self.get(job_id, owner)
-        if job.done:
-            return job
         if job.status == "queued":
-            self._finish(job, "canceled", Canceled("canceled before it started"))
-        else:
-            self._cancel.add(job.id)  # the running loop stops at its next step
+            job.status, job.error, job.finished_at = "canceled", Canceled("canceled before it started"), time.time()
+            if self._record_terminal(job, "queued"):
+                self._announce(job)
+                return job
+            job = self.get(job_id, owner)  # it started meanwhile
+        if job.status == "running":
+            self._cancel.add(job.id)
+            self.store.request_cancel(job.id)  # reaches the worker's heartbeat if it runs elsewhere
+            job.cancel_requested = True
         return job
 
     async def wait(self, job: Job, timeout: float | None = None) -> Job:
-        await asyncio.wait_for(self._done[job.id].wait(), timeout)
+        """Wait until ``job`` ends (raises TimeoutError after ``timeout``); updates ``job`` in place."""
+
+        async def until_done() -> Job:
+            while True:
+                ev = self._done.setdefault(job.id, asyncio.Event())
+                fresh = self.store.get(job.id)
+                if fresh is None:
+                    raise NotFound(f"no job {job.id}")
+                if fresh.done:
+                    return fresh
+                # The local worker sets the event; polling covers jobs run by another process.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ev.wait(), self.options.poll_s)
+
+        fresh = await asyncio.wait_for(until_done(), timeout)
+        vars(job).update(vars(fresh))
         return job
 
     async def run(
@@ -119,64 +228,293 @@ class JobService:
         owner: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> Job:
-        """Submit and wait; cancel if the client goes away. Raises the job's error if it failed."""
+        """Submit and wait; cancel if the client goes away. Raises the job's error if it
+        failed. The returned job's outputs carry their bytes (``Output.data``)."""
         job = self.submit(params, owner)
-        done = self._done[job.id]
-        while not done.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(done.wait(), 0.25)
-            if not done.is_set() and disconnected is not None and await disconnected():
-                log.info("client of job %s went away; canceling it", job.id)
-                self.cancel(job.id)
-                await done.wait()
+        self._keep_data.add(job.id)
+        try:
+            while not job.done:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await self.wait(job, 0.25)
+                if not job.done and disconnected is not None and await disconnected():
+                    log.info("client of job %s went away; canceling it", job.id)
+                    self.cancel(job.id)
+                    await self.wait(job)
+        finally:
+            self._keep_data.discard(job.id)
+            fresh = self._fresh.pop(job.id, None)
         if job.error is not None:
             raise job.error
+        if fresh is not None:
+            job.outputs = fresh
+        else:
+            job.outputs = [replace(o, data=await asyncio.to_thread(self.artifacts.get, o.key)) for o in job.outputs]
         return job
 
     def running(self) -> Job | None:
         """The job the worker is running now, if any (A1111's /progress reports it)."""
-        return next((j for j in self._jobs.values() if j.status == "running"), None)
+        return self._current
 
     def queue_length(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return self.store.queue_length()
+
+    def queue_position(self, job_id: str) -> int | None:
+        """1-based place in line (1 = starts next), by the same policy the worker follows."""
+        order = fair_order(self.store.waiting(), self._served)
+        return order.index(job_id) + 1 if job_id in order else None
+
+    def _claim_next(self) -> Job | None:
+        for job_id in fair_order(self.store.waiting(), self._served):
+            job = self.store.claim(job_id)
+            if job is not None:  # else another worker took it first: try the next in line
+                return job
+        return None
+
+    def output_url(self, output: Output, base_url: str | None = None) -> str:
+        """A presigned link where the artifact store gives one, else this server's unguessable one."""
+        direct = self.artifacts.presigned_url(output.key, self.options.url_ttl_s)
+        if direct is not None:
+            return direct
+        return f"{(base_url or self.options.public_url).rstrip('/')}{OUTPUTS_PATH}{output.token}"
+
+    async def output_bytes(self, token: str) -> tuple[Output, bytes]:
+        """An output by its URL token; NotFound once it expired or was removed."""
+        found = self.store.output(token)
+        if found is None:
+            raise NotFound("no such output")
+        _, out = found
+        if out.removed or (out.expires_at is not None and out.expires_at <= time.time()):
+            raise NotFound("this output has expired")
+        return out, await asyncio.to_thread(self.artifacts.get, out.key)
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(kind, job)`` on "submitted", "started" and "finished" (metrics)."""
+        self._observers.append(observer)
+
+    def health(self) -> dict[str, Any]:
+        worker_ok = self._worker is not None and not self._worker.done()
+        db_ok = self.db.ping()
+        return {"ready": worker_ok and db_ok, "database": "ok" if db_ok else "unreachable",
+                "worker": "running" if worker_ok else "stopped"}
+
+    async def events(self, job_id: str, owner: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Progress of one job as events: ``queued`` (with position, when it changes),
+        ``started``, ``step`` (step, total, sometimes a preview), then the terminal state
+        (``succeeded``, ``failed`` or ``canceled``) with the job. Ends after that."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subs.setdefault(job_id, set()).add(queue)  # before reading state: nothing is missed
+        try:
+            job = self.get(job_id, owner)
+            last_pos: int | None = None
+            started_attempt = 0
+            last_step = 0
+            while True:
+                if job.done:
+                    yield {"event": job.status, "job": job}
+                    return
+                if job.status == "queued":
+                    pos = self.queue_position(job.id)
+                    if pos is not None and pos != last_pos:
+                        last_pos = pos
+                        yield {"event": "queued", "position": pos}
+                elif job.attempts != started_attempt:
+                    started_attempt, last_step = job.attempts, job.step
+                    yield {"event": "started", "attempt": job.attempts, "step": job.step, "total": job.total_steps}
+                try:
+                    ev = await asyncio.wait_for(queue.get(), self.options.poll_s)
+                except asyncio.TimeoutError:
+                    job = self.get(job_id)
+                    continue
+                if ev["event"] == "step" and started_attempt:
+                    if ev["step"] > last_step:
+                        last_step = ev["step"]
+                        yield ev
+                    continue
+                job = self.get(job_id)
+        finally:
+            subs = self._subs.get(job_id)
+            if subs is not None:
+                subs.discard(queue)
+                if not subs:
+                    self._subs.pop(job_id, None)
 
     # -- worker ---------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        assert self._queue is not None
-        while True:
-            job_id = await self._queue.get()
-            job = self._jobs.get(job_id)
-            if job is None or job.done:
+        while not self._stopping:
+            self._wake.clear()
+            job = await asyncio.to_thread(self._claim_next)
+            if job is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
                 continue
-            await self._run_one(job)
+            self._served[job.owner] = next(self._serve_order)
+            try:
+                await self._run_one(job)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one job
+                log.exception("worker failed around job %s", job.id)
 
     async def _run_one(self, job: Job) -> None:
-        job.status = "running"
-        job.started_at = time.time()
+        job.step, job.total_steps = 0, job.params.steps or 0
+        self._current = job
+        if job.webhook and "start" in job.webhook_events:
+            await asyncio.to_thread(self._send_start_webhook, job)
+        self._notify("started", job)
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        loop = asyncio.get_running_loop()
+        every = self.options.preview_every
 
-        def on_step(info: StepInfo) -> None:
+        def on_step(info: StepInfo) -> None:  # in the engine's thread
             job.step, job.total_steps = info.step, info.total
+            ev: dict[str, Any] = {"event": "step", "step": info.step, "total": info.total}
+            if every and info.preview is not None and (info.step % every == 0 or info.step == info.total):
+                job.preview = info.preview()
+                ev["preview"] = "data:image/png;base64," + base64.b64encode(job.preview).decode()
+            loop.call_soon_threadsafe(self._publish, job.id, ev)
 
         def canceled() -> bool:
-            return job.id in self._cancel
+            return job.id in self._cancel or self._stopping
 
+        t0 = time.time()
         try:
             result = await asyncio.to_thread(self.engine.generate, job.params, on_step, canceled)
-            job.outputs = await asyncio.to_thread(encode_outputs, result)
-            job.device, job.dtype = result.device, result.dtype
-            self._finish(job, "succeeded")
+            job.outputs = await asyncio.to_thread(self._save_outputs, job, result)
+            job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
         except Canceled as e:
-            self._finish(job, "canceled", e)
+            if job.id not in self._cancel:  # stopped by shutdown, not by its owner: run it again later
+                await asyncio.to_thread(self.store.requeue, job.id, job.attempts)
+                log.info("job %s re-queued at shutdown", job.id)
+                return
+            job.status, job.error = "canceled", e
         except SdserveError as e:
-            self._finish(job, "failed", e)
+            job.status, job.error = "failed", e
         except Exception as e:  # noqa: BLE001 - a bug must fail the job, not kill the worker
             log.exception("job %s crashed", job.id)
-            self._finish(job, "failed", GenerationFailed(f"internal error: {type(e).__name__}"))
-
-    def _finish(self, job: Job, status: str, error: SdserveError | None = None) -> None:
-        job.status = status  # type: ignore[assignment]
-        job.error = error
+            job.status, job.error = "failed", GenerationFailed(f"internal error: {type(e).__name__}")
+        finally:
+            heartbeat.cancel()
+            self._current = None
+        self._run_ema_s = 0.8 * self._run_ema_s + 0.2 * (time.time() - t0)
         job.finished_at = time.time()
+        if await asyncio.to_thread(self._record_terminal, job, "running", job.attempts):
+            self._announce(job)
+        else:
+            log.warning("job %s attempt %d was superseded; its result is dropped", job.id, job.attempts)
+            for o in job.outputs:
+                with contextlib.suppress(Exception):
+                    self.artifacts.delete(o.key)
+
+    def _save_outputs(self, job: Job, result: GenerationResult) -> list[Output]:
+        now = time.time()
+        expires = now + self.options.retention_s if self.options.retention_s else None
+        outs = encode_outputs(result)
+        for o in outs:
+            o.token = secrets.token_urlsafe(24)
+            o.key = f"{job.id}/{o.token}.{_EXT.get(o.content_type, 'bin')}"
+            o.size = len(o.data or b"")
+            o.expires_at = expires
+            self.artifacts.put(o.key, o.data or b"", o.content_type)
+        return outs
+
+    def _record_terminal(self, job: Job, expect: str, attempt: int | None = None) -> bool:
+        """Store ``job``'s terminal state with its completion webhook, atomically."""
+        deliveries = []
+        if job.webhook and "completed" in job.webhook_events:
+            deliveries.append(delivery_row(job.id, job.webhook, job.status, job_view(job, self.output_url),
+                                           job.finished_at or time.time()))
+        return self.store.finish(job, expect, attempt, deliveries)
+
+    def _send_start_webhook(self, job: Job) -> None:
+        from .tables import webhook_deliveries
+
+        row = delivery_row(job.id, job.webhook or "", "started", job_view(job, self.output_url), time.time())
+        with self.db.tx() as conn:
+            conn.execute(webhook_deliveries.insert().values(**row))
+        if self.webhooks is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.webhooks.wake.set)
+
+    def _announce(self, job: Job) -> None:
+        """Tell this process a job ended: waiters, event streams, observers, webhooks."""
         self._cancel.discard(job.id)
-        self._done[job.id].set()
+        if job.id in self._keep_data:
+            self._fresh[job.id] = job.outputs
+        self._notify("finished", job)
+        ev = self._done.pop(job.id, None)
+        if ev is not None:
+            ev.set()
+        if job.webhook and self.webhooks is not None:
+            self.webhooks.wake.set()
+
+    def _notify(self, kind: str, job: Job) -> None:
+        for obs in self._observers:
+            try:
+                obs(kind, job)
+            except Exception:  # noqa: BLE001 - an observer's bug must not break the job
+                log.exception("job observer failed on %s", kind)
+        self._publish(job.id, {"event": kind})
+
+    def _publish(self, job_id: str, ev: dict[str, Any]) -> None:
+        for q in self._subs.get(job_id, ()):
+            q.put_nowait(ev)
+
+    async def _heartbeat(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s)
+            state = await asyncio.to_thread(self.store.heartbeat, job.id, job.attempts)
+            if state is None or state:
+                # Canceled from another process, or the lease was lost: stop at the next step.
+                self._cancel.add(job.id)
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def _recover(self, startup: bool = False) -> list[Job]:
+        """Re-queue running jobs whose worker died; fail those out of attempts. Returns the
+        failed ones (to announce on the event loop)."""
+        now = time.time()
+        # SQLite is the embedded single-server database: at start, every running job is an
+        # orphan of this server's previous life. Shared databases wait for the lease to lapse.
+        cutoff = now if (startup and self.db.is_sqlite) else now - self.options.lease_s
+        failed = []
+        for job in self.store.stale_running(cutoff):
+            if self._current is not None and self._current.id == job.id:
+                continue
+            if job.attempts >= self.options.max_attempts:
+                job.status, job.finished_at = "failed", now
+                job.error = GenerationFailed(f"the server stopped while running this job {job.attempts} times; "
+                                             "giving up")
+                if self._record_terminal(job, "running", job.attempts):
+                    failed.append(job)
+            elif self.store.requeue(job.id, job.attempts):
+                log.warning("job %s was interrupted (attempt %d of %d); queued again", job.id, job.attempts,
+                            self.options.max_attempts)
+        return failed
+
+    def cleanup_expired(self) -> int:
+        """Delete outputs past their retention; returns how many."""
+        removed = 0
+        while True:
+            outs = self.store.expired_outputs(time.time())
+            if not outs:
+                return removed
+            for o in outs:
+                try:
+                    self.artifacts.delete(o.key)
+                except Exception:  # noqa: BLE001 - retried on the next pass
+                    log.exception("could not delete expired output %s", o.key)
+            self.store.mark_removed(o.token for o in outs)
+            removed += len(outs)
+
+    async def _housekeeping(self) -> None:
+        last_cleanup = 0.0
+        while True:
+            await asyncio.sleep(self.options.lease_s / 2)
+            try:
+                for job in await asyncio.to_thread(self._recover):
+                    self._announce(job)
+                if time.time() - last_cleanup >= self.options.cleanup_every_s:
+                    last_cleanup = time.time()
+                    n = await asyncio.to_thread(self.cleanup_expired)
+                    if n:
+                        log.info("deleted %d expired output(s)", n)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("housekeeping failed")

@@ -1,0 +1,81 @@
+"""Native job API wire schema: the internal parameters under their own names."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from ....engine.params import MAX_SEED
+
+__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList"]
+
+
+class JobRequest(BaseModel):
+    """Body of ``POST /v1/jobs``. The task follows from the inputs: image and mask is
+    inpaint, image alone img2img, neither txt2img. Unset fields take the model's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr = Field(description="Catalog id or alias (see `sdserve models`).")
+    prompt: StrictStr = Field(min_length=1, description="What to generate.")
+    negative_prompt: StrictStr = Field("", description="What to avoid.")
+    width: StrictInt | None = Field(None, ge=64, le=4096, description="Width in pixels, a multiple of 8.")
+    height: StrictInt | None = Field(None, ge=64, le=4096, description="Height in pixels, a multiple of 8.")
+    steps: StrictInt | None = Field(None, ge=1, le=200, description="Denoising steps.")
+    guidance: float | None = Field(None, ge=0, le=50, allow_inf_nan=False, description="CFG scale.")
+    seed: StrictInt | None = Field(None, ge=0, le=MAX_SEED, description="Seed of the first image (random if unset).")
+    n: StrictInt = Field(1, ge=1, le=16, description="Images to make (seeds seed, seed+1, ...).")
+    strength: float | None = Field(None, gt=0, le=1, allow_inf_nan=False,
+                                   description="How far img2img/inpaint may move from the input image.")
+    image: StrictStr | None = Field(None, description="Input image, base64 (bare or a data: URI).")
+    mask: StrictStr | None = Field(None, description="Inpainting mask, base64; white = repaint, black = keep.")
+    scheduler: StrictStr | None = Field(None, description="Scheduler name (see `sdserve models --schedulers`).")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the outputs.")
+    webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
+    webhook_events: list[Literal["start", "completed"]] = Field(
+        default_factory=lambda: ["completed"], description="Which moments the webhook reports.")
+    priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
+
+
+class OutputOut(BaseModel):
+    index: int
+    seed: int
+    content_type: str
+    url: str | None = Field(description="Where to GET the image; null once it expired.")
+    expires_at: str | None
+
+
+class ErrorOut(BaseModel):
+    type: str
+    message: str
+    field: str | None = None
+
+
+class ProgressOut(BaseModel):
+    step: int
+    total: int
+
+
+class JobOut(BaseModel):
+    """A job as ``GET /v1/jobs/{id}`` shows it (and webhook payloads carry it as ``data``)."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    model: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    queue_position: int | None = Field(description="1 = starts next; null unless queued.")
+    progress: ProgressOut | None
+    attempts: int
+    priority: int
+    params: dict[str, Any] = Field(description="The parameters that ran (defaults filled in), without images.")
+    seeds: list[int]
+    outputs: list[OutputOut]
+    error: ErrorOut | None
+    webhook: str | None
+
+
+class JobList(BaseModel):
+    data: list[JobOut]

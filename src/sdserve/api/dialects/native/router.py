@@ -1,0 +1,89 @@
+"""Native job API routes: thin glue between FastAPI, the adapter and the job service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from functools import partial
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from ....errors import BadInput
+from ....service.jobs import Job
+from ....service.service import OUTPUTS_PATH
+from ...deps import owner_of, service_of, settings_of
+from .adapter import job_out, to_params
+from .protocol import JobList, JobOut, JobRequest
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["Jobs (native)"])
+
+
+def _base(request: Request) -> str:
+    return settings_of(request).public_url or str(request.base_url)
+
+
+def _out(request: Request, job: Job) -> JobOut:
+    service = service_of(request)
+    pos = service.queue_position(job.id) if job.status == "queued" else None
+    return job_out(job, partial(service.output_url, base_url=_base(request)), pos)
+
+
+def _owned_job(job_id: str, request: Request) -> Job:
+    return service_of(request).get(job_id, owner_of(request))
+
+
+@router.post("/v1/jobs", status_code=201, response_model=JobOut)
+async def create_job(body: JobRequest, request: Request, response: Response) -> JobOut:
+    """Queue a generation; answers at once with the job (poll it, stream its events, or get a webhook)."""
+    owner = owner_of(request)
+    service = service_of(request)
+    params = to_params(body, service.catalog.get(body.model), settings_of(request).max_image_pixels)
+    job = service.submit(params, owner, priority=body.priority, webhook=body.webhook,
+                         webhook_events=body.webhook_events)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return _out(request, job)
+
+
+@router.get("/v1/jobs", response_model=JobList)
+async def list_jobs(request: Request, limit: int = Query(50, ge=1, le=500)) -> JobList:
+    """Your newest jobs, newest first."""
+    owner = owner_of(request)
+    return JobList(data=[_out(request, j) for j in service_of(request).list(owner, limit)])
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut)
+async def get_job(request: Request, job: Job = Depends(_owned_job)) -> JobOut:
+    """A job's status, progress, parameters and outputs (each with its URL and seed)."""
+    return _out(request, job)
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobOut)
+async def cancel_job(job_id: str, request: Request) -> JobOut:
+    """Cancel: a queued job ends at once, a running one at its next step. Ended jobs stay as they are."""
+    return _out(request, service_of(request).cancel(job_id, owner_of(request)))
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(request: Request, job: Job = Depends(_owned_job)) -> AsyncIterable[ServerSentEvent]:
+    """Server-Sent Events: `queued` (position), `started`, `step` (step, total, sometimes a
+    `preview` PNG data URI), then `succeeded`, `failed` or `canceled` with the job; then the stream ends."""
+    n = 0
+    async for ev in service_of(request).events(job.id):
+        kind = ev.pop("event")
+        n += 1
+        data = _out(request, ev["job"]).model_dump(mode="json") if "job" in ev else ev
+        yield ServerSentEvent(event=kind, data=data, id=str(n))
+
+
+@router.get(OUTPUTS_PATH + "{token}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+async def get_output(token: str, request: Request) -> Response:
+    """An output image. The token in the URL is the capability (unguessable), so links work
+    in <img> tags and for webhook receivers without a key; they stop working when the output expires."""
+    if not token.replace("-", "").replace("_", "").isalnum():
+        raise BadInput("token", "is not an output token")
+    out, data = await service_of(request).output_bytes(token)
+    return Response(content=data, media_type=out.content_type,
+                    headers={"Cache-Control": "private, max-age=3600", "X-Sdserve-Seed": str(out.seed)})

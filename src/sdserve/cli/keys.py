@@ -1,0 +1,94 @@
+"""``sdserve keys create|list|revoke`` and ``sdserve webhooks secret``: managing the API
+keys and the webhook signing secret kept in the job database."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..config import load_settings
+
+__all__ = ["add_key_commands"]
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (for database_url).")
+    p.add_argument("--data-dir", type=Path, help="Data dir whose database holds the keys.")
+
+
+def _database(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .build import build_database
+
+    return build_database(load_settings(args.config, data_dir=args.data_dir))
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from ..service.keys import KeyStore
+
+    record, key = KeyStore(_database(args)).create(args.name, args.rate_limit, args.credits)
+    limits = [f"{record.rate_limit} requests/min" if record.rate_limit else "no rate limit",
+              f"{record.credits} image credits" if record.credits is not None else "no credit limit"]
+    print(key)
+    print(f"# id {record.id}, {', '.join(limits)}. This is the only time the key is shown.")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from ..service.keys import KeyStore
+
+    keys = KeyStore(_database(args)).list()
+    if not keys:
+        print("no keys (the server is open unless api_keys is set)")
+        return 0
+    print(f"{'id':17} {'prefix':11} {'name':16} {'created':17} {'rate/min':>8} {'credits used/total':>18}  state")
+    for k in keys:
+        credits = f"{k.credits_used}/{k.credits}" if k.credits is not None else f"{k.credits_used}/-"
+        state = "active" if k.active else f"revoked {_when(k.revoked_at)}"
+        print(f"{k.id:17} {k.prefix + '…':11} {(k.name or '-')[:16]:16} {_when(k.created_at):17} "
+              f"{k.rate_limit or '-':>8} {credits:>18}  {state}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from ..service.keys import KeyStore
+
+    record = KeyStore(_database(args)).revoke(args.key)
+    print(f"revoked {record.id}" + (f" ({record.name})" if record.name else ""))
+    return 0
+
+
+def cmd_webhooks_secret(args: argparse.Namespace) -> int:
+    from ..service.store import JobStore
+    from ..service.webhooks import signing_secret
+
+    print(signing_secret(JobStore(_database(args))))
+    return 0
+
+
+def add_key_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    keys = sub.add_parser("keys", help="Create, list and revoke API keys.")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    p = ksub.add_parser("create", help="Create a key and print it (once).")
+    _store_args(p)
+    p.add_argument("--name", help="A label to recognise the key by.")
+    p.add_argument("--rate-limit", type=int, help="Requests per minute (unlimited if unset).")
+    p.add_argument("--credits", type=int, help="Images this key may generate in total (unlimited if unset).")
+    p.set_defaults(func=cmd_keys_create)
+    p = ksub.add_parser("list", help="List keys (never the keys themselves).")
+    _store_args(p)
+    p.set_defaults(func=cmd_keys_list)
+    p = ksub.add_parser("revoke", help="Revoke a key by its id (key_...) or the key itself.")
+    _store_args(p)
+    p.add_argument("key")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    hooks = sub.add_parser("webhooks", help="Webhook signing.")
+    hsub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    p = hsub.add_parser("secret", help="Print the whsec_ secret webhooks are signed with (made on first use).")
+    _store_args(p)
+    p.set_defaults(func=cmd_webhooks_secret)

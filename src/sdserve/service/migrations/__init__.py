@@ -1,0 +1,1 @@
+"""Alembic migrations of the job database (applied on start by ``Database.migrate``)."""

@@ -1,0 +1,230 @@
+"""The durable job queue: jobs, their inputs and outputs in the database.
+
+Every state change is one conditional UPDATE, so two workers (or a worker that lost its
+lease) can never both move the same job: claiming needs ``status='queued'``, finishing
+needs ``status='running'`` and the same attempt number that claimed it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..engine.params import GenerationParams
+from ..errors import QueueFull
+from .db import Database
+from .fairness import Waiting
+from .jobs import Job, Output, error_from_json, error_to_json
+from .keys import charge, refund
+from .tables import job_inputs, jobs, meta, outputs, webhook_deliveries
+
+__all__ = ["JobStore"]
+
+_IMAGES = {"init_image", "mask_image"}
+
+
+def _owner_is(owner: str | None):  # type: ignore[no-untyped-def]
+    return jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner
+
+
+def _output(row: Any) -> Output:
+    return Output(index=row.image_index, seed=row.seed, content_type=row.content_type, token=row.token,
+                  key=row.key, size=row.size, expires_at=row.expires_at, removed=bool(row.removed))
+
+
+def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
+    return Job(
+        id=row.id, params=GenerationParams.model_validate_json(row.params), owner=row.owner, status=row.status,
+        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+        outputs=sorted((_output(o) for o in outs), key=lambda o: o.index),
+        error=error_from_json(row.error) if row.error else None, device=row.device or "", dtype=row.dtype or "",
+        priority=row.priority, attempts=row.attempts, request=json.loads(row.request), webhook=row.webhook,
+        webhook_events=tuple(e for e in (row.webhook_events or "").split(",") if e),
+        cancel_requested=bool(row.cancel_requested), credits=row.credits,
+    )
+
+
+class JobStore:
+    """Jobs, inputs, outputs and small settings (``meta``) over one Database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def add(self, job: Job, max_queue: int, retry_after: float) -> Job:
+        """Insert a queued job, charging its images to the owner's key in the same
+        transaction. Raises QueueFull or InsufficientCredits (and then stores nothing)."""
+        p = job.params
+        with self.db.tx() as conn:
+            waiting = conn.execute(select(func.count()).select_from(jobs).where(jobs.c.status == "queued")).scalar_one()
+            if waiting >= max_queue:
+                raise QueueFull(f"the queue is full ({waiting} jobs waiting); retry shortly", retry_after=retry_after)
+            job.credits = charge(conn, job.owner, p.n)
+            conn.execute(insert(jobs).values(
+                id=job.id, owner=job.owner, status="queued", priority=job.priority, model=p.model,
+                request=json.dumps(job.request), params=p.model_dump_json(exclude=_IMAGES),
+                created_at=job.created_at, attempts=0, credits=job.credits, webhook=job.webhook,
+                webhook_events=",".join(job.webhook_events),
+            ))
+            if p.init_image is not None or p.mask_image is not None:
+                conn.execute(insert(job_inputs).values(job_id=job.id, init_image=p.init_image, mask_image=p.mask_image))
+        return job
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self.db.tx() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            outs = conn.execute(select(outputs).where(outputs.c.job_id == job_id)).all()
+        return _job(row, outs)
+
+    def list(self, owner: str | None, limit: int = 50, all_owners: bool = False) -> list[Job]:
+        """The newest jobs of ``owner`` (of everyone with ``all_owners``), newest first."""
+        q = select(jobs).order_by(jobs.c.seq.desc()).limit(limit)
+        if not all_owners:
+            q = q.where(_owner_is(owner))
+        with self.db.tx() as conn:
+            rows = conn.execute(q).all()
+            outs = conn.execute(select(outputs).where(outputs.c.job_id.in_([r.id for r in rows]))).all()
+        by_job: dict[str, list[Any]] = {}
+        for o in outs:
+            by_job.setdefault(o.job_id, []).append(o)
+        return [_job(r, by_job.get(r.id, ())) for r in rows]
+
+    def queue_length(self) -> int:
+        with self.db.tx() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs).where(jobs.c.status == "queued")).scalar_one())
+
+    def queue_by_model(self) -> dict[str, int]:
+        with self.db.tx() as conn:
+            rows = conn.execute(select(jobs.c.model, func.count()).where(jobs.c.status == "queued")
+                                .group_by(jobs.c.model)).all()
+        return {m: int(n) for m, n in rows}
+
+    def waiting(self) -> list[Waiting]:
+        """Every queued job, as much as the fairness policy needs to order them."""
+        with self.db.tx() as conn:
+            rows = conn.execute(select(jobs.c.id, jobs.c.owner, jobs.c.priority, jobs.c.seq)
+                                .where(jobs.c.status == "queued")).all()
+        return [Waiting(r.id, r.owner, r.priority, r.seq) for r in rows]
+
+    # -- the worker's side ----------------------------------------------------------------
+
+    def claim(self, job_id: str) -> Job | None:
+        """Move a queued job to running and return it with its input images; None if it
+        is no longer queued (another worker took it, or it was canceled)."""
+        now = time.time()
+        with self.db.tx() as conn:
+            won = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+                status="running", attempts=jobs.c.attempts + 1, started_at=now, heartbeat_at=now,
+            )).rowcount
+            if not won:
+                return None
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+            inputs = conn.execute(select(job_inputs).where(job_inputs.c.job_id == job_id)).first()
+        job = _job(row)
+        if inputs is not None:
+            job.params = job.params.model_copy(update={"init_image": inputs.init_image,
+                                                       "mask_image": inputs.mask_image})
+        return job
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool | None:
+        """Renew a running job's lease; returns whether a cancel was requested, or None if
+        the job is no longer this attempt's (a newer attempt or a terminal state)."""
+        with self.db.tx() as conn:
+            n = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running",
+                                                jobs.c.attempts == attempt).values(heartbeat_at=time.time())).rowcount
+            if not n:
+                return None
+            return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar_one())
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.db.tx() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running")
+                         .values(cancel_requested=True))
+
+    def stale_running(self, heartbeat_before: float) -> list[Job]:
+        """Running jobs whose worker stopped renewing the lease (it crashed or was killed)."""
+        with self.db.tx() as conn:
+            rows = conn.execute(select(jobs).where(jobs.c.status == "running",
+                                                   or_(jobs.c.heartbeat_at.is_(None),
+                                                       jobs.c.heartbeat_at < heartbeat_before))).all()
+        return [_job(r) for r in rows]
+
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        """Put an interrupted attempt back in line (its inputs are still stored)."""
+        with self.db.tx() as conn:
+            return bool(conn.execute(update(jobs).where(
+                jobs.c.id == job_id, jobs.c.status == "running", jobs.c.attempts == attempt,
+            ).values(status="queued", started_at=None, heartbeat_at=None)).rowcount)
+
+    def finish(self, job: Job, expect: str, attempt: int | None = None,
+               deliveries: Iterable[dict[str, Any]] = ()) -> bool:
+        """Record ``job``'s terminal state, outputs, credit refund and webhook deliveries in
+        one transaction, if the job is still ``expect`` (and ``attempt``). False otherwise:
+        someone else finished or re-claimed it, and nothing was written."""
+        cond = [jobs.c.id == job.id, jobs.c.status == expect]
+        if attempt is not None:
+            cond.append(jobs.c.attempts == attempt)
+        with self.db.tx() as conn:
+            n = conn.execute(update(jobs).where(*cond).values(
+                status=job.status, finished_at=job.finished_at, device=job.device or None,
+                dtype=job.dtype or None, error=error_to_json(job.error) if job.error else None,
+            )).rowcount
+            if not n:
+                return False
+            for o in job.outputs:
+                conn.execute(insert(outputs).values(
+                    token=o.token, job_id=job.id, image_index=o.index, seed=o.seed, content_type=o.content_type,
+                    key=o.key, size=o.size, created_at=job.finished_at, expires_at=o.expires_at, removed=False,
+                ))
+            if job.status != "succeeded":
+                refund(conn, job.owner, job.credits)
+            conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job.id))
+            for d in deliveries:
+                conn.execute(insert(webhook_deliveries).values(**d))
+        return True
+
+    # -- outputs --------------------------------------------------------------------------
+
+    def output(self, token: str) -> tuple[str, Output] | None:
+        """(job id, output) for an output URL's token."""
+        with self.db.tx() as conn:
+            row = conn.execute(select(outputs).where(outputs.c.token == token)).first()
+        return (row.job_id, _output(row)) if row else None
+
+    def expired_outputs(self, now: float, limit: int = 500) -> list[Output]:
+        with self.db.tx() as conn:
+            rows = conn.execute(select(outputs).where(outputs.c.removed.is_(False), outputs.c.expires_at.is_not(None),
+                                                      outputs.c.expires_at <= now).limit(limit)).all()
+        return [_output(r) for r in rows]
+
+    def mark_removed(self, tokens: Iterable[str]) -> None:
+        with self.db.tx() as conn:
+            conn.execute(update(outputs).where(outputs.c.token.in_(list(tokens))).values(removed=True))
+
+    # -- small settings -------------------------------------------------------------------
+
+    def meta_get(self, key: str) -> str | None:
+        with self.db.tx() as conn:
+            return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+    def meta_setdefault(self, key: str, value: str) -> str:
+        """The stored value, storing ``value`` first if there is none (first writer wins)."""
+        current = self.meta_get(key)
+        if current is not None:
+            return current
+        try:
+            with self.db.tx() as conn:
+                conn.execute(insert(meta).values(key=key, value=value))
+            return value
+        except IntegrityError:  # another process stored one first: theirs wins
+            return self.meta_get(key) or value

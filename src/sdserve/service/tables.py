@@ -1,0 +1,117 @@
+"""The job database's tables (SQLAlchemy Core). Alembic migrations create them; this module
+is what the code queries and what the migration test compares the migrated schema with.
+
+Times are Unix seconds (floats): portable across SQLite and PostgreSQL and what the
+service computes with. JSON columns are Text so both backends store them the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+)
+
+__all__ = ["metadata", "jobs", "job_inputs", "outputs", "api_keys", "webhook_deliveries", "meta"]
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # ``seq`` orders submissions (FIFO within an owner); ``id`` is the public, unguessable name.
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("owner", String(64), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("model", String(255), nullable=False),
+    Column("request", Text, nullable=False),  # the parameters as submitted (JSON, no image bytes)
+    Column("params", Text, nullable=False),  # resolved GenerationParams (JSON, no image bytes)
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("heartbeat_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("error", Text, nullable=True),  # JSON: class, message, field
+    Column("device", String(32), nullable=True),
+    Column("dtype", String(16), nullable=True),
+    Column("credits", Integer, nullable=False, server_default="0"),  # charged to the owner's key
+    Column("webhook", Text, nullable=True),
+    Column("webhook_events", String(64), nullable=True),  # comma-separated: start,completed
+)
+Index("ix_jobs_status_owner", jobs.c.status, jobs.c.owner)
+
+# Input images live apart from the job row so listing jobs never loads megabytes, and are
+# deleted when the job ends.
+job_inputs = Table(
+    "job_inputs",
+    metadata,
+    Column("job_id", String(64), ForeignKey("jobs.id"), primary_key=True),
+    Column("init_image", LargeBinary, nullable=True),
+    Column("mask_image", LargeBinary, nullable=True),
+)
+
+outputs = Table(
+    "outputs",
+    metadata,
+    Column("token", String(64), primary_key=True),  # the unguessable part of the output URL
+    Column("job_id", String(64), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("image_index", Integer, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("content_type", String(32), nullable=False),
+    Column("key", String(512), nullable=False),  # where the artifact store keeps the bytes
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True, index=True),
+    Column("removed", Boolean, nullable=False, server_default=false()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("hash", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    Column("prefix", String(16), nullable=False),  # first characters, to recognise a key in lists
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("rate_limit", Integer, nullable=True),  # requests per minute
+    Column("credits", Integer, nullable=True),  # images allowed in total
+    Column("credits_used", Integer, nullable=False, server_default="0"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the webhook-id header: same on every retry
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # the exact bytes signed and sent
+    Column("status", String(16), nullable=False),  # pending, delivered, failed, gone
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False, index=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,170 @@
+"""The durable job queue through the native API and the real engine: lifecycle, outputs,
+fairness between owners, priority, cancel, the bounded queue, and the migrated schema."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from tests.jobs_support import FAST, job_client, make_service, wait_done
+
+
+def test_migrations_create_exactly_the_declared_schema(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from sdserve.service.db import Database
+    from sdserve.service.tables import metadata
+
+    db = Database.at(tmp_path)
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert diff == []
+    assert mode == "wal"
+    Database.at(tmp_path).close()  # migrating again is a no-op
+
+
+def test_job_lifecycle_outputs_and_seeds(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path) as c:
+        r = c.post("/v1/jobs", json={**FAST, "seed": 7, "n": 2, "output_format": "webp"})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert job["status"] in ("queued", "running")
+        assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+        done = wait_done(c, job["id"])
+        assert done["status"] == "succeeded", done
+        assert done["seeds"] == [7, 8]
+        assert done["params"]["steps"] == 2 and done["params"]["scheduler"]  # resolved defaults recorded
+        assert done["attempts"] == 1 and done["error"] is None
+        assert [o["seed"] for o in done["outputs"]] == [7, 8]
+        for out in done["outputs"]:
+            assert out["content_type"] == "image/webp"
+            img = c.get(out["url"])
+            assert img.status_code == 200 and img.headers["content-type"] == "image/webp"
+            assert Image.open(io.BytesIO(img.content)).size == (64, 64)
+        # The files are under the data dir, named by unguessable tokens.
+        files = sorted(p.name for p in (tmp_path / "outputs" / job["id"]).iterdir())
+        assert len(files) == 2 and all(len(f) > 30 for f in files)
+        assert c.get("/v1/outputs/not-a-real-token").status_code == 404
+
+
+def test_same_seed_same_image_as_workers_ai(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path) as c:
+        job = c.post("/v1/jobs", json={**FAST, "width": 256, "height": 256, "seed": 11}).json()
+        native = c.get(wait_done(c, job["id"])["outputs"][0]["url"]).content
+        cf = c.post("/ai/run/@cf/runwayml/stable-diffusion-v1-5-img2img",
+                    json={"prompt": "a lighthouse", "width": 256, "height": 256, "num_steps": 2, "seed": 11})
+        assert cf.status_code == 200
+        assert Image.open(io.BytesIO(native)).tobytes() == Image.open(io.BytesIO(cf.content)).tobytes()
+
+
+def test_bad_input_names_the_field(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path) as c:
+        for body, field in [({**FAST, "width": 65}, "width"), ({**FAST, "image": "@@@"}, "image"),
+                            ({**FAST, "model": "nope"}, None), ({**FAST, "steps": 0}, "steps"),
+                            ({**FAST, "webhook": "file:///etc/passwd"}, "webhook"),
+                            ({**FAST, "bogus": 1}, "bogus")]:
+            r = c.post("/v1/jobs", json=body)
+            assert 400 <= r.status_code < 500, (body, r.text)
+            err = r.json()["error"]
+            if field:
+                assert err["field"] == field, (body, err)
+        assert c.get("/v1/jobs/nope").json()["error"]["type"] == "not_found"
+
+
+def test_fair_round_robin_between_owners_and_priority_within_one(settings, engine, tmp_path):
+    from sdserve.engine.params import GenerationParams
+
+    s, service = make_service(settings, engine, tmp_path)
+    p = GenerationParams(**{**FAST, "steps": 1})
+
+    async def scenario() -> list[str]:
+        # Everything is queued before the worker starts, so the order is the policy's alone.
+        a1 = service.submit(p, "key_a")
+        a2 = service.submit(p, "key_a")
+        a3 = service.submit(p, "key_a", priority=5)  # jumps a2 within key_a's own line
+        b1 = service.submit(p, "key_b")
+        c1 = service.submit(p, None)
+        names = {a1.id: "a1", a2.id: "a2", a3.id: "a3", b1.id: "b1", c1.id: "c1"}
+        assert service.queue_length() == 5
+        assert service.queue_position(b1.id) == 2  # one job of key_a may go first
+        await service.start()
+        try:
+            jobs = [await service.wait(j, 120) for j in (a1, a2, a3, b1, c1)]
+        finally:
+            await service.stop()
+        assert all(j.status == "succeeded" for j in jobs)
+        return [names[j.id] for j in sorted(jobs, key=lambda j: j.started_at or 0)]
+
+    # key_a's head is oldest; then the owners not yet served; then key_a again, best priority first.
+    assert asyncio.run(scenario()) == ["a3", "b1", "c1", "a1", "a2"]
+
+
+def test_cancel_queued_and_running(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path) as c:
+        long = c.post("/v1/jobs", json={**FAST, "steps": 200}).json()
+        queued = c.post("/v1/jobs", json=FAST).json()
+        deadline = time.time() + 60
+        while c.get(f"/v1/jobs/{long['id']}").json()["status"] != "running" and time.time() < deadline:
+            time.sleep(0.02)
+        r = c.delete(f"/v1/jobs/{queued['id']}")
+        assert r.status_code == 200 and r.json()["status"] == "canceled"
+        r = c.delete(f"/v1/jobs/{long['id']}")
+        assert r.status_code == 200
+        done = wait_done(c, long["id"], timeout=60)
+        assert done["status"] == "canceled", done
+        assert done["error"]["type"] == "canceled"
+        assert done["outputs"] == []
+        assert done["progress"] is None
+        q = c.get(f"/v1/jobs/{queued['id']}").json()
+        assert q["status"] == "canceled" and q["started_at"] is None and q["attempts"] == 0
+        # Canceling an ended job changes nothing.
+        assert c.delete(f"/v1/jobs/{queued['id']}").json()["status"] == "canceled"
+
+
+def test_full_queue_answers_503_with_retry_after(settings, engine, tmp_path):
+    from sdserve.engine.params import GenerationParams
+    from sdserve.errors import QueueFull
+
+    _, service = make_service(settings, engine, tmp_path, max_queue=2)
+    p = GenerationParams(**FAST)
+    service.submit(p)
+    service.submit(p)
+    with pytest.raises(QueueFull) as e:
+        service.submit(p)
+    assert e.value.retry_after >= 1
+
+    with job_client(settings, engine, tmp_path / "http", max_queue=1) as c:
+        long = c.post("/v1/jobs", json={**FAST, "steps": 200}).json()
+        deadline = time.time() + 60
+        while c.get(f"/v1/jobs/{long['id']}").json()["status"] != "running" and time.time() < deadline:
+            time.sleep(0.02)
+        assert c.post("/v1/jobs", json=FAST).status_code == 201  # the one waiting place
+        r = c.post("/v1/jobs", json=FAST)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["type"] == "server_overloaded"
+        c.delete(f"/v1/jobs/{long['id']}")
+
+
+def test_health_readiness_and_metrics(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["worker"] == "running"
+        job = c.post("/v1/jobs", json={**FAST, "n": 2}).json()
+        wait_done(c, job["id"])
+        text = c.get("/metrics").text
+        model = "@cf/runwayml/stable-diffusion-v1-5-img2img"
+        assert f'sdserve_images_generated_total{{model="{model}"}} 2.0' in text
+        assert f'sdserve_job_run_seconds_count{{model="{model}"}} 1.0' in text
+        assert f'sdserve_job_wait_seconds_count{{model="{model}"}} 1.0' in text
+        assert f'sdserve_model_loaded{{model="{model}"}} 1.0' in text
+        assert "process_resident_memory_bytes" in text
+        assert "# TYPE sdserve_job_errors_total counter" in text
+        assert 'sdserve_queue_depth' in text
