@@ -4,12 +4,13 @@ and the README's config reference are generated from the same text)."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = ["Settings", "UserModel", "load_settings"]
 
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto': bf16/fp16 on CUDA, float32 on CPU."
     )
-    api_keys: list[str] = Field(
+    api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Static bearer tokens accepted by every route. Empty means the server is open.",
     )
@@ -109,8 +110,11 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
-        # SDSERVE_API_KEYS=a,b is friendlier than a JSON list in an environment variable.
-        if isinstance(v, str) and not v.lstrip().startswith("["):
+        # SDSERVE_API_KEYS=a,b is friendlier than a JSON list in an environment variable; the
+        # field is NoDecode so the env source hands the raw string here instead of failing on it.
+        if isinstance(v, str):
+            if v.lstrip().startswith("["):
+                return json.loads(v)
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
 

@@ -1,0 +1,77 @@
+"""The scheduler registry: every entry builds a working diffusers scheduler on a model's own
+config, and the names dialects use map to it unambiguously."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sdserve.engine.catalog import Catalog
+from sdserve.engine.schedulers import SCHEDULERS, a1111_label, get_scheduler, lookup_a1111, scheduler_names
+from sdserve.errors import BadInput
+
+
+@pytest.fixture(scope="module")
+def sd15_scheduler_config(tiny_dir: Path) -> dict:
+    # The tiny sd15 ships a PNDM config, as the real SD 1.5 repo does.
+    return json.loads((tiny_dir / "sd15" / "base" / "scheduler" / "scheduler_config.json").read_text())
+
+
+@pytest.mark.parametrize("entry", SCHEDULERS, ids=lambda e: e.name)
+def test_every_entry_instantiates_on_the_model_config(entry, sd15_scheduler_config: dict) -> None:  # type: ignore[no-untyped-def]
+    import diffusers
+
+    from sdserve.engine.pipelines import make_scheduler
+
+    sched = make_scheduler(entry.name, sd15_scheduler_config)
+    assert type(sched) is getattr(diffusers, entry.cls)
+    for key, value in entry.overrides.items():
+        assert sched.config[key] == value, f"{entry.name}: override {key} not applied"
+    # The model's noise schedule is kept; only the sampler changes.
+    assert sched.config["beta_schedule"] == sd15_scheduler_config["beta_schedule"]
+    assert sched.config["beta_end"] == sd15_scheduler_config["beta_end"]
+    sched.set_timesteps(2)
+    assert len(sched.timesteps) >= 2
+
+
+def test_make_scheduler_returns_a_fresh_instance_each_time(sd15_scheduler_config: dict) -> None:
+    from sdserve.engine.pipelines import make_scheduler
+
+    # Schedulers keep per-run state (step index, model-output history): never share one.
+    assert make_scheduler("dpmpp_2m", sd15_scheduler_config) is not make_scheduler("dpmpp_2m", sd15_scheduler_config)
+
+
+def test_names_and_a1111_labels_are_unique_and_cited() -> None:
+    names = scheduler_names()
+    assert len(names) == len(set(names))
+    labels = [label.lower() for e in SCHEDULERS for label in e.a1111]
+    assert len(labels) == len(set(labels))
+    assert all(e.source for e in SCHEDULERS), "every algorithm cites its source"
+
+
+def test_every_catalog_default_is_in_the_registry() -> None:
+    for spec in Catalog.builtin():
+        assert get_scheduler(spec.defaults.scheduler).name == spec.defaults.scheduler
+
+
+def test_unknown_scheduler_is_bad_input_listing_the_valid_ones() -> None:
+    with pytest.raises(BadInput) as e:
+        get_scheduler("ddpm_fancy")
+    assert e.value.field == "scheduler"
+    assert "ddpm_fancy" in e.value.message and "dpmpp_2m" in e.value.message
+    with pytest.raises(BadInput) as e:
+        get_scheduler("nope", field_name="sampler")
+    assert e.value.field == "sampler"
+
+
+def test_a1111_labels_map_both_ways() -> None:
+    assert lookup_a1111("DPM++ 2M Karras").name == "dpmpp_2m_karras"
+    assert lookup_a1111("euler a").name == "euler_a"  # case-insensitive, as A1111 clients vary
+    assert lookup_a1111("dpmpp_2m").name == "dpmpp_2m"  # our own names are accepted too
+    assert a1111_label("dpmpp_2m") == "DPM++ 2M"
+    assert a1111_label("euler_trailing") == "euler_trailing"  # no A1111 name: ours
+    with pytest.raises(BadInput) as e:
+        lookup_a1111("Restart")
+    assert e.value.field == "sampler_name" and "Euler a" in e.value.message
