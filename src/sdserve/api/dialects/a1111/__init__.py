@@ -1,0 +1,1 @@
+"""AUTOMATIC1111 stable-diffusion-webui dialect: /sdapi/v1/* (reference §4)."""

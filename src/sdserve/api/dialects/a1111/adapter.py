@@ -1,0 +1,349 @@
+"""AUTOMATIC1111 <-> GenerationParams, as pure functions.
+
+A request becomes a ``Plan``: the first job's GenerationParams (``n`` = batch_size) and
+``n_iter`` jobs in all, whose seeds continue as A1111's do (seed + k * batch_size), so the
+same request gives the same images as A1111's numbering and as any other dialect asking for
+those seeds. Sampler names go through the ONE scheduler registry (engine/schedulers.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from .... import __version__
+from ....engine.catalog import Catalog, ModelSpec
+from ....engine.params import MAX_SEED, GenerationParams, Task, random_seed
+from ....engine.schedulers import SCHEDULERS, SchedulerEntry, a1111_label, lookup_a1111
+from ....errors import BadInput, NotFound
+from ....images import decode_image, encode_image
+from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
+from .infotext import read_image_info
+from .protocol import Img2ImgRequest, Txt2ImgRequest
+
+__all__ = [
+    "SCHEDULE_TYPES",
+    "Plan",
+    "resolve_sampler",
+    "resolve_checkpoint",
+    "output_format",
+    "txt2img_plan",
+    "img2img_plan",
+    "finish_output",
+    "generation_response",
+    "sd_model_item",
+    "sampler_items",
+    "scheduler_items",
+    "default_options",
+    "progress_body",
+]
+
+# The A1111 1.9+ schedule types sdserve maps onto registry entries: Automatic is the
+# sampler's own entry, Karras its "<label> Karras" twin.
+SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
+_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+_HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
+
+
+def resolve_sampler(sampler_name: str | None, sampler_index: str | None, scheduler: str | None) -> SchedulerEntry:
+    """The registry entry for A1111's sampler (``sampler_name``, else the legacy
+    ``sampler_index``, else Euler) and schedule type; BadInput listing valid names."""
+    field = "sampler_name" if sampler_name else "sampler_index"
+    entry = lookup_a1111((sampler_name or sampler_index or "Euler").strip(), field)
+    kind = (scheduler or "automatic").strip().lower()
+    if kind == "automatic":
+        return entry
+    if kind not in SCHEDULE_TYPES:
+        raise BadInput("scheduler", f"unknown schedule type {scheduler!r}; valid: {', '.join(SCHEDULE_TYPES.values())}")
+    label = entry.a1111[0] if entry.a1111 else entry.name
+    if label.lower().endswith(" karras"):
+        return entry
+    try:
+        return lookup_a1111(f"{label} Karras", "scheduler")
+    except BadInput:
+        karras = sorted(lbl.removesuffix(" Karras") for e in SCHEDULERS for lbl in e.a1111 if lbl.endswith(" Karras"))
+        raise BadInput("scheduler", f"sampler {label!r} has no Karras schedule here; use 'Automatic', or a sampler "
+                                    f"with one: {', '.join(karras)}") from None
+
+
+def resolve_checkpoint(name: str, catalog: Catalog, field: str = "sd_model_checkpoint") -> ModelSpec:
+    """A checkpoint by title (``id [hash]``), id or alias; BadInput listing the titles."""
+    for candidate in (name, _HASH_SUFFIX.sub("", name.strip())):
+        if candidate in catalog:
+            return catalog.get(candidate)
+    raise BadInput(field, f"model {name!r} not found; available: {', '.join(s.id for s in catalog)}")
+
+
+def _override(req: Txt2ImgRequest | Img2ImgRequest, key: str) -> Any:
+    return (req.override_settings or {}).get(key)
+
+
+def checkpoint_of(req: Txt2ImgRequest | Img2ImgRequest, current: str, catalog: Catalog) -> ModelSpec:
+    """``override_settings.sd_model_checkpoint`` if given, else the current checkpoint."""
+    name = _override(req, "sd_model_checkpoint")
+    if name is None:
+        return catalog.get(current)
+    if not isinstance(name, str):
+        raise BadInput("override_settings.sd_model_checkpoint", "must be a model title (string)")
+    return resolve_checkpoint(name, catalog, "override_settings.sd_model_checkpoint")
+
+
+def output_format(value: Any, field: str = "samples_format") -> str:
+    """A1111's ``samples_format`` (png, jpg, webp) as an engine output format."""
+    fmt = _FORMATS.get(str(value).lower()) if value is not None else None
+    if fmt is None:
+        raise BadInput(field, f"{value!r} is not one of png, jpg, webp")
+    return fmt
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one A1111 request runs: ``n_iter`` jobs like ``params`` with continuing seeds."""
+
+    params: GenerationParams
+    n_iter: int
+    sampler_label: str
+    crop: Crop | None = None
+
+    def iteration(self, k: int) -> GenerationParams:
+        seed = ((self.params.seed or 0) + k * self.params.n) % (MAX_SEED + 1)
+        return self.params.model_copy(update={"seed": seed})
+
+
+def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
+    # Refused rather than ignored: the caller would otherwise get an image without the
+    # effect asked for and no hint why.
+    if req.script_name:
+        raise _unprocessable("script_name", f"Script '{req.script_name}' not found (sdserve runs no scripts)")
+    for name in req.alwayson_scripts:
+        raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs no scripts)")
+    if req.restore_faces:
+        raise BadInput("restore_faces", "face restoration is not available in sdserve; send false")
+    if req.tiling:
+        raise BadInput("tiling", "tiling is not available in sdserve; send false")
+    if req.subseed_strength:
+        raise BadInput("subseed_strength", "variation seeds are not supported; send 0")
+    if req.refiner_checkpoint and req.refiner_checkpoint.lower() != "none":
+        raise BadInput("refiner_checkpoint", "refiners are not supported; send null")
+    if req.infotext:
+        raise BadInput("infotext", "filling fields from an infotext is not supported; send the fields themselves")
+
+
+def _unprocessable(field: str, message: str) -> BadInput:
+    err = BadInput(field, message)
+    err.status = 422  # A1111 answers unknown scripts with 422
+    return err
+
+
+def _check_side(value: int, field: str) -> None:
+    if value % 8 or not 64 <= value <= 4096:
+        raise BadInput(field, f"{value} is not allowed: use a multiple of 8 between 64 and 4096")
+
+
+def _seed(seed: int) -> int:
+    return random_seed() if seed == -1 else seed
+
+
+def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: str) -> Plan:
+    _refuse_unsupported(req)
+    if req.enable_hr:
+        raise BadInput("enable_hr", "hires fix is not supported; ask for the final width and height directly")
+    if "txt2img" not in spec.tasks:
+        raise BadInput("sd_model_checkpoint", f"{spec.id} is an inpainting model: use /sdapi/v1/img2img with a "
+                                              "mask, or switch checkpoint")
+    _check_side(req.width, "width")
+    _check_side(req.height, "height")
+    entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
+    params = GenerationParams(
+        model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        width=req.width, height=req.height, steps=req.steps, guidance=req.cfg_scale, seed=_seed(req.seed),
+        n=req.batch_size, scheduler=entry.name, output_format=fmt,  # type: ignore[arg-type]
+    )
+    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name))
+
+
+def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: str, max_pixels: int) -> Plan:
+    """img2img, or inpaint when ``mask`` is given (A1111 polarity: white repaints)."""
+    _refuse_unsupported(req)
+    if not req.init_images:
+        raise NotFound("init_images: Init image not found; send one image as base64 in init_images")
+    if len(req.init_images) > 1:
+        raise BadInput("init_images", f"got {len(req.init_images)} images; sdserve takes one init image per "
+                                      "request (use batch_size for several outputs)")
+    if req.latent_mask:
+        raise BadInput("latent_mask", "a separate latent mask is not supported; send only mask")
+    w, h = req.width, req.height
+    _check_side(w, "width")
+    _check_side(h, "height")
+    entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
+    raw = decode_b64(req.init_images[0], "init_images[0]")
+    img = decode_image(raw, "init_images[0]", max_pixels)
+    # Mode 0 (and 3) leave the stretch to the engine, which makes the same resize for every
+    # dialect; only the cropping modes change the pixels here.
+    init = raw if req.resize_mode in (0, 3) else to_png(resize_image(req.resize_mode, img, w, h))
+    task: Task = "img2img"
+    mask_png: bytes | None = None
+    crop: Crop | None = None
+    if req.mask:
+        m = decode_image(decode_b64(req.mask, "mask"), "mask", max_pixels, mode="RGBA")
+        blur_x, blur_y = (req.mask_blur, req.mask_blur) if req.mask_blur is not None else (req.mask_blur_x, req.mask_blur_y)
+        mask = prepare_mask(m, bool(req.inpainting_mask_invert), blur_x, blur_y, req.mask_round)
+        if mask.size != img.size:
+            mask = mask.resize(img.size, Image.Resampling.LANCZOS)  # A1111 scales the mask with the image
+        task = "inpaint"
+        region = crop_region(mask, req.inpaint_full_res_padding) if req.inpaint_full_res else None
+        if region is not None:
+            box = expand_crop_region(region, w, h, img.width, img.height)
+            crop = Crop(original=img, box=box, overlay_mask=mask)
+            init = to_png(img.crop(box).resize((w, h), Image.Resampling.LANCZOS))
+            mask = mask.crop(box).resize((w, h), Image.Resampling.LANCZOS)
+        elif req.resize_mode not in (0, 3):
+            mask = resize_image(req.resize_mode, mask, w, h)
+        mask_png = to_png(mask)
+    if task != "inpaint" and spec.tasks == ("inpaint",):
+        raise BadInput("mask", f"{spec.id} is an inpainting model: send a mask (white = repaint)")
+    spec.check_task(task)
+    params = GenerationParams(
+        model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, width=w, height=h,
+        steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
+        n=req.batch_size, scheduler=entry.name, init_image=init, mask_image=mask_png,
+        output_format=fmt,  # type: ignore[arg-type]
+    )
+    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop)
+
+
+def finish_output(data: bytes, plan: Plan) -> bytes:
+    """The image A1111 would return: an "only masked" crop pasted back into the original
+    (with its infotext kept); anything else unchanged."""
+    if plan.crop is None:
+        return data
+    text, _ = read_image_info(data)
+    out = paste_back(decode_image(data, "output", 2**31), plan.crop)
+    return encode_image(out, plan.params.output_format, text or "")
+
+
+def generation_response(
+    req: Txt2ImgRequest | Img2ImgRequest,
+    plan: Plan,
+    spec: ModelSpec,
+    resolved: GenerationParams,
+    images: Sequence[bytes],
+    seeds: Sequence[int],
+    started: float,
+) -> dict[str, Any]:
+    """``{images, parameters, info}``: ``parameters`` echoes the request (seed -1 stays -1),
+    ``info`` is a JSON string with the seeds actually used and one infotext per image."""
+    infotexts = [read_image_info(d)[0] or "" for d in images]
+    subseed = seeds[0] if req.subseed == -1 and seeds else req.subseed
+    info = {
+        "prompt": req.prompt,
+        "all_prompts": [req.prompt] * len(images),
+        "negative_prompt": req.negative_prompt,
+        "all_negative_prompts": [req.negative_prompt] * len(images),
+        "seed": seeds[0] if seeds else resolved.seed,
+        "all_seeds": list(seeds),
+        "subseed": subseed,
+        "all_subseeds": [subseed + i for i in range(len(seeds))],
+        "subseed_strength": req.subseed_strength,
+        "width": resolved.width,
+        "height": resolved.height,
+        "sampler_name": plan.sampler_label,
+        "cfg_scale": resolved.guidance,
+        "steps": resolved.steps,
+        "batch_size": resolved.n,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": resolved.model,
+        "sd_model_hash": None,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": req.seed_resize_from_w,
+        "seed_resize_from_h": req.seed_resize_from_h,
+        "denoising_strength": resolved.strength if resolved.task != "txt2img" else req.denoising_strength,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": req.styles or [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": spec.tasks == ("inpaint",),
+        "version": f"sdserve {__version__}",
+    }
+    parameters = req.model_dump()
+    if isinstance(req, Img2ImgRequest) and not req.include_init_images:
+        parameters["init_images"], parameters["mask"] = None, None
+    return {
+        "images": [base64.b64encode(d).decode("ascii") for d in images] if req.send_images else [],
+        "parameters": parameters,
+        "info": json.dumps(info),
+    }
+
+
+# -- listings ---------------------------------------------------------------------------
+
+def sd_model_item(spec: ModelSpec) -> dict[str, Any]:
+    # The title is the id: clients send the title back as sd_model_checkpoint.
+    return {"title": spec.id, "model_name": spec.id, "hash": None, "sha256": None,
+            "filename": spec.source.describe(), "config": None}
+
+
+def sampler_items() -> list[dict[str, Any]]:
+    """A1111 1.9+ lists base samplers; "<name> Karras" is the same sampler with scheduler Karras."""
+    return [{"name": e.a1111[0], "aliases": [e.name, *e.a1111[1:]], "options": {}}
+            for e in SCHEDULERS if e.a1111 and not e.a1111[0].endswith(" Karras")]
+
+
+def scheduler_items() -> list[dict[str, Any]]:
+    return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
+            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False}]
+
+
+def default_options(checkpoint: str, preview_every: int = 5) -> dict[str, Any]:
+    """``/sdapi/v1/options`` as a fresh server reports it (the settings sdserve honours first)."""
+    return {
+        "sd_model_checkpoint": checkpoint,
+        "sd_checkpoint_hash": None,
+        "samples_format": "png",
+        "live_previews_enable": True,
+        "show_progress_every_n_steps": preview_every,
+        "CLIP_stop_at_last_layers": 1,
+        "sd_vae": "Automatic",
+        "eta_noise_seed_delta": 0,
+        "save_images_default": False,
+    }
+
+
+def progress_body(
+    *,
+    step: int,
+    total: int,
+    job_no: int,
+    job_count: int,
+    started: float | None,
+    now: float,
+    job: str = "",
+    timestamp: str = "",
+    current_image: bytes | None = None,
+    interrupted: bool = False,
+    skipped: bool = False,
+) -> dict[str, Any]:
+    """``/sdapi/v1/progress`` with A1111's formula:
+    progress = 0.01 + job_no/job_count + (step/total)/job_count, capped at 1; eta = elapsed/progress - elapsed."""
+    progress = 0.0
+    eta = 0.0
+    if job_count > 0:
+        progress = min(1.0, 0.01 + job_no / job_count + (step / total if total else 0.0) / job_count)
+        elapsed = max(0.0, now - (started or now))
+        eta = elapsed / progress - elapsed if progress > 0 else 0.0
+    state = {"skipped": skipped, "interrupted": interrupted, "stopping_generation": False, "job": job,
+             "job_count": job_count, "job_timestamp": timestamp or "0", "job_no": job_no,
+             "sampling_step": step, "sampling_steps": total}
+    image = base64.b64encode(current_image).decode("ascii") if current_image else None
+    return {"progress": progress, "eta_relative": eta, "state": state, "current_image": image, "textinfo": None}

@@ -1,0 +1,254 @@
+"""AUTOMATIC1111 routes: thin glue between FastAPI, the adapter and the job service.
+
+Each txt2img/img2img request runs its ``n_iter`` batches as jobs, one after another, and
+registers itself in the dialect state so ``/progress`` can report A1111's job_no/job_count
+and ``/interrupt`` (stop the request, return what is done) and ``/skip`` (drop the current
+batch, go on with the next) can act on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request
+
+from ....engine.catalog import ModelSpec
+from ....errors import BadInput, Canceled, NotFound
+from ...deps import owner_of, service_of, settings_of
+from .adapter import (
+    Plan,
+    checkpoint_of,
+    default_options,
+    finish_output,
+    generation_response,
+    img2img_plan,
+    output_format,
+    progress_body,
+    resolve_checkpoint,
+    sampler_items,
+    scheduler_items,
+    sd_model_item,
+    txt2img_plan,
+)
+from .infotext import parse_infotext, read_image_info
+from .inputs import decode_b64
+from .protocol import (
+    GenerationResponse,
+    Img2ImgRequest,
+    PngInfoRequest,
+    PngInfoResponse,
+    ProgressResponse,
+    SamplerItem,
+    SchedulerItem,
+    SDModelItem,
+    Txt2ImgRequest,
+)
+from .state import A1111State, Batch
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
+
+
+def _state(request: Request) -> A1111State:
+    st = getattr(request.app.state, "a1111_dialect", None)
+    if st is None:
+        catalog = service_of(request).catalog
+        default = settings_of(request).default_model
+        current = catalog.get(default).id if default in catalog else next(iter(catalog)).id
+        # The service's preview cadence, when it has one, is what show_progress_every_n_steps means here.
+        every = int(getattr(settings_of(request), "preview_every", 5) or 0)
+        st = request.app.state.a1111_dialect = A1111State(options=default_options(current, every))
+    return st  # type: ignore[no-any-return]
+
+
+async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
+                    make_plan: Callable[[ModelSpec, str], Plan]) -> dict[str, Any]:
+    owner = owner_of(request)
+    service = service_of(request)
+    st = _state(request)
+    spec = checkpoint_of(req, st.options["sd_model_checkpoint"], service.catalog)
+    fmt_override = (req.override_settings or {}).get("samples_format")
+    fmt = output_format(fmt_override, "override_settings.samples_format") if fmt_override is not None \
+        else output_format(st.options.get("samples_format", "png"))
+    plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
+    batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner)
+    st.batches.append(batch)
+    images: list[bytes] = []
+    seeds: list[int] = []
+    resolved = plan.params
+    try:
+        for k in range(plan.n_iter):
+            if batch.interrupted:
+                break
+            params = plan.iteration(k)
+            batch.job_no, batch.current_seed, batch.skipped = k, params.seed, False
+            try:
+                job = await service.run(params, owner, disconnected=request.is_disconnected)
+            except Canceled:
+                if batch.interrupted:
+                    break  # A1111 returns what is done so far
+                if batch.skipped:
+                    continue
+                raise
+            resolved = job.params
+            for out in job.outputs:
+                images.append(await asyncio.to_thread(finish_output, out.data, plan))
+                seeds.append(out.seed)
+    finally:
+        st.batches.remove(batch)
+    return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started)
+
+
+@router.post("/txt2img", response_model=GenerationResponse)
+async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+    """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
+    return await _generate(request, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
+
+
+@router.post("/img2img", response_model=GenerationResponse)
+async def img2img(body: Img2ImgRequest, request: Request) -> dict[str, Any]:
+    """Image to image; with ``mask`` (white = repaint), inpainting."""
+    px = settings_of(request).max_image_pixels
+    return await _generate(request, body, "img2img", lambda spec, fmt: img2img_plan(body, spec, fmt, px))
+
+
+def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:
+    service = service_of(request)
+    job = service.running()
+    # On a server with keys, a caller can stop only its own work.
+    if job is None or (owner is not None and job.owner != owner):
+        return
+    batch = _state(request).batch_of(job.params.seed, job.params.prompt, job.owner)
+    if batch is not None:
+        if interrupt:
+            batch.interrupted = True
+        else:
+            batch.skipped = True
+    service.cancel(job.id, owner)
+
+
+@router.post("/interrupt")
+async def interrupt(request: Request) -> dict[str, Any]:
+    """Stop the running generation; its request returns the images finished so far."""
+    _stop(request, owner_of(request), interrupt=True)
+    return {}
+
+
+@router.post("/skip")
+async def skip(request: Request) -> None:
+    """Drop the running batch; its request goes on with the next one (n_iter)."""
+    _stop(request, owner_of(request), interrupt=False)
+
+
+@router.get("/progress", response_model=ProgressResponse)
+async def progress(request: Request, skip_current_image: bool = Query(False)) -> dict[str, Any]:
+    """Progress of the running job, with its latest live preview as ``current_image``."""
+    owner = owner_of(request)
+    job = service_of(request).running()
+    now = time.time()
+    if job is None:
+        return progress_body(step=0, total=0, job_no=0, job_count=0, started=None, now=now)
+    batch = _state(request).batch_of(job.params.seed, job.params.prompt, job.owner)
+    mine = owner is None or job.owner == owner  # another key's preview is its business
+    preview = getattr(job, "preview", None) if mine and not skip_current_image else None
+    return progress_body(
+        step=job.step, total=job.total_steps,
+        job_no=batch.job_no if batch else 0, job_count=batch.job_count if batch else 1,
+        started=batch.started if batch else job.started_at, now=now,
+        job=f"scripts_{batch.kind}" if batch else "", timestamp=batch.timestamp if batch else "",
+        current_image=preview if isinstance(preview, bytes) else None,
+        interrupted=batch.interrupted if batch else False, skipped=batch.skipped if batch else False,
+    )
+
+
+@router.get("/options")
+async def get_options(request: Request) -> dict[str, Any]:
+    """The settings, including the current ``sd_model_checkpoint``."""
+    owner_of(request)
+    return dict(_state(request).options)
+
+
+@router.post("/options")
+async def set_options(request: Request, body: dict[str, Any] = Body(...)) -> None:
+    """Change settings; ``sd_model_checkpoint`` switches the model later requests use."""
+    owner_of(request)
+    st = _state(request)
+    update = dict(body)
+    if "sd_model_checkpoint" in update:
+        name = update["sd_model_checkpoint"]
+        if not isinstance(name, str):
+            raise BadInput("sd_model_checkpoint", "must be a model title (string)")
+        update["sd_model_checkpoint"] = resolve_checkpoint(name, service_of(request).catalog).id
+    if "samples_format" in update:
+        output_format(update["samples_format"])  # validate; stored as sent, as A1111 does
+    st.options.update(update)
+
+
+@router.get("/sd-models", response_model=list[SDModelItem])
+async def sd_models(request: Request) -> list[dict[str, Any]]:
+    owner_of(request)
+    return [sd_model_item(s) for s in service_of(request).catalog]
+
+
+@router.post("/refresh-checkpoints")
+async def refresh_checkpoints(request: Request) -> None:
+    owner_of(request)  # the catalog comes from the config; nothing to rescan
+
+
+@router.get("/samplers", response_model=list[SamplerItem])
+async def samplers(request: Request) -> list[dict[str, Any]]:
+    owner_of(request)
+    return sampler_items()
+
+
+@router.get("/schedulers", response_model=list[SchedulerItem])
+async def schedulers(request: Request) -> list[dict[str, Any]]:
+    owner_of(request)
+    return scheduler_items()
+
+
+@router.post("/png-info", response_model=PngInfoResponse)
+async def png_info(body: PngInfoRequest, request: Request) -> dict[str, Any]:
+    """The generation parameters embedded in an image (PNG text or JPEG/WebP EXIF)."""
+    owner_of(request)
+    if not body.image.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    text, items = read_image_info(decode_b64(body.image, "image"))
+    return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+@router.get("/scripts")
+async def scripts(request: Request) -> dict[str, list[str]]:
+    """No scripts or extensions (clients probe this to find ControlNet, ADetailer, ...)."""
+    owner_of(request)
+    return {"txt2img": [], "img2img": []}
+
+
+@router.get("/cmd-flags")
+async def cmd_flags(request: Request) -> dict[str, Any]:
+    owner_of(request)
+    return {"api": True, "nowebui": True}
+
+
+@router.get("/embeddings")
+async def embeddings(request: Request) -> dict[str, Any]:
+    owner_of(request)
+    return {"loaded": {}, "skipped": {}}
+
+
+# Features sdserve does not have: empty lists, so clients that probe them show nothing.
+_EMPTY_LISTS = frozenset({"upscalers", "latent-upscale-modes", "sd-vae", "loras", "hypernetworks", "face-restorers",
+                          "realesrgan-models", "prompt-styles", "script-info"})
+
+
+@router.get("/{listing}")
+async def empty_listing(listing: str, request: Request) -> list[Any]:
+    """upscalers, sd-vae, loras, prompt-styles, ...: none in sdserve."""
+    owner_of(request)
+    if listing not in _EMPTY_LISTS:
+        raise NotFound(f"no route GET /sdapi/v1/{listing}")
+    return []
