@@ -23,7 +23,6 @@ from sdserve.api.dialects.openai.adapter import (
     variation_params,
 )
 from sdserve.api.dialects.openai.protocol import ImageEditForm, ImageGenerateRequest, ImageVariationForm
-from sdserve.api.dialects.openai.url_cache import UrlCache
 from sdserve.api.errors import render_error
 from sdserve.engine.catalog import Catalog
 from sdserve.errors import (
@@ -250,21 +249,3 @@ def test_error_bodies(err, status, kind, code, param):
 def test_canceled_is_not_retried_by_the_sdk():
     r = render_error("/v1/images/edits", Canceled("canceled"))
     assert r.headers["x-should-retry"] == "false"
-
-
-# -- URL cache --------------------------------------------------------------------------
-
-def test_url_cache_expires_and_bounds_memory():
-    now = [0.0]
-    cache = UrlCache(ttl_s=60, max_bytes=10, clock=lambda: now[0])
-    a = cache.put(b"aaaa", "image/png")
-    assert cache.get(a).data == b"aaaa" and len(a) >= 32
-    b = cache.put(b"bbbb", "image/png")
-    c = cache.put(b"cccc", "image/png")  # 12 bytes > 10: the oldest goes
-    with pytest.raises(NotFound):
-        cache.get(a)
-    assert cache.get(b).data == b"bbbb" and cache.get(c).data == b"cccc"
-    now[0] = 61
-    with pytest.raises(NotFound):
-        cache.get(c)
-    assert len(cache) == 0

@@ -22,20 +22,17 @@ from ....service.jobs import Output
 from ...deps import owner_of, service_of, settings_of
 from .adapter import edit_params, generation_params, images_response, model_object, resolve_model, variation_params
 from .protocol import ImageEditForm, ImageGenerateRequest, ImagesResponse, ImageVariationForm, Model, ModelList
-from .url_cache import UrlCache
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["OpenAI Images"])
 
-_EXT = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
 @dataclass
 class _OpenAIState:
-    """This dialect's per-app state (never module-global): the URL cache and a models timestamp."""
+    """This dialect's per-app state (never module-global): when the models were first listed."""
 
-    urls: UrlCache = field(default_factory=UrlCache)
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -47,13 +44,10 @@ def _state(request: Request) -> _OpenAIState:
 
 
 def _publish(request: Request, out: Output) -> str:
-    """The URL at which ``out`` can be downloaded for the next 60 minutes.
-
-    The one place that decides where ``response_format=url`` images live; swap the URL cache
-    for the service's artifact store here.
-    """
-    token = _state(request).urls.put(out.data, out.content_type)
-    return str(request.url_for("openai_image_output", token=token, ext=_EXT.get(out.content_type, "bin")))
+    """Where a ``response_format=url`` image can be downloaded: the artifact store's
+    unguessable (or presigned) link, kept for the configured retention (OpenAI keeps 60 min)."""
+    base = settings_of(request).public_url or str(request.base_url)
+    return service_of(request).output_url(out, base)
 
 
 async def _run(request: Request, response: Response, params: GenerationParams, response_format: str | None,
@@ -133,14 +127,6 @@ async def create_image_variation(request: Request, response: Response) -> dict[s
     spec = _spec(request, fields.model)
     params = variation_params(fields, images[0] if images else None, spec, settings_of(request).max_image_pixels)
     return await _run(request, response, params, fields.response_format, owner)
-
-
-@router.get("/v1/images/outputs/{token}.{ext}", name="openai_image_output", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
-async def image_output(token: str, ext: str, request: Request) -> Response:
-    """An image returned with ``response_format=url``; the unguessable URL is the credential."""
-    item = _state(request).urls.get(token)
-    return Response(item.data, media_type=item.content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/v1/models", response_model=ModelList)
