@@ -154,7 +154,7 @@ def bad_input_from_validation(exc: RequestValidationError) -> BadInput:
     if first.get("type") == "json_invalid":
         return BadInput("body", "is not valid JSON")
     if first.get("type") == "missing":
-        return BadInput(field, "is required")
+        return BadInput(field or "body", "is required")
     return BadInput(field or "body", msg)
 
 

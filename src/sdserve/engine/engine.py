@@ -179,6 +179,11 @@ class Engine:
             raise BadInput("guidance", f"{p.guidance} is not allowed: use a number from 0 to 50")
         if p.strength is None or not math.isfinite(p.strength) or not 0 < p.strength <= 1:
             raise BadInput("strength", f"{p.strength} is not allowed: use a number above 0 and at most 1")
+        if p.task != "txt2img" and int(p.steps * p.strength) < 1:
+            # diffusers runs int(steps * strength) steps of an img2img/inpaint schedule (same
+            # expression, same rounding); zero would crash the pipeline with a reshape error.
+            raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
+                                       "raise strength or steps so that strength x steps is at least 1")
         get_scheduler(p.scheduler or "")
         if p.task != "txt2img" and p.init_image is None:
             raise BadInput("image", f"task {p.task} needs an input image")

@@ -9,7 +9,7 @@ from ....engine.catalog import ModelSpec
 from ....engine.params import GenerationParams, Task
 from ....errors import BadInput
 from ....images import decode_image
-from .protocol import ImageObject, MaskObject, ModelSearchItem, TextToImageInput
+from .protocol import ModelSearchItem, TextToImageInput
 
 __all__ = ["to_params", "search_item", "TEXT_TO_IMAGE_TASK"]
 
@@ -25,7 +25,8 @@ def _b64(text: str) -> bytes:
     if text.startswith("data:") and ";base64" not in text.split(",", 1)[0]:
         raise BadInput("image_b64", "data URI must be base64 encoded (expected ';base64,')")
     try:
-        return base64.b64decode(data.strip(), validate=True)
+        # Line-wrapped base64 (the `base64` tool wraps at 76 columns) is still base64.
+        return base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadInput("image_b64", "is not valid base64") from None
 
@@ -33,8 +34,6 @@ def _b64(text: str) -> bytes:
 def _image_bytes(inp: TextToImageInput) -> bytes | None:
     if inp.image is not None and inp.image_b64 is not None:
         raise BadInput("image", "send either image or image_b64, not both")
-    if isinstance(inp.image, ImageObject):
-        return bytes(inp.image.image)
     if inp.image is not None:
         return bytes(inp.image)
     if inp.image_b64 is not None:
@@ -49,7 +48,7 @@ def to_params(inp: TextToImageInput, spec: ModelSpec, max_pixels: int) -> Genera
     txt2img. Images are decoded here so a bad one is reported under its own field name.
     """
     image = _image_bytes(inp)
-    mask = bytes(inp.mask.mask) if isinstance(inp.mask, MaskObject) else (bytes(inp.mask) if inp.mask else None)
+    mask = bytes(inp.mask) if inp.mask is not None else None
     field = "image_b64" if inp.image_b64 is not None else "image"
     img = decode_image(image, field, max_pixels) if image is not None else None
     if mask is not None:
@@ -60,14 +59,16 @@ def to_params(inp: TextToImageInput, spec: ModelSpec, max_pixels: int) -> Genera
             raise BadInput("mask", f"is {m.width}x{m.height} but the image is {img.width}x{img.height}; "
                                    "they must be the same size")
     task: Task = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
-    if "inpaint" in spec.tasks and spec.tasks == ("inpaint",) and task != "inpaint":
+    if spec.tasks == ("inpaint",) and task != "inpaint":
         raise BadInput("mask" if image is not None else "image",
                        f"model {spec.id} is an inpainting model: send image (or image_b64) and mask")
     spec.check_task(task)
     width, height = inp.width, inp.height
-    if img is not None and width is None and height is None:
-        # img2img keeps the input's size (rounded down to the latent grid) unless asked otherwise.
-        width, height = max(64, img.width // 8 * 8), max(64, img.height // 8 * 8)
+    if img is not None:
+        # img2img keeps the input's size (rounded down to the latent grid) in each dimension
+        # the caller leaves out.
+        width = max(64, img.width // 8 * 8) if width is None else width
+        height = max(64, img.height // 8 * 8) if height is None else height
     return GenerationParams(
         model=spec.id,
         task=task,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ....errors import UnknownModel
 from ...deps import owner_of, service_of, settings_of
@@ -13,7 +13,14 @@ from .protocol import TextToImageInput
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["Cloudflare Workers AI"])
+
+def _authenticate(request: Request) -> None:
+    # A router dependency runs before the body is validated, so a caller without a valid key
+    # gets 401 (code 10000) whatever it sent, as behind Cloudflare's gateway.
+    owner_of(request)
+
+
+router = APIRouter(tags=["Cloudflare Workers AI"], dependencies=[Depends(_authenticate)])
 
 _PNG = {200: {"content": {"image/png": {}}, "description": "The generated image (raw bytes)."}}
 
@@ -53,18 +60,20 @@ async def models_search(
     search: str | None = None,
     task: str | None = None,
     author: str | None = None,
+    source: int | None = None,
     page: int = Query(1, ge=1),
     per_page: int = Query(20, ge=1, le=1000),
 ) -> dict[str, Any]:
     """List the catalog in Workers AI's model-search shape."""
-    owner_of(request)
     items = [search_item(s) for s in service_of(request).catalog]
     if search:
         items = [i for i in items if search.lower() in (i.name + " " + i.description).lower()]
     if task:
         items = [i for i in items if task.lower() == i.task["name"].lower()]
     if author:
-        items = [i for i in items if i.name.split("/")[1:2] == [author]]
+        items = [i for i in items if i.name.lower().split("/")[1:2] == [author.lower()]]
+    if source is not None:
+        items = [i for i in items if i.source == source]
     start = (page - 1) * per_page
     chunk = items[start:start + per_page]
     return {
