@@ -59,8 +59,8 @@ def _state(request: Request) -> A1111State:
         catalog = service_of(request).catalog
         default = settings_of(request).default_model
         current = catalog.get(default).id if default in catalog else next(iter(catalog)).id
-        # The service's preview cadence, when it has one, is what show_progress_every_n_steps means here.
-        every = int(getattr(settings_of(request), "preview_every", 5) or 0)
+        # The service's preview cadence is what show_progress_every_n_steps means here.
+        every = settings_of(request).preview_every
         st = request.app.state.a1111_dialect = A1111State(options=default_options(current, every))
     return st  # type: ignore[no-any-return]
 
@@ -154,13 +154,13 @@ async def progress(request: Request, skip_current_image: bool = Query(False)) ->
         return progress_body(step=0, total=0, job_no=0, job_count=0, started=None, now=now)
     batch = _state(request).batch_of(job.params.seed, job.params.prompt, job.owner)
     mine = owner is None or job.owner == owner  # another key's preview is its business
-    preview = getattr(job, "preview", None) if mine and not skip_current_image else None
+    preview = job.preview if mine and not skip_current_image else None
     return progress_body(
         step=job.step, total=job.total_steps,
         job_no=batch.job_no if batch else 0, job_count=batch.job_count if batch else 1,
         started=batch.started if batch else job.started_at, now=now,
         job=f"scripts_{batch.kind}" if batch else "", timestamp=batch.timestamp if batch else "",
-        current_image=preview if isinstance(preview, bytes) else None,
+        current_image=preview,
         interrupted=batch.interrupted if batch else False, skipped=batch.skipped if batch else False,
     )
 
