@@ -13,7 +13,8 @@ FAST: dict[str, Any] = {"model": "sd15", "prompt": "a lighthouse", "width": 64, 
 
 
 def job_settings(settings, data_dir: Path, **overrides):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={"data_dir": data_dir, **overrides})
+    """The session settings with another data dir and ``overrides``, validated."""
+    return settings.model_validate({**settings.model_dump(), "data_dir": data_dir, **overrides})
 
 
 def make_service(settings, engine, data_dir: Path, **overrides):  # type: ignore[no-untyped-def]

@@ -96,7 +96,8 @@ class S3Artifacts:
             "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             # Path-style addressing works with every S3-compatible server (MinIO, moto, R2).
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
+            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
+                          retries={"max_attempts": 3, "mode": "standard"}),
         )
 
     def _key(self, key: str) -> str:

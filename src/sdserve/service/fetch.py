@@ -48,6 +48,8 @@ class FetchPolicy:
     """Limits of outbound requests; the CLI fills it from Settings."""
 
     allow_private: bool = False
+    # Networks allowed even though not public (e.g. one internal webhook receiver), CIDR strings.
+    allow_networks: tuple[str, ...] = ()
     timeout_s: float = 15.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 5
@@ -61,17 +63,17 @@ class FetchResponse:
     url: str
 
 
-def _refusal(ip: IPAddress, allow_private: bool) -> str | None:
+def _refusal(ip: IPAddress, policy: FetchPolicy) -> str | None:
     """Why ``ip`` may not be contacted, or None if it may."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
     if ip in _METADATA:
         return "a cloud metadata address"
-    if allow_private:
+    if policy.allow_private or any(ip in ipaddress.ip_network(n, strict=False) for n in policy.allow_networks):
         return None
-    for what, hit in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                      ("private", ip.is_private), ("multicast", ip.is_multicast),
-                      ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved)):
+    for what, hit in (("loopback", ip.is_loopback), ("unspecified", ip.is_unspecified),
+                      ("link-local", ip.is_link_local), ("private", ip.is_private),
+                      ("multicast", ip.is_multicast), ("reserved", ip.is_reserved)):
         if hit:
             return f"a {what} address"
     if not ip.is_global:
@@ -102,7 +104,7 @@ class Fetcher:
             ip = ipaddress.ip_address(u.host)
         except ValueError:
             return u
-        why = _refusal(ip, self.policy.allow_private)
+        why = _refusal(ip, self.policy)
         if why:
             raise FetchRefused(field, f"URL host {ip} is {why}; outbound requests may only reach public addresses")
         return u
@@ -125,7 +127,7 @@ class Fetcher:
         # Every address must pass: a name that resolves to one public and one private
         # address would otherwise be a coin toss an attacker can repeat.
         for ip in addrs:
-            why = _refusal(ip, self.policy.allow_private)
+            why = _refusal(ip, self.policy)
             if why:
                 raise FetchRefused(field, f"URL host {u.host} resolves to {ip}, {why}; outbound requests "
                                           "may only reach public addresses")
