@@ -33,6 +33,7 @@ __all__ = [
     "Plan",
     "resolve_sampler",
     "resolve_checkpoint",
+    "checkpoint_of",
     "output_format",
     "txt2img_plan",
     "img2img_plan",
