@@ -86,3 +86,9 @@ def test_resolved_params_round_trip_through_json() -> None:
     # The job store keeps resolved params as JSON (images go to their own column).
     p = GenerationParams(model="sd15", prompt="x", negative_prompt="y", n=2, seed=3).resolve(SD15)
     assert GenerationParams.model_validate_json(p.model_dump_json()) == p
+
+
+def test_zero_is_not_missing() -> None:
+    # A 0 the caller sent stays 0 so the engine can reject it by name; only None means "default".
+    p = GenerationParams(model="sd15", prompt="x", width=0, height=0, steps=0).resolve(SD15)
+    assert (p.width, p.height, p.steps) == (0, 0, 0)

@@ -52,7 +52,7 @@ def run_batch(model: Any, items: Sequence[BatchItem], make_scheduler: Callable[[
     if any(batch_key(it.params) != batch_key(first) for it in items):
         raise ValueError("run_batch needs items with equal batch keys")
     pipe = model.pipeline(first.task)
-    pipe.scheduler = make_scheduler(first.scheduler or "euler", model.base.scheduler.config)
+    pipe.scheduler = make_scheduler(first.scheduler or "euler", model.scheduler_config)
     prompts: list[str] = []
     negatives: list[str] = []
     generators: list[torch.Generator] = []

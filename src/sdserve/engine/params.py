@@ -69,12 +69,14 @@ class GenerationParams(BaseModel):
     def resolve(self, spec: ModelSpec) -> GenerationParams:
         """A copy with every default filled from ``spec`` and a seed drawn if missing."""
         d = spec.defaults
+        # ``is None``, not ``or``: a 0 the caller sent is theirs to be told about (the engine
+        # rejects it), not silently replaced by a default.
         return self.model_copy(
             update={
                 "model": spec.id,
-                "width": self.width or d.width,
-                "height": self.height or d.height,
-                "steps": self.steps or d.steps,
+                "width": d.width if self.width is None else self.width,
+                "height": d.height if self.height is None else self.height,
+                "steps": d.steps if self.steps is None else self.steps,
                 "guidance": d.guidance if self.guidance is None else self.guidance,
                 "strength": (1.0 if self.task == "txt2img" else d.strength)
                 if self.strength is None

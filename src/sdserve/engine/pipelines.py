@@ -39,6 +39,13 @@ class LoadedModel:
     dtype: torch.dtype
     loaded_at: float = field(default_factory=time.time)
     _views: dict[str, Any] = field(default_factory=dict)
+    # The scheduler config the model shipped with. Every run builds its scheduler from this,
+    # never from ``base.scheduler``, which the last txt2img run replaced: one request's
+    # overrides (Karras sigmas, trailing spacing) must not leak into the next one's image.
+    scheduler_config: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler_config = self.base.scheduler.config
 
     @property
     def inpaint_unet(self) -> bool:
