@@ -6,7 +6,6 @@ Pure functions over the built-in catalog and Pillow images; no engine, no HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -28,7 +27,6 @@ from sdserve.api.dialects.a1111.adapter import (
     scheduler_items,
     txt2img_plan,
 )
-from sdserve.api.dialects.a1111.basic_auth import BasicAuthAsBearer
 from sdserve.api.dialects.a1111.infotext import parse_infotext, read_image_info
 from sdserve.api.dialects.a1111.inputs import (
     binary_mask,
@@ -358,7 +356,7 @@ def test_plan_iteration_keeps_everything_but_the_seed(catalog):
     assert later.seed == 7 and later.model_copy(update={"seed": 3}) == plan.params
 
 
-# -- errors and auth --------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------------
 
 def test_error_bodies_have_a1111_shape():
     r = render_error("/sdapi/v1/txt2img", BadInput("steps", "must be at least 1"))
@@ -371,15 +369,13 @@ def test_error_bodies_have_a1111_shape():
     assert (r.status_code, r.headers["retry-after"], json.loads(r.body)["error"]) == (503, "4", "HTTPException")
 
 
-def test_basic_auth_becomes_bearer():
-    seen = {}
+def test_engine_errors_are_renamed_to_a1111_fields():
+    from sdserve.api.dialects.a1111.adapter import in_dialect_terms
+    from sdserve.errors import PayloadTooLarge
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        seen.update(dict(scope["headers"]))
-
-    mw = BasicAuthAsBearer(app, prefix="/sdapi/")
-    basic = b"Basic " + base64.b64encode(b"user:sk-key")
-    asyncio.run(mw({"type": "http", "path": "/sdapi/v1/options", "headers": [(b"authorization", basic)]}, None, None))
-    assert seen[b"authorization"] == b"Bearer sk-key"
-    asyncio.run(mw({"type": "http", "path": "/v1/models", "headers": [(b"authorization", basic)]}, None, None))
-    assert seen[b"authorization"] == basic  # other dialects untouched
+    e = in_dialect_terms(BadInput("strength", "0.1 x 2 steps leaves no denoising step"))
+    assert (e.field, e.message, e.status) == ("denoising_strength", "denoising_strength: 0.1 x 2 steps leaves no "
+                                              "denoising step", 400)
+    assert in_dialect_terms(BadInput("guidance", "x")).field == "cfg_scale"
+    big = in_dialect_terms(PayloadTooLarge("image", "too many pixels"))
+    assert isinstance(big, PayloadTooLarge) and (big.field, big.status) == ("init_images[0]", 413)

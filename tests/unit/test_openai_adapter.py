@@ -249,3 +249,12 @@ def test_error_bodies(err, status, kind, code, param):
 def test_canceled_is_not_retried_by_the_sdk():
     r = render_error("/v1/images/edits", Canceled("canceled"))
     assert r.headers["x-should-retry"] == "false"
+
+
+def test_engine_errors_are_renamed_to_the_dialects_fields():
+    from sdserve.api.dialects.openai.adapter import in_dialect_terms
+
+    renamed = in_dialect_terms(BadInput("width", "70 is not a multiple of 8"))
+    assert (renamed.field, renamed.message) == ("size", "size: 70 is not a multiple of 8")
+    same = BadInput("steps", "too many")
+    assert in_dialect_terms(same) is same

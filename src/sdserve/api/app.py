@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from .. import __version__
 from ..config import Settings
 from ..service.service import JobService
-from .dialects.a1111.basic_auth import BasicAuthAsBearer
 from .dialects.a1111.router import router as a1111_router
 from .dialects.openai.request_id import RequestIdHeader
 from .dialects.native.router import router as native_router
@@ -50,7 +49,6 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(BasicAuthAsBearer, prefix="/sdapi/")
     app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))  # outermost: every response
     app.include_router(workers_ai_router)
     app.include_router(openai_router)

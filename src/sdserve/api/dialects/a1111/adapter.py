@@ -44,11 +44,16 @@ __all__ = [
     "scheduler_items",
     "default_options",
     "progress_body",
+    "ENGINE_FIELDS",
+    "in_dialect_terms",
 ]
 
 # The A1111 1.9+ schedule types sdserve maps onto registry entries: Automatic is the
 # sampler's own entry, Karras its "<label> Karras" twin.
 SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
+# Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
+ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
+                 "image": "init_images[0]"}
 _FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 
@@ -285,6 +290,17 @@ def generation_response(
         "parameters": parameters,
         "info": json.dumps(info),
     }
+
+
+def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> BadInput:
+    """``err`` with its field renamed from the engine's name to A1111's."""
+    new = names.get(err.field)
+    if new is None:
+        return err
+    detail = getattr(err, "detail", None) or err.message.removeprefix(f"{err.field}: ")
+    out = type(err)(new, detail)
+    out.status = err.status
+    return out
 
 
 # -- listings ---------------------------------------------------------------------------

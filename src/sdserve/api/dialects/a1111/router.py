@@ -25,6 +25,7 @@ from .adapter import (
     finish_output,
     generation_response,
     img2img_plan,
+    in_dialect_terms,
     output_format,
     progress_body,
     resolve_checkpoint,
@@ -88,6 +89,8 @@ async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind
             batch.job_no, batch.current_seed, batch.skipped = k, params.seed, False
             try:
                 job = await service.run(params, owner, disconnected=request.is_disconnected)
+            except BadInput as e:
+                raise in_dialect_terms(e) from None
             except Canceled:
                 if batch.interrupted:
                     break  # A1111 returns what is done so far

@@ -37,6 +37,8 @@ __all__ = [
     "images_response",
     "model_object",
     "VARIATION_STRENGTH",
+    "ENGINE_FIELDS",
+    "in_dialect_terms",
 ]
 
 # OpenAI's image model families; any name starting with these maps to the default model.
@@ -44,6 +46,8 @@ OPENAI_MODEL_PREFIXES = ("dall-e-", "gpt-image-", "chatgpt-image-")
 # Variations are img2img from the input with an empty prompt; 0.7 keeps the composition
 # recognisable while changing details, the middle of the 0.6-0.8 range that works for SD.
 VARIATION_STRENGTH = 0.7
+# Engine field names that OpenAI calls otherwise, so an engine error names what the caller sent.
+ENGINE_FIELDS = {"width": "size", "height": "size"}
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
 _MIN_SIDE, _MAX_SIDE = 64, 4096
 
@@ -224,3 +228,14 @@ def images_response(
 
 def model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "sdserve"}
+
+
+def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> BadInput:
+    """``err`` with its field renamed from the engine's name to this dialect's."""
+    new = names.get(err.field)
+    if new is None:
+        return err
+    detail = getattr(err, "detail", None) or err.message.removeprefix(f"{err.field}: ")
+    out = type(err)(new, detail)
+    out.status = err.status
+    return out

@@ -20,7 +20,15 @@ from ....engine.params import GenerationParams
 from ....errors import BadInput
 from ....service.jobs import Output
 from ...deps import owner_of, service_of, settings_of
-from .adapter import edit_params, generation_params, images_response, model_object, resolve_model, variation_params
+from .adapter import (
+    edit_params,
+    generation_params,
+    images_response,
+    in_dialect_terms,
+    model_object,
+    resolve_model,
+    variation_params,
+)
 from .protocol import ImageEditForm, ImageGenerateRequest, ImagesResponse, ImageVariationForm, Model, ModelList
 
 __all__ = ["router"]
@@ -52,7 +60,10 @@ def _publish(request: Request, out: Output) -> str:
 
 async def _run(request: Request, response: Response, params: GenerationParams, response_format: str | None,
                owner: str | None) -> dict[str, Any]:
-    job = await service_of(request).run(params, owner, disconnected=request.is_disconnected)
+    try:
+        job = await service_of(request).run(params, owner, disconnected=request.is_disconnected)
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
     response.headers["X-Sdserve-Job"] = job.id
     return images_response(job.outputs, response_format, int(time.time()), lambda o: _publish(request, o), job.params)
 
