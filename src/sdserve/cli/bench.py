@@ -62,13 +62,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import logging
 
     import httpx
-    import torch
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from ..config import Settings, UserModel
     from ..engine.benchmark import Baseline, flops_per_image, matmul_peak_flops
-    from ..engine.engine import pick_device, pick_dtype
+    from ..engine.engine import pick_device, pick_dtype, resolve_dtype
 
     root = Path(args.data_dir or "data") / "bench"
     model_dir, arch = _model_dir(args.arch, root)
@@ -81,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     flops = flops_per_image(model_dir, arch, args.size, args.size, args.steps, guidance)
     peak = matmul_peak_flops(device, dtype)
-    peak_fp32 = matmul_peak_flops(device, torch.float32)
+    peak_fp32 = matmul_peak_flops(device, resolve_dtype("float32"))
 
     # Baseline: plain diffusers, default dtype, one request at a time (after one warm-up).
     base = Baseline(model_dir, arch, device)

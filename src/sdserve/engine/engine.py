@@ -44,6 +44,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype for a settings name ('float32', 'bfloat16', 'float16')."""
+    return _DTYPES[name]
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run ~3x faster than fp32 there (emulated elsewhere)."""
     try:
