@@ -53,7 +53,7 @@ def test_sigkill_mid_job_then_restart_runs_every_job_exactly_once(tiny_dir, tmp_
 
     proc = _start(data, port, log)
     try:
-        long = httpx.post(f"{base}/v1/jobs", json={**job, "steps": 100, "seed": 1}).json()
+        long = httpx.post(f"{base}/v1/jobs", json={**job, "steps": 40, "seed": 1}).json()
         rest = [httpx.post(f"{base}/v1/jobs", json={**job, "steps": 2, "seed": s, "n": 2}).json() for s in (2, 3)]
         deadline = time.time() + 120
         while time.time() < deadline:

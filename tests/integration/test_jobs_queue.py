@@ -168,3 +168,32 @@ def test_health_readiness_and_metrics(settings, engine, tmp_path):
         assert "process_resident_memory_bytes" in text
         assert "# TYPE sdserve_job_errors_total counter" in text
         assert 'sdserve_queue_depth' in text
+
+
+def test_compatible_queued_jobs_share_one_denoising_loop(settings, engine, tmp_path):
+    import numpy as np
+
+    from sdserve.engine.params import GenerationParams
+
+    _, service = make_service(settings, engine, tmp_path)
+    together: list[int] = []
+    service.observe(lambda kind, job: together.append(len(service.running_jobs())) if kind == "started" else None)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        jobs = [service.submit(GenerationParams(**FAST, seed=s), f"key_{s}") for s in (1, 2, 3)]
+        jobs.append(service.submit(GenerationParams(**{**FAST, "steps": 3}, seed=4)))  # another loop
+        await service.start()
+        try:
+            done = [await service.wait(j, 120) for j in jobs]
+            alone = await service.run(GenerationParams(**FAST, seed=2))
+        finally:
+            await service.stop()
+        batched = await asyncio.to_thread(service.artifacts.get, done[1].outputs[0].key)
+        assert all(j.status == "succeeded" for j in done)
+        return alone.outputs[0].data or b"", batched
+
+    alone, batched = asyncio.run(scenario())
+    assert together[:4] == [1, 2, 3, 1]  # three compatible jobs started as one batch; the 3-step one alone
+    a = np.asarray(Image.open(io.BytesIO(alone)).convert("RGB")).astype(int)
+    b = np.asarray(Image.open(io.BytesIO(batched)).convert("RGB")).astype(int)
+    assert np.abs(a - b).max() <= 2  # batching changes no image beyond float rounding

@@ -35,7 +35,7 @@ class _Live(Collector):
             depth.add_metric([model], n)
         yield depth
         running = GaugeMetricFamily("sdserve_jobs_running", "Jobs running in this process.")
-        running.add_metric([], 1 if self.service.running() is not None else 0)
+        running.add_metric([], len(self.service.running_jobs()))
         yield running
         loaded = GaugeMetricFamily("sdserve_model_loaded", "Models loaded on the device (1 per model).",
                                    labels=["model"])

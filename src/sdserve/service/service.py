@@ -1,8 +1,9 @@
 """JobService: every generation is a job in a durable store, run by a worker on the engine.
 
 The worker is an asyncio task that claims the next job from the database (round-robin
-between owners), runs the blocking denoising loop in a thread so the event loop keeps
-answering HTTP, writes the outputs to the artifact store and records the result. A
+between owners) together with queued jobs that can share its denoising loop, runs the
+blocking loop in a thread so the event loop keeps answering HTTP, writes the outputs to
+the artifact store and records each result. A
 heartbeat renews the running job's lease; a job whose lease lapses (its process died) is
 re-queued, up to ``max_attempts`` starts. Synchronous dialects call ``run``; the native
 API uses ``submit``/``get``/``cancel``/``events``.
@@ -108,7 +109,7 @@ class JobService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._wake = asyncio.Event()
-        self._current: Job | None = None
+        self._running: dict[str, Job] = {}
         self._cancel: set[str] = set()
         self._served: dict[str | None, int] = {}
         self._serve_order = itertools.count()
@@ -179,8 +180,8 @@ class JobService:
         job = self.store.get(job_id)
         if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job {job_id}")
-        cur = self._current
-        if cur is not None and cur.id == job.id and job.status == "running":
+        cur = self._running.get(job.id)
+        if cur is not None and job.status == "running":
             job.step, job.total_steps, job.preview = cur.step, cur.total_steps, cur.preview
         return job
 
@@ -252,8 +253,13 @@ class JobService:
         return job
 
     def running(self) -> Job | None:
-        """The job the worker is running now, if any (A1111's /progress reports it)."""
-        return self._current
+        """The job the worker is running now (the first of its batch), if any; A1111's
+        /progress reports it."""
+        return next(iter(self._running.values()), None)
+
+    def running_jobs(self) -> list[Job]:
+        """Every job of the batch running now."""
+        return list(self._running.values())
 
     def queue_length(self) -> int:
         return self.store.queue_length()
@@ -343,25 +349,63 @@ class JobService:
     async def _work(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            job = await asyncio.to_thread(self._claim_next)
-            if job is None:
+            first = await asyncio.to_thread(self._claim_next)
+            if first is None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
                 continue
-            self._served[job.owner] = next(self._serve_order)
+            self._served[first.owner] = next(self._serve_order)
+            batch = [first] + await asyncio.to_thread(self._claim_companions, first)
+            for job in batch[1:]:
+                self._served[job.owner] = next(self._serve_order)
             try:
-                await self._run_one(job)
-            except Exception:  # noqa: BLE001 - the worker must outlive any one job
-                log.exception("worker failed around job %s", job.id)
+                await self._run_batch(batch)
+            except Exception:  # noqa: BLE001 - the worker must outlive any one batch
+                log.exception("worker failed around jobs %s", [j.id for j in batch])
 
-    async def _run_one(self, job: Job) -> None:
-        job.step, job.total_steps = 0, job.params.steps or 0
-        self._current = job
-        if job.webhook and "start" in job.webhook_events:
-            await asyncio.to_thread(self._send_start_webhook, job)
-        self._notify("started", job)
-        heartbeat = asyncio.create_task(self._heartbeat(job))
-        loop = asyncio.get_running_loop()
+    def _claim_companions(self, first: Job) -> list[Job]:
+        """Queued jobs that can share ``first``'s denoising loop, taken in fair order up to
+        the images the engine fits in one loop. Batching changes no image: each has its own
+        seeded generator."""
+        if not hasattr(self.engine, "generate_batch"):
+            return []
+        # Imported here: the batch key is the engine's rule, and this module stays torch-free.
+        from ..engine.batching import batch_key
+
+        p = first.params
+        room = self.engine.max_batch_images(p.width, p.height) - p.n  # type: ignore[attr-defined]
+        if room <= 0:
+            return []
+        key = batch_key(p)
+        order = fair_order(self.store.waiting(), self._served)[:64]
+        companions = []
+        for job_id, params in self.store.params_of(order).items():
+            if params.n <= room and batch_key(params) == key:
+                job = self.store.claim(job_id)
+                if job is not None:
+                    companions.append(job)
+                    room -= params.n
+                    if room <= 0:
+                        break
+        return companions
+
+    def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[GenerationResult | SdserveError]:
+        """Run ``jobs`` on the engine (in a worker thread); a result or an error per job."""
+        hooks = [(job.params, self._step_hook(job, loop), self._cancel_hook(job)) for job in jobs]
+        if hasattr(self.engine, "generate_batch"):
+            from ..engine.batching import BatchItem
+
+            return self.engine.generate_batch(  # type: ignore[attr-defined,no-any-return]
+                [BatchItem(params, on_step=on_step, cancel=cancel) for params, on_step, cancel in hooks])
+        out: list[GenerationResult | SdserveError] = []
+        for params, on_step, cancel in hooks:
+            try:
+                out.append(self.engine.generate(params, on_step, cancel))
+            except SdserveError as e:
+                out.append(e)
+        return out
+
+    def _step_hook(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[StepInfo], None]:
         every = self.options.preview_every
 
         def on_step(info: StepInfo) -> None:  # in the engine's thread
@@ -372,29 +416,54 @@ class JobService:
                 ev["preview"] = "data:image/png;base64," + base64.b64encode(job.preview).decode()
             loop.call_soon_threadsafe(self._publish, job.id, ev)
 
-        def canceled() -> bool:
-            return job.id in self._cancel or self._stopping
+        return on_step
 
+    def _cancel_hook(self, job: Job) -> Callable[[], bool]:
+        return lambda: job.id in self._cancel or self._stopping
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            job.step, job.total_steps = 0, job.params.steps or 0
+            self._running[job.id] = job
+            if job.webhook and "start" in job.webhook_events:
+                await asyncio.to_thread(self._send_start_webhook, job)
+            self._notify("started", job)
+        heartbeat = asyncio.create_task(self._heartbeat(jobs))
         t0 = time.time()
         try:
-            result = await asyncio.to_thread(self.engine.generate, job.params, on_step, canceled)
-            job.outputs = await asyncio.to_thread(self._save_outputs, job, result)
-            job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
-        except Canceled as e:
-            if job.id not in self._cancel:  # stopped by shutdown, not by its owner: run it again later
-                await asyncio.to_thread(self.store.requeue, job.id, job.attempts)
-                log.info("job %s re-queued at shutdown", job.id)
-                return
-            job.status, job.error = "canceled", e
-        except SdserveError as e:
-            job.status, job.error = "failed", e
-        except Exception as e:  # noqa: BLE001 - a bug must fail the job, not kill the worker
-            log.exception("job %s crashed", job.id)
-            job.status, job.error = "failed", GenerationFailed(f"internal error: {type(e).__name__}")
+            results = await asyncio.to_thread(self._generate, jobs, asyncio.get_running_loop())
+        except Exception as e:  # noqa: BLE001 - a bug must fail the jobs, not kill the worker
+            log.exception("jobs %s crashed", [j.id for j in jobs])
+            results = [GenerationFailed(f"internal error: {type(e).__name__}") for _ in jobs]
         finally:
             heartbeat.cancel()
-            self._current = None
         self._run_ema_s = 0.8 * self._run_ema_s + 0.2 * (time.time() - t0)
+        for job, result in zip(jobs, results, strict=True):
+            try:
+                await self._conclude(job, result)
+            finally:
+                self._running.pop(job.id, None)
+
+    async def _conclude(self, job: Job, result: GenerationResult | SdserveError) -> None:
+        """Record one job's outcome: outputs stored, or why not."""
+        canceled_by_owner = job.id in self._cancel
+        if isinstance(result, Canceled) and not canceled_by_owner:
+            # Stopped by shutdown, not by its owner: it runs again after the restart.
+            await asyncio.to_thread(self.store.requeue, job.id, job.attempts)
+            log.info("job %s re-queued at shutdown", job.id)
+            return
+        if canceled_by_owner:
+            # A canceled job in a batch that went on still got images: they are not delivered.
+            job.status, job.error = "canceled", result if isinstance(result, Canceled) else Canceled("job canceled")
+        elif isinstance(result, SdserveError):
+            job.status, job.error = "failed", result
+        else:
+            try:
+                job.outputs = await asyncio.to_thread(self._save_outputs, job, result)
+                job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
+            except Exception as e:  # noqa: BLE001 - storage failure fails this job only
+                log.exception("storing the outputs of job %s failed", job.id)
+                job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {type(e).__name__}")
         job.finished_at = time.time()
         if await asyncio.to_thread(self._record_terminal, job, "running", job.attempts):
             self._announce(job)
@@ -457,13 +526,14 @@ class JobService:
         for q in self._subs.get(job_id, ()):
             q.put_nowait(ev)
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, jobs: list[Job]) -> None:
         while True:
             await asyncio.sleep(self.options.heartbeat_s)
-            state = await asyncio.to_thread(self.store.heartbeat, job.id, job.attempts)
-            if state is None or state:
-                # Canceled from another process, or the lease was lost: stop at the next step.
-                self._cancel.add(job.id)
+            for job in jobs:
+                state = await asyncio.to_thread(self.store.heartbeat, job.id, job.attempts)
+                if state is None or state:
+                    # Canceled from another process, or the lease was lost: stop at the next step.
+                    self._cancel.add(job.id)
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -476,7 +546,7 @@ class JobService:
         cutoff = now if (startup and self.db.is_sqlite) else now - self.options.lease_s
         failed = []
         for job in self.store.stale_running(cutoff):
-            if self._current is not None and self._current.id == job.id:
+            if job.id in self._running:
                 continue
             if job.attempts >= self.options.max_attempts:
                 job.status, job.finished_at = "failed", now

@@ -116,6 +116,13 @@ class JobStore:
                                 .where(jobs.c.status == "queued")).all()
         return [Waiting(r.id, r.owner, r.priority, r.seq) for r in rows]
 
+    def params_of(self, job_ids: list[str]) -> dict[str, GenerationParams]:
+        """The resolved parameters (without images) of queued jobs, in ``job_ids`` order."""
+        with self.db.tx() as conn:
+            rows = dict(conn.execute(select(jobs.c.id, jobs.c.params)
+                                     .where(jobs.c.id.in_(job_ids), jobs.c.status == "queued")).all())
+        return {i: GenerationParams.model_validate_json(rows[i]) for i in job_ids if i in rows}
+
     # -- the worker's side ----------------------------------------------------------------
 
     def claim(self, job_id: str) -> Job | None:
