@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     webhook_retry_base_s: float = Field(
         5.0, gt=0, description="Delay before the first webhook retry; each further retry doubles it (with jitter)."
     )
+    modelslab_wait_s: float = Field(
+        5.0, ge=0, description="How long a ModelsLab (/api/v3, /api/v6) generation call waits for its job: "
+        "finished by then it answers 'success', else 'processing' with a fetch_result URL (0: always 'processing')."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from .. import __version__
 from ..config import Settings
 from ..service.service import JobService
 from .dialects.a1111.router import router as a1111_router
+from .dialects.modelslab.router import router as modelslab_router
 from .dialects.openai.request_id import RequestIdHeader
 from .dialects.native.router import router as native_router
 from .dialects.openai.router import router as openai_router
@@ -53,6 +54,7 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.include_router(workers_ai_router)
     app.include_router(openai_router)
     app.include_router(a1111_router)
+    app.include_router(modelslab_router)
     app.include_router(native_router)
     app.include_router(metrics_router)
 

@@ -114,11 +114,25 @@ def _render_a1111(err: SdserveError) -> JSONResponse:
     return JSONResponse(body, status_code=err.status, headers=_headers(err))
 
 
+def _render_modelslab(err: SdserveError) -> JSONResponse:
+    # ModelsLab (reference §3.3): {"status": "error", "message": ...} with the error's own 4xx/5xx
+    # (upstream's legacy 200-for-errors is UNCONFIRMED; its current docs use real codes, and
+    # modelslab_py raises on any non-200 with the body in the message).
+    body: dict[str, object] = {"status": "error", "message": err.message}
+    if isinstance(err, Unauthorized):
+        body["tip"] = 'Send your API key as "key" in the JSON body (Content-Type: application/json).'
+    retry = getattr(err, "retry_after", None)
+    if retry is not None:
+        body["retry_after"] = max(1, int(round(retry)))
+    return JSONResponse(body, status_code=err.status, headers=_headers(err))
+
+
 _RENDERERS: dict[str, Renderer] = {"workers_ai": _render_workers_ai, "native": _render_native,
-                                   "openai": _render_openai, "a1111": _render_a1111}
+                                   "openai": _render_openai, "a1111": _render_a1111, "modelslab": _render_modelslab}
 # Which dialect owns a path; anything else is the native API's.
 _PREFIXES: tuple[tuple[str, str], ...] = (("/ai/", "workers_ai"), ("/client/v4/", "workers_ai"),
-                                          ("/v1/images", "openai"), ("/v1/models", "openai"), ("/sdapi/", "a1111"))
+                                          ("/v1/images", "openai"), ("/v1/models", "openai"), ("/sdapi/", "a1111"),
+                                          ("/api/v3/", "modelslab"), ("/api/v6/", "modelslab"))
 
 
 def dialect_of(path: str) -> str:

@@ -1,0 +1,288 @@
+"""ModelsLab routes: /api/v3/* and the v6 image (and realtime) routes modelslab_py calls.
+
+Every route is POST with the key in the JSON body (an ``Authorization: Bearer`` header also
+works). The body is read by hand so the key is checked before the fields: a caller without a
+valid key gets 401 whatever it sent. Generation submits a job to the service and waits up to
+``Settings.modelslab_wait_s``; a job still running then is answered ``processing`` and is
+fetched later, or announced to the caller's webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ValidationError
+
+from ....engine.params import Task
+from ....errors import BadInput, NotFound, SdserveError, Unauthorized
+from ....service.jobs import Job
+from ....service.service import JobService
+from ...deps import owner_of, service_of, settings_of
+from .adapter import (
+    Extras,
+    eta_s,
+    estimate_run_s,
+    extras_of,
+    failed_body,
+    fetch_processing_body,
+    image_source,
+    in_dialect_terms,
+    meta,
+    processing_body,
+    resolve_model,
+    success_body,
+    system_load_body,
+    to_params,
+)
+from .protocol import GenerateRequest, KeyRequest
+from .webhook import queue_webhook
+
+__all__ = ["router", "PREFIXES"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ModelsLab / stablediffusionapi"])
+
+# v3 is the stablediffusionapi.com API; v6/images is what modelslab_py's Community calls and
+# v6/realtime its Realtime (same request and response family).
+PREFIXES = ("/api/v3/", "/api/v6/images/", "/api/v6/realtime/")
+OUTPUT_LINK = "/api/v3/outputs/{job_id}/{index}.png"
+_MAX_REMEMBERED = 10_000
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _State:
+    """This dialect's per-app memory (never module-global): each recent job's reply flags.
+
+    Only in memory: after a restart a fetch still works but answers URLs (not base64), and a
+    job that was still running then does not call its webhook.
+    """
+
+    extras: OrderedDict[str, Extras] = field(default_factory=OrderedDict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def remember(self, job_id: str, x: Extras) -> None:
+        self.extras[job_id] = x
+        while len(self.extras) > _MAX_REMEMBERED:
+            self.extras.popitem(last=False)
+
+
+def _state(request: Request) -> _State:
+    st: _State | None = getattr(request.app.state, "modelslab_dialect", None)
+    if st is None:
+        st = request.app.state.modelslab_dialect = _State()
+        service = service_of(request)
+        service.observe(lambda kind, job: _on_job(st, service, kind, job))  # type: ignore[arg-type]
+    return st
+
+
+def _on_job(st: _State, service: JobService, kind: str, job: Job) -> None:
+    """Service observer: a finished job that asked for a webhook gets it (durably queued in
+    the service's delivery table; the service's sender retries it)."""
+    x = st.extras.get(job.id)
+    if kind != "finished" or x is None or not x.webhook:
+        return
+    body = _final_body(service, job, x, [service.output_url(o, x.base_url) for o in job.outputs])
+    body.setdefault("track_id", x.track_id)
+    task = asyncio.get_running_loop().create_task(_deliver(service, job.id, x.webhook, body))
+    st.tasks.add(task)
+    task.add_done_callback(st.tasks.discard)
+
+
+async def _deliver(service: JobService, job_id: str, url: str, body: dict[str, Any]) -> None:
+    try:
+        await asyncio.to_thread(queue_webhook, service, job_id, url, body)
+    except Exception:  # noqa: BLE001 - a lost webhook must not disturb the job's other observers
+        log.exception("could not queue the webhook of job %s", job_id)
+        return
+    if service.webhooks is not None:
+        service.webhooks.wake.set()
+
+
+async def _read(request: Request, model: type[M]) -> tuple[M, str | None]:
+    """The body as ``model`` and the caller's owner id; the key is checked first."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise BadInput("body", "is not valid JSON (send Content-Type: application/json)") from None
+    if not isinstance(data, dict):
+        raise BadInput("body", "must be a JSON object")
+    key = data.get("key")
+    try:
+        owner = owner_of(request, key if isinstance(key, str) and key else None)
+    except Unauthorized:
+        raise Unauthorized("Invalid Api Key") from None
+    try:
+        return model.model_validate(data), owner
+    except ValidationError as e:
+        # The app's validation handler turns it into BadInput naming the field.
+        raise RequestValidationError(e.errors()) from None
+
+
+def _base(request: Request) -> str:
+    return (settings_of(request).public_url or str(request.base_url)).rstrip("/")
+
+
+def _links(base: str, job: Job) -> list[str]:
+    return [base + OUTPUT_LINK.format(job_id=job.id, index=i) for i in range(job.params.n)]
+
+
+def _fetch_url(base: str, prefix: str, job_id: str) -> str:
+    return f"{base}{prefix}fetch/{job_id}"
+
+
+def _run_s(service: JobService) -> float:
+    return estimate_run_s((j.finished_at or 0) - (j.started_at or 0) for j in service.list(None, 20)
+                          if j.status == "succeeded" and j.started_at and j.finished_at)
+
+
+def _eta(service: JobService, job: Job) -> float:
+    pos = service.queue_position(job.id)
+    return eta_s((pos - 1) if pos else 0, job.status == "running", _run_s(service))
+
+
+def _final_body(service: JobService, job: Job, x: Extras, output: list[str]) -> dict[str, Any]:
+    if job.status == "succeeded":
+        took = (job.finished_at or 0) - (job.started_at or job.created_at)
+        return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id)
+    reason = job.error.message if job.error is not None else job.status
+    return failed_body(job.id, reason, x.track_id)
+
+
+async def _done_body(request: Request, job: Job, x: Extras) -> dict[str, Any]:
+    service = service_of(request)
+    if job.status == "succeeded" and x.base64:
+        import base64
+
+        datas = await asyncio.gather(*(asyncio.to_thread(service.artifacts.get, o.key) for o in job.outputs))
+        output = [base64.b64encode(d).decode() for d in datas]
+    else:
+        output = [service.output_url(o, x.base_url) for o in job.outputs]
+    return _final_body(service, job, x, output)
+
+
+async def _image(request: Request, text: str | None, field: str) -> bytes | None:
+    if text is None or not text.strip():
+        return None
+    src = image_source(text, field)
+    if isinstance(src, bytes):
+        return src
+    return await service_of(request).fetcher.fetch_bytes(src, field)
+
+
+async def _generate(request: Request, task: Task, prefix: str) -> dict[str, Any]:
+    req, owner = await _read(request, GenerateRequest)
+    service, settings = service_of(request), settings_of(request)
+    st = _state(request)
+    spec = resolve_model(req.model_id, service.catalog, settings.default_model)
+    if req.webhook:
+        service.fetcher.precheck(req.webhook, "webhook")
+    init = await _image(request, req.init_image, "init_image") if task != "txt2img" else None
+    mask = await _image(request, req.mask_image, "mask_image") if task == "inpaint" else None
+    base = _base(request)
+    x = extras_of(req, base)
+    try:
+        params = to_params(req, task, spec, init, mask, settings.max_image_pixels)
+        job = service.submit(params, owner)
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
+    st.remember(job.id, x)
+    wait = 0.0 if req.instant_response else settings.modelslab_wait_s
+    if wait > 0:
+        with contextlib.suppress(TimeoutError):
+            await service.wait(job, wait)
+    if job.done:
+        if isinstance(job.error, BadInput):
+            raise in_dialect_terms(job.error)
+        return await _done_body(request, job, x)
+    return processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job),
+                           meta(job.id, job.params, x))
+
+
+async def _fetch(request: Request, job_id: str, prefix: str) -> dict[str, Any]:
+    _, owner = await _read(request, KeyRequest)
+    service = service_of(request)
+    job = service.get(job_id, owner)
+    x = _state(request).extras.get(job.id) or Extras(base_url=_base(request))
+    if job.done:
+        return await _done_body(request, job, x)
+    base = _base(request)
+    return fetch_processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job))
+
+
+def _prefix(request: Request) -> str:
+    return next(p for p in PREFIXES if request.url.path.startswith(p))
+
+
+def _routes(name: str) -> list[str]:
+    return [p + name for p in PREFIXES]
+
+
+def _post_all(name: str):  # type: ignore[no-untyped-def]
+    """Register one handler under every prefix (v3, v6 images, v6 realtime)."""
+
+    def deco(fn):  # type: ignore[no-untyped-def]
+        for path in _routes(name):
+            router.add_api_route(path, fn, methods=["POST"])
+        return fn
+
+    return deco
+
+
+@_post_all("text2img")
+async def text2img(request: Request) -> dict[str, Any]:
+    """Text to image."""
+    return await _generate(request, "txt2img", _prefix(request))
+
+
+@_post_all("img2img")
+async def img2img(request: Request) -> dict[str, Any]:
+    """Image to image: init_image is an http(s) URL (fetched SSRF-safely), a data: URI or base64."""
+    return await _generate(request, "img2img", _prefix(request))
+
+
+@_post_all("inpaint")
+async def inpaint(request: Request) -> dict[str, Any]:
+    """Inpainting: mask_image white = repaint, black = keep."""
+    return await _generate(request, "inpaint", _prefix(request))
+
+
+@_post_all("fetch/{job_id}")
+async def fetch(job_id: str, request: Request) -> dict[str, Any]:
+    """A job's state: processing, success (with outputs) or failed."""
+    return await _fetch(request, job_id, _prefix(request))
+
+
+@router.post("/api/v3/system_load")
+async def system_load(request: Request) -> dict[str, Any]:
+    """The real queue length and an estimated time to work through it (seconds)."""
+    _, _owner = await _read(request, KeyRequest)
+    service = service_of(request)
+    queued, running = service.queue_length(), service.running()
+    run_s = _run_s(service)
+    return system_load_body(queued, queued * run_s + (run_s / 2 if running is not None else 0.0))
+
+
+@router.get(OUTPUT_LINK)
+async def future_link(job_id: str, index: int, request: Request) -> RedirectResponse:
+    """Where an output will appear (``future_links``): 404 until the job succeeds, then a
+    redirect to the stored image. The unguessable job id is the capability, like an output
+    token, so a browser or downloader can follow it without the key."""
+    job = service_of(request).get(job_id)
+    if job.status != "succeeded":
+        raise NotFound(f"output {index} of job {job_id} is not ready: the job is {job.status}")
+    out = next((o for o in job.outputs if o.index == index), None)
+    if out is None or out.removed:
+        raise NotFound(f"job {job_id} has no output {index}")
+    return RedirectResponse(service_of(request).output_url(out, _base(request)), status_code=307)
