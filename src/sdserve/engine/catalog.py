@@ -33,13 +33,17 @@ class WeightSource:
     """Where weights come from: a hub repo id, a local diffusers folder, or one file.
 
     ``filename`` picks one file inside a hub repo (the Lightning UNet). A ``path`` ending in
-    .safetensors/.ckpt is a single-file checkpoint in the original (LDM) layout.
+    .safetensors/.ckpt is a single-file checkpoint in the original (LDM) layout; such a file
+    holds weights only, and ``config`` says where its component configs (model_index.json,
+    */config.json, tokenizers) come from: a diffusers folder or hub repo of the same family.
+    Without it, ``engine.loading`` looks next to the file, then in the Hugging Face cache.
     """
 
     repo: str | None = None
     path: Path | None = None
     filename: str | None = None
     revision: str | None = None
+    config: WeightSource | None = None
 
     def __post_init__(self) -> None:
         if (self.repo is None) == (self.path is None):

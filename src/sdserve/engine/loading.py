@@ -4,6 +4,14 @@ or a single original-layout checkpoint file; plus ``pull`` to download ahead of 
 Requests never download: serving loads with ``local_files_only`` and a missing model is a
 ModelUnavailable error that names ``sdserve pull``. Downloads happen only in ``pull``, with
 a progress bar, and honour HF_HUB_OFFLINE and the usual HF cache variables.
+
+A single-file checkpoint holds weights only; diffusers also needs the component configs
+(model_index.json, */config.json, tokenizers) of its family. They are taken, without any
+download, from the first of: the source's own ``config`` (a diffusers folder or hub repo);
+the folder holding the file, when it is a diffusers folder (as in the hub repos, which ship
+the single file next to model_index.json); the family's base repo in the Hugging Face
+cache. ``sdserve pull`` on a single-file model fetches just those config files (a few KB)
+when none of these is there, so a user's checkpoint works offline afterwards.
 """
 
 from __future__ import annotations
@@ -14,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelUnavailable
+from ..errors import ModelUnavailable, SdserveError
 from .catalog import ModelSpec, WeightSource
 
-__all__ = ["load_base_pipeline", "pull", "is_available", "PIPELINE_CLASSES"]
+__all__ = ["load_base_pipeline", "pull", "is_available", "single_file_config", "PIPELINE_CLASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,8 @@ log = logging.getLogger(__name__)
 # that the hub repos also carry are skipped so a pull fetches each weight once.
 _PULL_IGNORE = ["*.ckpt", "*.bin", "*.msgpack", "*.onnx", "*.onnx_data", "*.pb", "*.h5", "*.fp16.*",
                 "*.non_ema.*", "*.ema.*", "*.xml", "safety_checker/*", "feature_extractor/*"]
+# The config files of a diffusers repo, without weights: what a single-file checkpoint lacks.
+_CONFIG_FILES = ["*.json", "**/*.json", "*.txt", "**/*.txt", "**/*.model"]
 _SINGLE_FILE_CONFIG = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                        "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
@@ -40,34 +50,77 @@ def PIPELINE_CLASSES(arch: str) -> dict[str, Any]:  # noqa: N802 - a lazy consta
             "inpaint": d.StableDiffusionInpaintPipeline}
 
 
-def _unavailable(spec: ModelSpec, what: WeightSource, err: Exception) -> ModelUnavailable:
+def _unavailable(spec: ModelSpec, what: WeightSource, err: Exception | None = None) -> ModelUnavailable:
     if what.repo:
         hint = f"run `sdserve pull {spec.id}` (downloads {what.describe()} into the Hugging Face cache)"
+    elif what.is_single_file and what.path is not None and what.path.is_file():
+        hint = (f"the checkpoint {what.path} needs its {spec.arch} component configs: run `sdserve pull {spec.id}` "
+                "(fetches only the config files), or put the file in a diffusers folder of the same family")
     else:
         hint = f"check that {what.path} exists and is a diffusers folder or a .safetensors checkpoint"
-    log.debug("loading %s failed: %r", spec.id, err)
-    return ModelUnavailable(f"Model {spec.id} is not available on this server: {hint}. ({type(err).__name__})")
+    # The client gets the fix and the error's kind; the operator's log gets the whole error.
+    log.warning("model %s is unavailable: %s (%r)", spec.id, hint, err)
+    cause = f" ({type(err).__name__})" if err is not None else ""
+    return ModelUnavailable(f"Model {spec.id} is not available on this server: {hint}.{cause}")
 
 
-def load_base_pipeline(spec: ModelSpec, dtype: torch.dtype, config_dir: Path | None = None) -> Any:
-    """The txt2img pipeline of ``spec`` on the CPU in ``dtype``; other tasks share its modules."""
-    cls = PIPELINE_CLASSES(spec.arch)["txt2img"]
+def _diffusers_folder(src: WeightSource) -> Path | None:
+    """The local folder of the diffusers pipeline ``src`` names, if it is on this machine."""
+    if src.path is not None:
+        folder = src.path
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(src.repo, revision=src.revision, local_files_only=True))
+        except Exception:  # noqa: BLE001 - any miss (not cached, offline, bad id) means "not here"
+            return None
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def single_file_config(spec: ModelSpec) -> Path | None:
+    """The local diffusers folder giving ``spec``'s single-file checkpoint its configs, if any."""
     src = spec.source
-    common: dict[str, Any] = {"torch_dtype": dtype}
+    assert src.path is not None and src.is_single_file
+    if src.config is not None:  # explicit: no guessing past it
+        return _diffusers_folder(src.config)
+    return _diffusers_folder(WeightSource(path=src.path.parent)) or \
+        _diffusers_folder(WeightSource(repo=_SINGLE_FILE_CONFIG[spec.arch]))
+
+
+def _load_source(cls: Any, spec: ModelSpec, dtype: torch.dtype) -> Any:
+    src = spec.source
+    common: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if spec.arch == "sd15":
         common.update(safety_checker=None, requires_safety_checker=False)
+    if src.is_single_file:
+        assert src.path is not None
+        config = single_file_config(spec) if src.path.is_file() else None
+        if config is None:
+            raise _unavailable(spec, src)
+        return cls.from_single_file(str(src.path), config=str(config), **common)
+    if src.path is not None:
+        return cls.from_pretrained(str(src.path), **common)
+    return cls.from_pretrained(src.repo, revision=src.revision, **common)
+
+
+def load_base_pipeline(spec: ModelSpec, dtype: torch.dtype) -> Any:
+    """The txt2img pipeline of ``spec`` on the CPU in ``dtype``; other tasks share its modules.
+
+    Raises ModelUnavailable, naming the source that failed and how to fix it.
+    """
+    cls = PIPELINE_CLASSES(spec.arch)["txt2img"]
     try:
-        if src.is_single_file:
-            config = str(config_dir) if config_dir else _SINGLE_FILE_CONFIG[spec.arch]
-            pipe = cls.from_single_file(str(src.path), config=config, local_files_only=True, **common)
-        elif src.path is not None:
-            pipe = cls.from_pretrained(str(src.path), local_files_only=True, **common)
-        else:
-            pipe = cls.from_pretrained(src.repo, revision=src.revision, local_files_only=True, **common)
-        if spec.unet is not None:
+        pipe = _load_source(cls, spec, dtype)
+    except SdserveError:
+        raise
+    except Exception as e:  # noqa: BLE001 - missing, partial or corrupt weights all mean "not servable"
+        raise _unavailable(spec, spec.source, e) from e
+    if spec.unet is not None:
+        try:
             _swap_unet(pipe, spec.unet, dtype)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise _unavailable(spec, spec.unet if spec.unet and "unet" in str(e).lower() else src, e) from e
+        except Exception as e:  # noqa: BLE001 - as above, for the replacement UNet
+            raise _unavailable(spec, spec.unet, e) from e
     return pipe
 
 
@@ -83,7 +136,7 @@ def _swap_unet(pipe: Any, src: WeightSource, dtype: torch.dtype) -> None:
 
 def _resolve_file(src: WeightSource) -> Path:
     if src.path is not None:
-        if not src.path.exists():
+        if not src.path.is_file():
             raise FileNotFoundError(f"unet file {src.path} does not exist")
         return src.path
     from huggingface_hub import hf_hub_download
@@ -92,23 +145,17 @@ def _resolve_file(src: WeightSource) -> Path:
 
 
 def is_available(spec: ModelSpec) -> bool:
-    """Whether every weight file of ``spec`` is on this machine (no network)."""
-    for src in (spec.source, spec.unet):
-        if src is None:
-            continue
-        if src.path is not None:
-            if not src.path.exists():
-                return False
-            continue
+    """Whether every file ``spec`` needs to load is on this machine (no network)."""
+    src = spec.source
+    if src.is_single_file:
+        assert src.path is not None
+        if not src.path.is_file() or single_file_config(spec) is None:
+            return False
+    elif _diffusers_folder(src) is None:
+        return False
+    if spec.unet is not None:
         try:
-            if src.filename:
-                _resolve_file(src)
-            else:
-                from huggingface_hub import snapshot_download
-
-                folder = Path(snapshot_download(src.repo, revision=src.revision, local_files_only=True))
-                if not (folder / "model_index.json").exists():
-                    return False
+            _resolve_file(spec.unet)
         except Exception:  # noqa: BLE001 - any miss means "not downloaded"
             return False
     return True
@@ -119,13 +166,22 @@ def pull(spec: ModelSpec) -> list[str]:
     from huggingface_hub import hf_hub_download, snapshot_download
 
     done = []
-    for src in (spec.source, spec.unet):
-        if src is None:
-            continue
-        if src.path is not None:
-            done.append(f"{src.path} (local, nothing to download)")
-        elif src.filename:
-            done.append(hf_hub_download(src.repo, src.filename, revision=src.revision))
+    src = spec.source
+    if src.is_single_file:
+        assert src.path is not None
+        done.append(f"{src.path} (local, nothing to download)")
+        if single_file_config(spec) is None:
+            cfg = src.config if src.config is not None else WeightSource(repo=_SINGLE_FILE_CONFIG[spec.arch])
+            if cfg.repo is None:
+                raise _unavailable(spec, cfg)
+            done.append(snapshot_download(cfg.repo, revision=cfg.revision, allow_patterns=_CONFIG_FILES))
+    elif src.path is not None:
+        done.append(f"{src.path} (local, nothing to download)")
+    else:
+        done.append(snapshot_download(src.repo, revision=src.revision, ignore_patterns=_PULL_IGNORE))
+    if spec.unet is not None:
+        if spec.unet.path is not None:
+            done.append(f"{spec.unet.path} (local, nothing to download)")
         else:
-            done.append(snapshot_download(src.repo, revision=src.revision, ignore_patterns=_PULL_IGNORE))
+            done.append(hf_hub_download(spec.unet.repo, spec.unet.filename, revision=spec.unet.revision))
     return done
