@@ -3,6 +3,8 @@ dir) over the session's real engine, and polling a job to its end."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +19,27 @@ def job_settings(settings, data_dir: Path, **overrides):  # type: ignore[no-unty
     return settings.model_validate({**settings.model_dump(), "data_dir": data_dir, **overrides})
 
 
+def fresh_database_url() -> str | None:
+    """With SDSERVE_TEST_DATABASE_URL set (e.g. postgresql+psycopg://postgres@/postgres?host=/tmp),
+    a new, empty database on that server for one test; otherwise None (SQLite in the data dir)."""
+    base = os.environ.get("SDSERVE_TEST_DATABASE_URL")
+    if not base:
+        return None
+    from sqlalchemy import create_engine, make_url
+
+    name = "sdserve_test_" + secrets.token_hex(6)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
 def make_service(settings, engine, data_dir: Path, **overrides):  # type: ignore[no-untyped-def]
     from sdserve.cli.build import build_service
 
+    if "database_url" not in overrides and (url := fresh_database_url()):
+        overrides["database_url"] = url
     s = job_settings(settings, data_dir, **overrides)
     return s, build_service(s, engine)
 

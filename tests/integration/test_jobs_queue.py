@@ -197,3 +197,34 @@ def test_compatible_queued_jobs_share_one_denoising_loop(settings, engine, tmp_p
     a = np.asarray(Image.open(io.BytesIO(alone)).convert("RGB")).astype(int)
     b = np.asarray(Image.open(io.BytesIO(batched)).convert("RGB")).astype(int)
     assert np.abs(a - b).max() <= 2  # batching changes no image beyond float rounding
+
+
+def test_interrupted_jobs_are_requeued_until_their_attempts_run_out(settings, engine, tmp_path):
+    from sqlalchemy import update
+
+    from sdserve.engine.params import GenerationParams
+    from sdserve.service.tables import jobs
+
+    _, service = make_service(settings, engine, tmp_path, max_attempts=2)
+    p = GenerationParams(**FAST)
+    once, twice = service.submit(p), service.submit(p)
+    # A worker that died mid-job: it claimed both (``twice`` for the second time) and
+    # stopped renewing their leases long ago.
+    service.store.claim(once.id)
+    service.store.claim(twice.id)
+    assert service.store.requeue(twice.id, 1)
+    service.store.claim(twice.id)
+    with service.db.tx() as conn:
+        conn.execute(update(jobs).values(heartbeat_at=0.0))
+
+    async def restart() -> list:  # type: ignore[type-arg]
+        await service.start()
+        try:
+            return [await service.wait(j, 120) for j in (once, twice)]
+        finally:
+            await service.stop()
+
+    a, b = asyncio.run(restart())
+    assert (a.status, a.attempts) == ("succeeded", 2)
+    assert (b.status, b.attempts) == ("failed", 2) and b.outputs == []
+    assert "stopped while running this job 2 times" in b.error.message

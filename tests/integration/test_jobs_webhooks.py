@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.jobs_support import FAST, job_client, make_service, wait_done
+from tests.jobs_support import FAST, fresh_database_url, job_client, make_service, wait_done
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -69,9 +69,12 @@ def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes, t
                for sig in headers["webhook-signature"].split() if sig.startswith("v1,"))
 
 
-def _secret(data_dir, capsys) -> str:  # type: ignore[no-untyped-def]
+def _secret(service, data_dir, capsys, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """The secret as the CLI prints it for the service's database."""
     from sdserve.cli.main import main
 
+    if not service.db.is_sqlite:
+        monkeypatch.setenv("SDSERVE_DATABASE_URL", service.db.url)
     capsys.readouterr()
     assert main(["webhooks", "secret", "--data-dir", str(data_dir)]) == 0
     return capsys.readouterr().out.strip()
@@ -87,14 +90,14 @@ def _wait_delivery(service, job_id: str, status: str, timeout: float = 30) -> di
     raise AssertionError(f"delivery for {job_id} never reached {status}: {service.webhooks.deliveries(job_id)}")
 
 
-def test_webhook_retries_until_delivered_with_valid_signatures(settings, engine, tmp_path, capsys):
+def test_webhook_retries_until_delivered_with_valid_signatures(settings, engine, tmp_path, capsys, monkeypatch):
     answers = iter([(500, {}, b"boom"), (429, {"Retry-After": "1"}, b"slow down"), (200, {}, b"ok")])
     with http_server(lambda *_: next(answers)) as (url, seen), \
             job_client(settings, engine, tmp_path, allow_private_urls=True, webhook_retry_base_s=0.05) as c:
         job = c.post("/v1/jobs", json={**FAST, "seed": 3, "webhook": f"{url}/hook?ref=42"}).json()
         assert wait_done(c, job["id"])["status"] == "succeeded"
         row = _wait_delivery(c.service, job["id"], "delivered")
-        secret = _secret(tmp_path, capsys)
+        secret = _secret(c.service, tmp_path, capsys, monkeypatch)
 
     assert row["attempts"] == 3 and len(seen) == 3
     assert all(r["path"] == "/hook?ref=42" for r in seen)  # the query string is kept
@@ -127,11 +130,12 @@ def test_pending_webhook_survives_a_restart(settings, engine, tmp_path):
     from sdserve.engine.params import GenerationParams
 
     up = threading.Event()
+    same_db = {"database_url": url} if (url := fresh_database_url()) else {}  # both lives share it
     with http_server(lambda *_: (200, {}, b"ok") if up.is_set() else (503, {}, b"down")) as (url, seen):
 
         async def first_life() -> str:
             _, service = make_service(settings, engine, tmp_path, allow_private_urls=True, webhook_retry_base_s=0.05,
-                                      webhook_max_attempts=1000)
+                                      webhook_max_attempts=1000, **same_db)
             await service.start()
             job = service.submit(GenerationParams(**FAST), webhook=url)
             await service.wait(job, 60)
@@ -142,7 +146,8 @@ def test_pending_webhook_survives_a_restart(settings, engine, tmp_path):
             return job.id
 
         async def second_life(job_id: str) -> dict[str, Any]:
-            _, service = make_service(settings, engine, tmp_path, allow_private_urls=True, webhook_retry_base_s=0.05)
+            _, service = make_service(settings, engine, tmp_path, allow_private_urls=True, webhook_retry_base_s=0.05,
+                                      **same_db)
             up.set()
             await service.start()
             try:
