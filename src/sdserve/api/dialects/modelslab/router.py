@@ -10,6 +10,7 @@ fetched later, or announced to the caller's webhook.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -24,7 +25,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
 
 from ....engine.params import Task
-from ....errors import BadInput, NotFound, SdserveError, Unauthorized
+from ....errors import BadInput, NotFound, Unauthorized
 from ....service.jobs import Job
 from ....service.service import JobService
 from ...deps import owner_of, service_of, settings_of
@@ -163,8 +164,6 @@ def _final_body(service: JobService, job: Job, x: Extras, output: list[str]) -> 
 async def _done_body(request: Request, job: Job, x: Extras) -> dict[str, Any]:
     service = service_of(request)
     if job.status == "succeeded" and x.base64:
-        import base64
-
         datas = await asyncio.gather(*(asyncio.to_thread(service.artifacts.get, o.key) for o in job.outputs))
         output = [base64.b64encode(d).decode() for d in datas]
     else:
