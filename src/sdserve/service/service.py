@@ -34,6 +34,7 @@ from .keys import KeyStore
 from .outputs import encode_outputs
 from .ratelimit import RateLimiter
 from .store import JobStore
+from .tables import webhook_deliveries
 from .webhooks import WebhookPolicy, WebhookSender, delivery_row, signing_secret
 
 __all__ = ["JobService", "GenerationEngine", "ServiceOptions", "OUTPUTS_PATH"]
@@ -129,6 +130,8 @@ class JobService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        # Events bind to the loop that first waits on them; a restarted service may run in a new one.
+        self._wake, self._done = asyncio.Event(), {}
         for job in await asyncio.to_thread(self._recover, True):
             self._announce(job)
         secret = await asyncio.to_thread(signing_secret, self.store)
@@ -349,13 +352,21 @@ class JobService:
     async def _work(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            first = await asyncio.to_thread(self._claim_next)
+            try:
+                first = await asyncio.to_thread(self._claim_next)
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: retry
+                log.exception("could not claim a job")
+                first = None
             if first is None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.options.poll_s)
                 continue
             self._served[first.owner] = next(self._serve_order)
-            batch = [first] + await asyncio.to_thread(self._claim_companions, first)
+            batch = [first]
+            try:
+                batch += await asyncio.to_thread(self._claim_companions, first)
+            except Exception:  # noqa: BLE001 - batching is an optimisation: run the first job alone
+                log.exception("could not gather a batch for job %s", first.id)
             for job in batch[1:]:
                 self._served[job.owner] = next(self._serve_order)
             try:
@@ -373,7 +384,8 @@ class JobService:
         from ..engine.batching import batch_key
 
         p = first.params
-        room = self.engine.max_batch_images(p.width, p.height) - p.n  # type: ignore[attr-defined]
+        limit = getattr(self.engine, "max_batch_images", None)
+        room = (limit(p.width, p.height) if limit else 1) - p.n
         if room <= 0:
             return []
         key = batch_key(p)
@@ -494,8 +506,6 @@ class JobService:
         return self.store.finish(job, expect, attempt, deliveries)
 
     def _send_start_webhook(self, job: Job) -> None:
-        from .tables import webhook_deliveries
-
         row = delivery_row(job.id, job.webhook or "", "started", job_view(job, self.output_url), time.time())
         with self.db.tx() as conn:
             conn.execute(webhook_deliveries.insert().values(**row))

@@ -71,10 +71,11 @@ async def job_events(request: Request, job: Job = Depends(_owned_job)) -> AsyncI
     `preview` PNG data URI), then `succeeded`, `failed` or `canceled` with the job; then the stream ends."""
     n = 0
     async for ev in service_of(request).events(job.id):
-        kind = ev.pop("event")
         n += 1
-        data = _out(request, ev["job"]).model_dump(mode="json") if "job" in ev else ev
-        yield ServerSentEvent(event=kind, data=data, id=str(n))
+        # Events are shared by every stream of the job: read them, never change them.
+        data = _out(request, ev["job"]).model_dump(mode="json") if "job" in ev \
+            else {k: v for k, v in ev.items() if k != "event"}
+        yield ServerSentEvent(event=ev["event"], data=data, id=str(n))
 
 
 @router.get(OUTPUTS_PATH + "{token}", response_class=Response,
