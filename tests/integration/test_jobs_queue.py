@@ -228,3 +228,29 @@ def test_interrupted_jobs_are_requeued_until_their_attempts_run_out(settings, en
     assert (a.status, a.attempts) == ("succeeded", 2)
     assert (b.status, b.attempts) == ("failed", 2) and b.outputs == []
     assert "stopped while running this job 2 times" in b.error.message
+
+
+def test_sync_run_cancels_its_queued_job_when_the_client_goes_away(settings, engine, tmp_path):
+    from sdserve.engine.params import GenerationParams
+    from sdserve.errors import Canceled
+
+    _, service = make_service(settings, engine, tmp_path)
+
+    async def scenario() -> None:
+        await service.start()
+        try:
+            blocker = service.submit(GenerationParams(**{**FAST, "steps": 200}))
+
+            async def gone() -> bool:
+                return True
+
+            with pytest.raises(Canceled):
+                await service.run(GenerationParams(**FAST), disconnected=gone)
+            mine = next(j for j in service.list() if j.id != blocker.id)
+            assert mine.status == "canceled" and mine.attempts == 0  # it never started
+            service.cancel(blocker.id)
+            await service.wait(blocker, 60)
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
