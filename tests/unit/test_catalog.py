@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS, Catalog, WeightSource
+from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS, DEMO_SIZE, Catalog, WeightSource
 from sdserve.errors import BadInput, UnknownModel
 
 CF_IDS = [
@@ -106,6 +106,14 @@ def test_for_demo_points_every_model_at_its_tiny_layout(tmp_path: Path) -> None:
     lightning = demo.get("sdxl-lightning")
     assert lightning.unet == WeightSource(path=tmp_path / "sdxl-lightning" / "sdxl_lightning_4step_unet.safetensors")
     assert demo.get("sdxl").unet is None
+
+
+def test_demo_models_keep_their_schedule_at_a_small_default_size(tmp_path: Path) -> None:
+    real, demo = Catalog.builtin(), Catalog.builtin().for_demo(tmp_path)
+    for r, d in zip(real, demo, strict=True):
+        assert (d.defaults.width, d.defaults.height) == (DEMO_SIZE, DEMO_SIZE) == (256, 256)
+        assert (d.defaults.steps, d.defaults.guidance, d.defaults.scheduler, d.defaults.strength) == \
+            (r.defaults.steps, r.defaults.guidance, r.defaults.scheduler, r.defaults.strength)
 
 
 @pytest.mark.parametrize(("text", "repo", "path"), [

@@ -11,7 +11,7 @@ from typing import Literal
 from ..errors import BadInput, UnknownModel
 from .params import Task
 
-__all__ = ["Arch", "Defaults", "WeightSource", "ModelSpec", "Catalog", "BUILTIN_MODELS", "DEMO_LAYOUTS"]
+__all__ = ["Arch", "Defaults", "WeightSource", "ModelSpec", "Catalog", "BUILTIN_MODELS", "DEMO_LAYOUTS", "DEMO_SIZE"]
 
 Arch = Literal["sd15", "sdxl"]
 
@@ -158,6 +158,8 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 
 # Tiny layouts that make-tiny writes, one per family the catalog uses.
 DEMO_LAYOUTS: tuple[str, ...] = ("sd15", "sd15-inpaint", "sdxl", "sdxl-lightning", "lcm")
+# Default image side in demo mode: the smallest size Workers AI accepts.
+DEMO_SIZE = 256
 
 
 @dataclass
@@ -193,13 +195,19 @@ class Catalog:
         return Catalog([m for m in self.models if m.id not in ids] + extra)
 
     def for_demo(self, demo_dir: Path) -> Catalog:
-        """The same ids, each pointed at the tiny random-weight model of its family."""
+        """The same ids, each pointed at the tiny random-weight model of its family.
+
+        Steps, guidance and scheduler stay the model's own; the default size becomes
+        DEMO_SIZE square. Random weights make noise at any size, and at the native 1024²
+        one image takes minutes on a laptop CPU instead of a second or two.
+        """
         out = []
         for m in self.models:
             layout_dir = demo_dir / m.demo_layout
             src = WeightSource(path=layout_dir / "base")
             unet = WeightSource(path=layout_dir / m.unet.filename) if m.unet and m.unet.filename else None
-            out.append(replace(m, source=src, unet=unet))
+            defaults = replace(m.defaults, width=DEMO_SIZE, height=DEMO_SIZE)
+            out.append(replace(m, source=src, unet=unet, defaults=defaults))
         return Catalog(out)
 
     @classmethod
