@@ -265,8 +265,6 @@ def test_body_over_the_limit_is_3006(settings, engine) -> None:  # type: ignore[
         assert decode(c.post(SHORT + SD15, json={"prompt": "x", **SMALL})).size == (256, 256)
 
 
-@pytest.mark.xfail(strict=True, reason="BodyLimit (api/security.py) raises inside receive() for bodies without "
-                   "Content-Length; FastAPI turns that into a 400 'error parsing the body' instead of 413/3006")
 def test_chunked_body_over_the_limit_is_3006(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 

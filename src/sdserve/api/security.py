@@ -103,18 +103,29 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await render_error(scope["path"], too_big)(scope, receive, send)
             return
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server enforces the declared length
+            return
+        # No Content-Length (chunked): read the body here, up to the limit, so an oversized
+        # one is answered 413 before any route starts parsing it; then replay it.
+        messages: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise too_big
-            return msg
+            messages.append(msg)
+            if msg["type"] != "http.request":
+                break
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                await render_error(scope["path"], too_big)(scope, receive, send)
+                return
+            if not msg.get("more_body", False):
+                break
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class JsonByDefault:
