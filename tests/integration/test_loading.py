@@ -107,11 +107,12 @@ def txt2img(engine, model: str) -> np.ndarray:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def reference(tiny_dir: Path) -> dict[str, np.ndarray]:
-    """What the tiny sd15 and sdxl-lightning folders generate: every other route must match."""
+    """What the tiny folders generate: every other route to the same weights must match."""
     eng = engine_for(spec("sd15", WeightSource(path=tiny_dir / "sd15" / "base")),
+                     spec("sdxl", WeightSource(path=tiny_dir / "sdxl" / "base"), arch="sdxl"),
                      spec("lightning", WeightSource(path=tiny_dir / "sdxl-lightning" / "base"), arch="sdxl",
                           unet=WeightSource(path=tiny_dir / "sdxl-lightning" / LIGHTNING_UNET_FILE)))
-    return {"sd15": txt2img(eng, "sd15"), "lightning": txt2img(eng, "lightning")}
+    return {name: txt2img(eng, name) for name in ("sd15", "sdxl", "lightning")}
 
 
 # -- (a) hub cache -----------------------------------------------------------------------
@@ -191,11 +192,15 @@ def sd15_file(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_single_file(tiny_dir / "sd15" / "base", tmp_path_factory.mktemp("ckpt") / "my-model.safetensors", "sd15")
 
 
-def test_single_file_with_an_explicit_config_folder(hf_cache, tiny_dir, sd15_file, reference) -> None:  # type: ignore[no-untyped-def]
-    src = WeightSource(path=sd15_file, config=WeightSource(path=tiny_dir / "sd15" / "base"))
-    eng = engine_for(spec("ckpt", src))
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_single_file_with_an_explicit_config_folder(hf_cache, tiny_dir, tmp_path, reference, arch: str) -> None:  # type: ignore[no-untyped-def]
+    from sdserve.engine.ldm_export import write_single_file
+
+    base = tiny_dir / arch / "base"
+    file = write_single_file(base, tmp_path / f"{arch}.safetensors", arch)  # type: ignore[arg-type]
+    eng = engine_for(spec("ckpt", WeightSource(path=file, config=WeightSource(path=base)), arch=arch))
     assert eng.is_available("ckpt")
-    assert np.array_equal(txt2img(eng, "ckpt"), reference["sd15"])
+    assert np.array_equal(txt2img(eng, "ckpt"), reference[arch])
 
 
 def test_single_file_inside_a_diffusers_folder(hf_cache, tiny_dir, sd15_file, tmp_path, reference) -> None:  # type: ignore[no-untyped-def]
@@ -226,6 +231,8 @@ def test_single_file_user_model_with_configs_from_the_cached_base_repo(hf_cache,
     cache_repo(hf_cache, SD15_BASE_REPO, folder_files(tiny_dir / "sd15" / "base", weights=False))
     assert eng.is_available("my-merge")
     assert np.array_equal(txt2img(eng, "my-merge"), reference["sd15"])
+    # ... which does not make the base model itself look downloaded.
+    assert not eng.is_available("@cf/runwayml/stable-diffusion-v1-5-img2img")
 
 
 def test_missing_single_file_is_unavailable(hf_cache, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -151,8 +151,11 @@ def is_available(spec: ModelSpec) -> bool:
         assert src.path is not None
         if not src.path.is_file() or single_file_config(spec) is None:
             return False
-    elif _diffusers_folder(src) is None:
-        return False
+    else:
+        folder = _diffusers_folder(src)
+        # The configs alone (what a single-file model pulls from its base repo) are no model.
+        if folder is None or not any((folder / "unet").glob("diffusion_pytorch_model*")):
+            return False
     if spec.unet is not None:
         try:
             _resolve_file(spec.unet)
