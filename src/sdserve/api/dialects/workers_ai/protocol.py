@@ -29,8 +29,8 @@ class TextToImageInput(BaseModel):
 
     prompt: StrictStr = Field(min_length=1, description="A text description of the image you want to generate.")
     negative_prompt: StrictStr | None = Field(None, description="Text describing elements to avoid.")
-    height: StrictInt | None = Field(None, ge=256, le=2048, description="Image height in pixels (model's native size if omitted).")
-    width: StrictInt | None = Field(None, ge=256, le=2048, description="Image width in pixels (model's native size if omitted).")
+    height: StrictInt | None = Field(None, ge=256, le=2048, description="Image height in pixels (the model's default size if omitted).")
+    width: StrictInt | None = Field(None, ge=256, le=2048, description="Image width in pixels (the model's default size if omitted).")
     image: ByteArray | None = Field(None, description="Input image for img2img/inpaint: the encoded file's bytes as integers 0-255 (or the object form {\"image\": [...]}).")
     image_b64: StrictStr | None = Field(None, description="Input image as base64 (bare or a data: URI).")
     mask: ByteArray | None = Field(None, description="Mask file bytes as integers 0-255; white = repaint (or the object form {\"mask\": [...]}).")
