@@ -58,6 +58,16 @@ class BadInput(SdserveError):
         self.field = field
         self.detail = message
 
+    def renamed(self, names: dict[str, str]) -> BadInput:
+        """This error with its field given a dialect's name (engine ``guidance`` -> A1111
+        ``cfg_scale``); same class and status. Unchanged when ``names`` has no entry."""
+        new = names.get(self.field)
+        if new is None:
+            return self
+        out = type(self)(new, self.detail)
+        out.status = self.status
+        return out
+
 
 class PayloadTooLarge(BadInput):
     """The body, or an image in it, exceeds a configured limit."""

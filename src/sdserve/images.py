@@ -6,6 +6,8 @@ on failure) and the service encodes results here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from typing import Any
 
@@ -13,11 +15,26 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import BadInput, PayloadTooLarge
 
-__all__ = ["decode_image", "encode_image", "CONTENT_TYPES", "sniff_content_type", "infotext"]
+__all__ = ["decode_image", "decode_base64", "encode_image", "CONTENT_TYPES", "sniff_content_type", "infotext"]
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _EXIF_USER_COMMENT = 0x9286
 _EXIF_IFD = 0x8769
+
+
+def decode_base64(text: str, field: str) -> bytes:
+    """Bytes of bare base64 or a ``data:<type>;base64,`` URI (whitespace and line breaks
+    allowed, as clients wrap long strings); BadInput naming ``field`` otherwise."""
+    text = text.strip()
+    if text.startswith("data:"):
+        head, sep, tail = text.partition(",")
+        if not sep or ";base64" not in head:
+            raise BadInput(field, "data URI must be base64 encoded (expected 'data:image/png;base64,...')")
+        text = tail
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput(field, "is not valid base64") from None
 
 
 def decode_image(data: bytes, field: str, max_pixels: int, mode: str = "RGB") -> Image.Image:

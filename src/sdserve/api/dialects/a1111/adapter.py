@@ -294,13 +294,7 @@ def generation_response(
 
 def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> BadInput:
     """``err`` with its field renamed from the engine's name to A1111's."""
-    new = names.get(err.field)
-    if new is None:
-        return err
-    detail = getattr(err, "detail", None) or err.message.removeprefix(f"{err.field}: ")
-    out = type(err)(new, detail)
-    out.status = err.status
-    return out
+    return err.renamed(names)
 
 
 # -- listings ---------------------------------------------------------------------------

@@ -5,14 +5,13 @@ inpainted at full resolution and pasted back. Pure Pillow, so it is unit-tested 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 from dataclasses import dataclass
 
 from PIL import Image, ImageFilter, ImageOps
 
 from ....errors import BadInput
+from ....images import decode_base64
 
 __all__ = [
     "decode_b64",
@@ -32,15 +31,7 @@ def decode_b64(text: str, field: str) -> bytes:
     text = text.strip()
     if text.startswith(("http://", "https://")):
         raise BadInput(field, "image URLs are not fetched by this API; send the image as base64 or a data: URI")
-    if text.startswith("data:"):
-        head, sep, tail = text.partition(",")
-        if not sep or ";base64" not in head:
-            raise BadInput(field, "data URI must be base64 encoded (expected 'data:image/png;base64,...')")
-        text = tail
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput(field, "is not valid base64") from None
+    return decode_base64(text, field)
 
 
 def to_png(img: Image.Image) -> bytes:

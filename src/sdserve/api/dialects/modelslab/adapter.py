@@ -10,7 +10,6 @@ fetch URLs by string concatenation, and an id is also the capability to read a j
 from __future__ import annotations
 
 import base64
-import binascii
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ....engine.catalog import Catalog, ModelSpec
 from ....engine.params import GenerationParams, Task
 from ....engine.schedulers import SCHEDULERS
 from ....errors import BadInput, UnknownModel
-from ....images import decode_image
+from ....images import decode_base64, decode_image
 from .protocol import GenerateRequest
 
 __all__ = [
@@ -83,17 +82,9 @@ def image_source(text: str, field: str) -> str | bytes:
     text = text.strip()
     if text.startswith(("http://", "https://")):
         return text
-    if text.startswith("data:"):
-        head, sep, tail = text.partition(",")
-        if not sep or ";base64" not in head:
-            raise BadInput(field, "data URI must be base64 encoded (expected 'data:image/png;base64,...')")
-        text = tail
-    elif "://" in text[:16]:
+    if "://" in text[:16] and not text.startswith("data:"):
         raise BadInput(field, f"only http and https URLs are fetched, not {text.split('://', 1)[0]}://")
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput(field, "is neither an http(s) URL, a data: URI nor base64 image data") from None
+    return decode_base64(text, field)
 
 
 def resolve_model(model_id: str | None, catalog: Catalog, default_model: str) -> ModelSpec:

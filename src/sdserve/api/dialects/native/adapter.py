@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 
 from ....engine.catalog import ModelSpec
 from ....engine.params import GenerationParams, Task
 from ....errors import BadInput
-from ....images import decode_image
+from ....images import decode_base64, decode_image
 from ....service.jobs import Job, Output, job_view
 from .protocol import JobOut, JobRequest
 
 __all__ = ["to_params", "job_out"]
 
 
-def _b64(text: str, field: str) -> bytes:
-    head, sep, tail = text.partition(",")
-    if text.startswith("data:"):
-        if not sep or ";base64" not in head:
-            raise BadInput(field, "data URI must be base64 encoded (expected 'data:<type>;base64,...')")
-        text = tail
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput(field, "is not valid base64") from None
 
 
 def to_params(req: JobRequest, spec: ModelSpec, max_pixels: int) -> GenerationParams:
     """Translate a job request for ``spec``; images are decoded here so a bad one is
     reported under its own field name."""
-    image = _b64(req.image, "image") if req.image is not None else None
-    mask = _b64(req.mask, "mask") if req.mask is not None else None
+    image = decode_base64(req.image, "image") if req.image is not None else None
+    mask = decode_base64(req.mask, "mask") if req.mask is not None else None
     if mask is not None and image is None:
         raise BadInput("mask", "a mask needs an input image (image)")
     img = decode_image(image, "image", max_pixels) if image is not None else None

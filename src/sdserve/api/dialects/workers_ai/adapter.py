@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 
 from ....engine.catalog import ModelSpec
 from ....engine.params import GenerationParams, Task
 from ....errors import BadInput
-from ....images import decode_image
+from ....images import decode_base64, decode_image
 from .protocol import ModelSearchItem, TextToImageInput
 
 __all__ = ["to_params", "search_item", "TEXT_TO_IMAGE_TASK"]
@@ -20,24 +18,13 @@ TEXT_TO_IMAGE_TASK = {
 }
 
 
-def _b64(text: str) -> bytes:
-    data = text.split(",", 1)[1] if text.startswith("data:") else text
-    if text.startswith("data:") and ";base64" not in text.split(",", 1)[0]:
-        raise BadInput("image_b64", "data URI must be base64 encoded (expected ';base64,')")
-    try:
-        # Line-wrapped base64 (the `base64` tool wraps at 76 columns) is still base64.
-        return base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadInput("image_b64", "is not valid base64") from None
-
-
 def _image_bytes(inp: TextToImageInput) -> bytes | None:
     if inp.image is not None and inp.image_b64 is not None:
         raise BadInput("image", "send either image or image_b64, not both")
     if inp.image is not None:
         return bytes(inp.image)
     if inp.image_b64 is not None:
-        return _b64(inp.image_b64)
+        return decode_base64(inp.image_b64, "image_b64")
     return None
 
 
