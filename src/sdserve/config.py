@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="'auto': bf16/fp16 on CUDA, float32 on CPU."
+        "auto", description="'auto': bf16/fp16 on CUDA; on CPU bf16 where native (AVX-512 BF16/AMX), else float32."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
