@@ -13,33 +13,16 @@ matches the same request made alone, up to float rounding of the batched kernels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
 from ..errors import Canceled
-from .params import GenerationParams, StepInfo
+from .params import BatchItem, StepInfo, batch_key
 from .preview import latents_to_preview_png
 
-__all__ = ["BatchItem", "batch_key", "run_batch"]
-
-
-@dataclass
-class BatchItem:
-    """One resolved request with its decoded inputs and its own progress/cancel hooks."""
-
-    params: GenerationParams
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
-    on_step: Callable[[StepInfo], None] | None = None
-    cancel: Callable[[], bool] | None = None
-
-
-def batch_key(p: GenerationParams) -> tuple[Any, ...]:
-    """Requests with equal keys can run in one denoising loop."""
-    return (p.model, p.task, p.width, p.height, p.steps, p.scheduler, p.strength, p.guidance, bool(p.negative_prompt))
+__all__ = ["run_batch"]
 
 
 def run_batch(model: Any, items: Sequence[BatchItem], make_scheduler: Callable[[str, Any], Any]) -> list[list[Image.Image]]:

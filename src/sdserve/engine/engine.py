@@ -22,8 +22,8 @@ from ..errors import BadInput, Canceled, GenerationFailed, SdserveError
 from ..images import decode_image
 from .catalog import Catalog, ModelSpec
 from .loading import is_available, load_base_pipeline, pull
-from .batching import BatchItem, batch_key, run_batch
-from .params import GenerationParams, GenerationResult, StepInfo
+from .batching import run_batch
+from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, make_scheduler
 from .schedulers import get_scheduler
 

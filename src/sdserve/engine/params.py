@@ -7,6 +7,7 @@ them, neither of which may import torch.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +26,8 @@ __all__ = [
     "StepInfo",
     "MAX_SEED",
     "random_seed",
+    "BatchItem",
+    "batch_key",
 ]
 
 Task = Literal["txt2img", "img2img", "inpaint"]
@@ -120,3 +123,28 @@ class GenerationResult:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def batch_key(p: GenerationParams) -> tuple[Any, ...]:
+    """Requests with equal keys can share one denoising loop (see ``engine.batching``).
+
+    Everything that shapes the loop must match: model, task, size, steps, scheduler,
+    strength, guidance (one CFG scale per call), and whether a negative prompt is given
+    (SDXL encodes "none" as zeros, not as the empty string). Torch-free, so the service's
+    worker can group queued jobs without importing the engine's runtime.
+    """
+    return (p.model, p.task, p.width, p.height, p.steps, p.scheduler, p.strength, p.guidance, bool(p.negative_prompt))
+
+
+@dataclass
+class BatchItem:
+    """One request for ``Engine.generate_batch``, with its own progress and cancel hooks.
+
+    ``image``/``mask`` are filled by the engine after decoding ``params``' bytes.
+    """
+
+    params: GenerationParams
+    image: Image | None = None
+    mask: Image | None = None
+    on_step: Callable[[StepInfo], None] | None = None
+    cancel: Callable[[], bool] | None = None

@@ -18,12 +18,12 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine.catalog import Catalog
-from ..engine.params import GenerationParams, GenerationResult, StepInfo
+from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from ..errors import BadInput, Canceled, GenerationFailed, NotFound, SdserveError
 from .artifacts import ArtifactStore, MemoryArtifacts
 from .db import Database
@@ -65,6 +65,10 @@ class GenerationEngine(Protocol):
     def loaded_models(self) -> list[str]: ...
 
     def is_available(self, name: str) -> bool: ...
+
+    def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]: ...
+
+    def max_batch_images(self, width: int, height: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -378,14 +382,8 @@ class JobService:
         """Queued jobs that can share ``first``'s denoising loop, taken in fair order up to
         the images the engine fits in one loop. Batching changes no image: each has its own
         seeded generator."""
-        if not hasattr(self.engine, "generate_batch"):
-            return []
-        # Imported here: the batch key is the engine's rule, and this module stays torch-free.
-        from ..engine.batching import batch_key
-
         p = first.params
-        limit = getattr(self.engine, "max_batch_images", None)
-        room = (limit(p.width, p.height) if limit else 1) - p.n
+        room = self.engine.max_batch_images(p.width or 0, p.height or 0) - p.n
         if room <= 0:
             return []
         key = batch_key(p)
@@ -404,18 +402,8 @@ class JobService:
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[GenerationResult | SdserveError]:
         """Run ``jobs`` on the engine (in a worker thread); a result or an error per job."""
         hooks = [(job.params, self._step_hook(job, loop), self._cancel_hook(job)) for job in jobs]
-        if hasattr(self.engine, "generate_batch"):
-            from ..engine.batching import BatchItem
-
-            return self.engine.generate_batch(  # type: ignore[attr-defined,no-any-return]
-                [BatchItem(params, on_step=on_step, cancel=cancel) for params, on_step, cancel in hooks])
-        out: list[GenerationResult | SdserveError] = []
-        for params, on_step, cancel in hooks:
-            try:
-                out.append(self.engine.generate(params, on_step, cancel))
-            except SdserveError as e:
-                out.append(e)
-        return out
+        return self.engine.generate_batch(
+            [BatchItem(params, on_step=on_step, cancel=cancel) for params, on_step, cancel in hooks])
 
     def _step_hook(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[StepInfo], None]:
         every = self.options.preview_every
