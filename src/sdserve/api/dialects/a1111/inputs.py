@@ -106,28 +106,23 @@ def expand_crop_region(region: tuple[int, int, int, int], pw: int, ph: int, iw: 
     (A1111's ``masking.expand_crop_region``), so the crop is not distorted when resized."""
     x1, y1, x2, y2 = region
     if (x2 - x1) / (y2 - y1) > pw / ph:
-        diff = int((x2 - x1) / (pw / ph) - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= ih:
-            y1 -= y2 - ih
-            y2 = ih
-        if y1 < 0:
-            y2 -= y1
-            y1 = 0
-        y2 = min(y2, ih)
+        y1, y2 = _grow(y1, y2, int((x2 - x1) / (pw / ph) - (y2 - y1)), ih)
     else:
-        diff = int((y2 - y1) * (pw / ph) - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= iw:
-            x1 -= x2 - iw
-            x2 = iw
-        if x1 < 0:
-            x2 -= x1
-            x1 = 0
-        x2 = min(x2, iw)
+        x1, x2 = _grow(x1, x2, int((y2 - y1) * (pw / ph) - (x2 - x1)), iw)
     return x1, y1, x2, y2
+
+
+def _grow(lo: int, hi: int, diff: int, limit: int) -> tuple[int, int]:
+    """Widen ``[lo, hi)`` by ``diff`` around its centre, shifted back inside ``[0, limit]``."""
+    lo -= diff // 2
+    hi += diff - diff // 2
+    if hi >= limit:
+        lo -= hi - limit
+        hi = limit
+    if lo < 0:
+        hi -= lo
+        lo = 0
+    return lo, min(hi, limit)
 
 
 @dataclass(frozen=True)
