@@ -49,6 +49,35 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto': bf16/fp16 on CUDA; on CPU bf16 where native (AVX-512 BF16/AMX), else float32."
     )
+    # -- engine: model memory, batching and speed (engine.memory, engine.fastpaths) --
+    max_loaded_models: int = Field(4, ge=1, description="Most models kept loaded at once (within model_memory_gb).")
+    model_memory_gb: float = Field(
+        0.0, ge=0, description="Memory the loaded models' weights may take (GPU memory on CUDA, RAM on CPU); the "
+        "least recently used models unload to make room. 0: 75% of GPU memory, 50% of RAM.",
+    )
+    max_batch_images: int = Field(
+        8, ge=1, description="Most images in one denoising loop (compatible requests run together); free memory "
+        "may allow fewer.",
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long a job waits for compatible company when requests are arriving "
+        "concurrently (a lone sequential client never waits).",
+    )
+    threads: int = Field(0, ge=0, description="CPU threads torch uses; 0: every core.")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC convolutions. 'auto': on CUDA only (oneDNN on the CPU gains little).")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="torch.compile the UNet with this mode ('reduce-overhead' adds CUDA graphs); the model's "
+        "default size compiles at load, other sizes on first use.",
+    )
+    vae_tiling: Literal["auto", "on", "off"] = Field(
+        "auto", description="Decode in tiles; 'auto': only above 1536x1536 pixels, where a whole decode needs "
+        "too much memory.",
+    )
+    sdxl_vae: str | None = Field(
+        None, description="fp16-safe VAE for SDXL-family models in float16 (hub repo or folder, e.g. "
+        "madebyollin/sdxl-vae-fp16-fix); without it their VAE decodes in float32.",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Static bearer tokens accepted by every route. Empty means the server is open.",

@@ -10,7 +10,7 @@ from fastapi import Request
 from ..config import Settings
 from ..service.service import JobService
 
-__all__ = ["service_of", "settings_of", "owner_of"]
+__all__ = ["service_of", "settings_of", "owner_of", "warning_headers"]
 
 
 def service_of(request: Request) -> JobService:
@@ -29,3 +29,11 @@ def owner_of(request: Request, token: str | None = None) -> str | None:
     the key outside the Authorization header.
     """
     return request.app.state.keys.owner(request, token)  # type: ignore[no-any-return]
+
+
+def warning_headers(warnings: list[str]) -> dict[str, str]:
+    """``X-Sdserve-Warning`` for responses whose dialect has no place for warnings in the
+    body (header values are Latin-1: anything else in a quoted prompt is escaped)."""
+    if not warnings:
+        return {}
+    return {"X-Sdserve-Warning": " | ".join(warnings).encode("ascii", "backslashreplace").decode()}

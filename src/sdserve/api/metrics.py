@@ -37,12 +37,22 @@ class _Live(Collector):
         running = GaugeMetricFamily("sdserve_jobs_running", "Jobs running in this process.")
         running.add_metric([], len(self.service.running_jobs()))
         yield running
+        health = self.service.engine.health()
         loaded = GaugeMetricFamily("sdserve_model_loaded", "Models loaded on the device (1 per model).",
                                    labels=["model"])
-        for model in self.service.engine.loaded_models():
+        size = GaugeMetricFamily("sdserve_model_memory_bytes", "Bytes of weights of each loaded model.",
+                                 labels=["model"])
+        for model in health.get("loaded_models", []):
             loaded.add_metric([model], 1)
+            size.add_metric([model], float(health.get("model_bytes", {}).get(model, 0)))
         yield loaded
-        health = self.service.engine.health()
+        yield size
+        if "memory_budget_bytes" in health:
+            budget = GaugeMetricFamily("sdserve_model_memory_budget_bytes",
+                                       "Bytes the loaded models' weights may take before the least recently "
+                                       "used one unloads.")
+            budget.add_metric([], float(health["memory_budget_bytes"]))
+            yield budget
         if "memory_allocated_bytes" in health:
             mem = GaugeMetricFamily("sdserve_device_memory_allocated_bytes", "Memory allocated on the device.",
                                     labels=["device"])

@@ -37,9 +37,13 @@ def build_catalog(settings: Settings) -> Catalog:
 def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
     from ..engine.engine import Engine, EngineOptions  # imports torch: only when needed
 
-    return Engine(build_catalog(settings), EngineOptions(
-        device=settings.device, dtype=settings.dtype, max_image_pixels=settings.max_image_pixels,
-        demo_dir=settings.demo_dir if settings.demo else None,
+    s = settings
+    return Engine(build_catalog(s), EngineOptions(
+        device=s.device, dtype=s.dtype, max_image_pixels=s.max_image_pixels,
+        demo_dir=s.demo_dir if s.demo else None, max_loaded_models=s.max_loaded_models,
+        memory_budget_bytes=int(s.model_memory_gb * 2**30) or None, max_batch_images=s.max_batch_images,
+        threads=s.threads or None, channels_last=s.channels_last, compile=s.compile, vae_tiling=s.vae_tiling,
+        sdxl_vae=WeightSource.parse(s.sdxl_vae) if s.sdxl_vae else None,
     ))
 
 
@@ -77,6 +81,7 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         max_attempts=settings.max_attempts, preview_every=settings.preview_every,
         retention_s=settings.output_retention_hours * 3600 or None, url_ttl_s=settings.output_url_ttl_s,
         public_url=settings.public_url or f"http://{host}:{settings.port}",
+        batch_wait_s=settings.batch_wait_ms / 1000,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
     )
 

@@ -9,7 +9,6 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import BadInput, Canceled, GenerationFailed, SdserveError
+from ..errors import BadInput, Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from ..images import decode_image
-from .catalog import Catalog, ModelSpec
-from .loading import is_available, load_base_pipeline, pull
 from .batching import run_batch
+from .catalog import Catalog, ModelSpec, WeightSource
+from .fastpaths import CompileMode, Switch, resolve_fast_paths
+from .loading import is_available, load_base_pipeline, load_vae, pull
+from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
-from .pipelines import LoadedModel, make_scheduler
+from .pipelines import LoadedModel, make_scheduler, prompt_warnings
 from .schedulers import get_scheduler
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
@@ -85,13 +86,23 @@ class EngineOptions:
 
     device: str = "auto"
     dtype: str = "auto"
-    max_loaded_models: int = 2
+    # Loaded models are capped by count and by bytes of weights (None: engine.memory's
+    # default share of the device); the least recently used make room.
+    max_loaded_models: int = 4
+    memory_budget_bytes: int | None = None
     # Upper bound on images in one denoising loop; memory may allow fewer.
     max_batch_images: int = 8
     max_image_pixels: int = 4096 * 4096
     # When set, catalog entries whose weights are missing are written here as tiny models.
     demo_dir: Path | None = None
     threads: int | None = None
+    # Speed choices (engine.fastpaths): 'auto' is settled per device.
+    channels_last: Switch = "auto"
+    compile: CompileMode = "off"
+    compile_backend: str = "inductor"
+    vae_tiling: Switch = "auto"
+    # A fp16-safe VAE for SDXL-family models, used when running in float16.
+    sdxl_vae: WeightSource | None = None
 
 
 class Engine:
@@ -105,7 +116,9 @@ class Engine:
         if self.device.type == "cpu":
             torch.set_num_threads(self.options.threads or os.cpu_count() or 1)
         _quiet_libraries()
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        o = self.options
+        self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
+        self._models = ModelCache(o.memory_budget_bytes or default_budget_bytes(self.device), o.max_loaded_models)
         self._lock = threading.RLock()
 
     # -- models ---------------------------------------------------------------------------
@@ -117,22 +130,44 @@ class Engine:
         """The loaded model for an id or alias, loading (and evicting the LRU) if needed."""
         spec = self.catalog.get(name)
         with self._lock:
-            if spec.id in self._loaded:
-                self._loaded.move_to_end(spec.id)
-                return self._loaded[spec.id]
+            model = self._models.get(spec.id)
+            if model is not None:
+                return model
             self._ensure_demo(spec)
-            while len(self._loaded) >= max(1, self.options.max_loaded_models):
-                evicted, _ = self._loaded.popitem(last=False)
-                log.info("unloaded %s to make room", evicted)
+            # Room for what this model took last time (the count cap on a first load) before
+            # reading weights, then for its measured size before moving it to the device.
+            if self._models.make_room(self._models.known_size(spec.id)):
+                self._free_memory()
             t0 = time.perf_counter()
             pipe = load_base_pipeline(spec, self.dtype)
-            pipe.to(self.device)
+            if spec.arch == "sdxl" and self.dtype == torch.float16 and self.options.sdxl_vae is not None:
+                pipe.vae = load_vae(self.options.sdxl_vae, self.dtype)
+            size = pipeline_bytes(pipe)
+            if self._models.make_room(size):
+                self._free_memory()
+            try:
+                pipe.to(self.device)
+            except torch.OutOfMemoryError:
+                del pipe
+                self._free_memory()
+                raise ModelUnavailable(f"{spec.id} needs {size / 1e9:.1f} GB and does not fit in {self.device} "
+                                       "memory beside what is running") from None
+            self.fast.apply(pipe)
             pipe.set_progress_bar_config(disable=True)
             model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype)
-            self._loaded[spec.id] = model
-            log.info("loaded %s from %s in %.1fs on %s/%s", spec.id, spec.source.describe(),
+            if self.fast.compile != "off":
+                self._warm_up(model)
+            self._models.add(spec.id, model, size)
+            log.info("loaded %s (%.2f GB) from %s in %.1fs on %s/%s", spec.id, size / 1e9, spec.source.describe(),
                      time.perf_counter() - t0, self.device, str(self.dtype).removeprefix("torch."))
             return model
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Compile the model's default shape now, so its first request does not wait for it."""
+        t0 = time.perf_counter()
+        p = self.prepare(GenerationParams(model=model.spec.id, prompt="warm-up", steps=2, seed=0))
+        run_batch(model, [BatchItem(p)], make_scheduler)
+        log.info("compiled %s at %dx%d in %.1fs", model.spec.id, p.width, p.height, time.perf_counter() - t0)
 
     def _ensure_demo(self, spec: ModelSpec) -> None:
         demo = self.options.demo_dir
@@ -146,8 +181,7 @@ class Engine:
             write_tiny(demo, spec.demo_layout)
 
     def loaded_models(self) -> list[str]:
-        with self._lock:
-            return list(self._loaded)
+        return self._models.ids()
 
     def is_available(self, name: str) -> bool:
         spec = self.catalog.get(name)
@@ -160,8 +194,11 @@ class Engine:
         return pull(self.catalog.get(name))
 
     def health(self) -> dict[str, Any]:
+        sizes = self._models.sizes()
         info: dict[str, Any] = {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-                                "loaded_models": self.loaded_models(), "threads": torch.get_num_threads()}
+                                "loaded_models": list(sizes), "model_bytes": sizes,
+                                "memory_budget_bytes": self._models.budget_bytes,
+                                "threads": torch.get_num_threads(), **self.fast.report()}
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
             info["memory_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
@@ -263,8 +300,10 @@ class Engine:
 
     def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
         t0 = time.perf_counter()
+        first = items[0].params
         try:
             with self._lock:
+                tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
                 per_item = run_batch(model, items, make_scheduler)
         except Canceled as e:
             return [e for _ in items]
@@ -283,8 +322,9 @@ class Engine:
             return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}") for _ in items]
         elapsed = time.perf_counter() - t0
         dtype = str(self.dtype).removeprefix("torch.")
+        timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings={"denoise_s": elapsed, "batch_requests": len(items)})
+                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
                 for it, imgs in zip(items, per_item, strict=True)]
 
     def _free_memory(self) -> None:

@@ -124,6 +124,26 @@ def load_base_pipeline(spec: ModelSpec, dtype: torch.dtype) -> Any:
     return pipe
 
 
+def load_vae(src: WeightSource, dtype: torch.dtype) -> Any:
+    """A replacement VAE (e.g. SDXL's fp16-safe one) from a hub repo or folder, on the CPU.
+
+    A folder may be the VAE itself or a pipeline folder with a ``vae/`` subfolder.
+    Raises ModelUnavailable when it is not on this machine.
+    """
+    from diffusers import AutoencoderKL
+
+    where: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    try:
+        if src.path is not None:
+            sub = "vae" if (src.path / "vae" / "config.json").is_file() else None
+            return AutoencoderKL.from_pretrained(str(src.path), subfolder=sub, **where)
+        return AutoencoderKL.from_pretrained(src.repo, revision=src.revision, **where)
+    except Exception as e:  # noqa: BLE001 - missing or corrupt: say which and how to fix
+        raise ModelUnavailable(f"the VAE {src.describe()} is not on this machine or could not be read "
+                               f"({type(e).__name__}); download it (`hf download {src.describe()}`) or unset "
+                               "sdxl_vae") from e
+
+
 def _swap_unet(pipe: Any, src: WeightSource, dtype: torch.dtype) -> None:
     # SDXL-Lightning ships a bare UNet state dict for the SDXL base architecture.
     from safetensors.torch import load_file

@@ -123,6 +123,8 @@ class GenerationResult:
     device: str
     dtype: str
     timings: dict[str, float] = field(default_factory=dict)
+    # What the caller should know about how the request was read (e.g. a truncated prompt).
+    warnings: list[str] = field(default_factory=list)
 
 
 def batch_key(p: GenerationParams) -> tuple[Any, ...]:

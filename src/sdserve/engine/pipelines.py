@@ -17,7 +17,7 @@ from .catalog import ModelSpec
 from .loading import PIPELINE_CLASSES
 from .schedulers import get_scheduler
 
-__all__ = ["LoadedModel", "make_scheduler"]
+__all__ = ["LoadedModel", "make_scheduler", "prompt_warnings"]
 
 
 def make_scheduler(name: str, base_config: Any) -> Any:
@@ -27,6 +27,22 @@ def make_scheduler(name: str, base_config: Any) -> Any:
     entry = get_scheduler(name)
     cls = getattr(diffusers, entry.cls)
     return cls.from_config(base_config, **entry.overrides)
+
+
+def prompt_warnings(pipe: Any, params: Any) -> list[str]:
+    """A warning for each prompt longer than the text encoder reads (CLIP: 77 tokens with
+    the start and end markers); diffusers silently drops the rest, the caller should know."""
+    tok = pipe.tokenizer
+    limit = int(tok.model_max_length)
+    out = []
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(params, name) or ""
+        ids = tok(text, truncation=False).input_ids if text else []
+        if len(ids) > limit:
+            kept = tok.decode(ids[1:limit - 1]).strip()
+            out.append(f"{name} is {len(ids) - 2} tokens but the text encoder reads {limit - 2}; "
+                       f"everything after \"...{kept[-40:]}\" was ignored")
+    return out
 
 
 @dataclass

@@ -80,6 +80,8 @@ class Job:
     credits: int = 0
     # The latest live preview (PNG) while running; A1111's /progress shows it.
     preview: bytes | None = None
+    # The engine's notes on how it read the request (e.g. a prompt cut to the encoder's length).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -142,4 +144,5 @@ def job_view(job: Job, output_url: Callable[[Output], str], queue_position: int 
         "error": None if err is None else {"type": err.kind, "message": err.message,
                                            "field": getattr(err, "field", None)},
         "webhook": job.webhook,
+        "warnings": job.warnings,
     }

@@ -85,6 +85,8 @@ class ServiceOptions:
     heartbeat_s: float = 5.0
     lease_s: float = 30.0
     cleanup_every_s: float = 300.0
+    # How long a claimed job waits for compatible company while requests arrive concurrently.
+    batch_wait_s: float = 0.005
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
 
 
@@ -124,6 +126,7 @@ class JobService:
         self._keep_data: set[str] = set()
         self._fresh: dict[str, list[Output]] = {}
         self._run_ema_s = 5.0
+        self._last_batch_size = 1
 
     @property
     def catalog(self) -> Catalog:
@@ -368,11 +371,17 @@ class JobService:
             self._served[first.owner] = next(self._serve_order)
             batch = [first]
             try:
+                if self.options.batch_wait_s and (self._last_batch_size > 1
+                                                 or await asyncio.to_thread(self.store.queue_length)):
+                    # Requests are arriving together: give the rest of a burst a moment to
+                    # land so they share this loop. A lone sequential client never waits.
+                    await asyncio.sleep(self.options.batch_wait_s)
                 batch += await asyncio.to_thread(self._claim_companions, first)
             except Exception:  # noqa: BLE001 - batching is an optimisation: run the first job alone
                 log.exception("could not gather a batch for job %s", first.id)
             for job in batch[1:]:
                 self._served[job.owner] = next(self._serve_order)
+            self._last_batch_size = len(batch)
             try:
                 await self._run_batch(batch)
             except Exception:  # noqa: BLE001 - the worker must outlive any one batch
@@ -461,6 +470,7 @@ class JobService:
             try:
                 job.outputs = await asyncio.to_thread(self._save_outputs, job, result)
                 job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
+                job.warnings = list(result.warnings)
             except Exception as e:  # noqa: BLE001 - storage failure fails this job only
                 log.exception("storing the outputs of job %s failed", job.id)
                 job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {type(e).__name__}")

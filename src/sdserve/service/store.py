@@ -46,6 +46,7 @@ def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
         priority=row.priority, attempts=row.attempts, request=json.loads(row.request), webhook=row.webhook,
         webhook_events=tuple(e for e in (row.webhook_events or "").split(",") if e),
         cancel_requested=bool(row.cancel_requested), credits=row.credits,
+        warnings=json.loads(row.warnings) if row.warnings else [],
     )
 
 
@@ -185,6 +186,7 @@ class JobStore:
             n = conn.execute(update(jobs).where(*cond).values(
                 status=job.status, finished_at=job.finished_at, device=job.device or None,
                 dtype=job.dtype or None, error=error_to_json(job.error) if job.error else None,
+                warnings=json.dumps(job.warnings) if job.warnings else None,
             )).rowcount
             if not n:
                 return False

@@ -51,6 +51,7 @@ jobs = Table(
     Column("credits", Integer, nullable=False, server_default="0"),  # charged to the owner's key
     Column("webhook", Text, nullable=True),
     Column("webhook_events", String(64), nullable=True),  # comma-separated: start,completed
+    Column("warnings", Text, nullable=True),  # JSON list of the engine's warnings to the caller
 )
 Index("ix_jobs_status_owner", jobs.c.status, jobs.c.owner)
 

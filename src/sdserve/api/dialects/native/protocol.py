@@ -75,6 +75,8 @@ class JobOut(BaseModel):
     outputs: list[OutputOut]
     error: ErrorOut | None
     webhook: str | None
+    warnings: list[str] = Field(default_factory=list, description="How the request was read, e.g. a prompt "
+                                "longer than the text encoder reads (the rest was ignored).")
 
 
 class JobList(BaseModel):

@@ -19,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from ....engine.params import GenerationParams
 from ....errors import BadInput
 from ....service.jobs import Output
-from ...deps import owner_of, service_of, settings_of
+from ...deps import owner_of, service_of, settings_of, warning_headers
 from .adapter import (
     edit_params,
     generation_params,
@@ -65,6 +65,7 @@ async def _run(request: Request, response: Response, params: GenerationParams, r
     except BadInput as e:
         raise in_dialect_terms(e) from None
     response.headers["X-Sdserve-Job"] = job.id
+    response.headers.update(warning_headers(job.warnings))
     return images_response(job.outputs, response_format, int(time.time()), lambda o: _publish(request, o), job.params)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ....errors import UnknownModel
-from ...deps import owner_of, service_of, settings_of
+from ...deps import owner_of, service_of, settings_of, warning_headers
 from .adapter import search_item, to_params
 from .protocol import TextToImageInput
 
@@ -38,7 +38,8 @@ async def _run(model: str, body: TextToImageInput, request: Request) -> Response
     run_ms = ((job.finished_at or 0) - (job.started_at or 0)) * 1000
     return Response(content=out.data, media_type=out.content_type,
                     headers={"X-Sdserve-Seed": str(out.seed), "X-Sdserve-Job": job.id,
-                             "X-Sdserve-Run-Ms": f"{run_ms:.1f}", "Server-Timing": f"run;dur={run_ms:.1f}"})
+                             "X-Sdserve-Run-Ms": f"{run_ms:.1f}", "Server-Timing": f"run;dur={run_ms:.1f}",
+                             **warning_headers(job.warnings)})
 
 
 @router.post("/client/v4/accounts/{account_id}/ai/run/{model:path}", responses=_PNG, response_class=Response)

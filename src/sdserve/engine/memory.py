@@ -1,0 +1,110 @@
+"""Loaded models under a memory budget: the least recently used ones make room.
+
+The budget is device memory on a GPU and RAM on the CPU. A model's size is measured once
+it is loaded (every parameter and buffer of its components, each shared tensor counted
+once), so loading a model that does not fit evicts idle models, oldest use first, instead
+of failing. The engine loads and runs under one lock, so a model being run is never the one
+evicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes"]
+
+log = logging.getLogger(__name__)
+
+# Shares of the device left to weights by default: the rest holds activations (a UNet pass
+# at batch 8 and 1024² takes several GB), the VAE decode and, on the CPU, everything else.
+_GPU_SHARE = 0.75
+_CPU_SHARE = 0.5
+
+
+def default_budget_bytes(device: torch.device) -> int:
+    """What the weights may take on ``device`` when no budget is configured."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * _GPU_SHARE)
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * _CPU_SHARE)
+
+
+def pipeline_bytes(pipe: Any) -> int:
+    """Bytes held by a pipeline's modules (text encoders, UNet, VAE), shared storage once."""
+    seen: set[int] = set()
+    total = 0
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for t in [*component.parameters(), *component.buffers()]:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+class ModelCache:
+    """Loaded models by id in least-recently-used order, with their sizes.
+
+    Its own small lock keeps readers (health, metrics) from waiting on a running loop.
+    """
+
+    def __init__(self, budget_bytes: int, max_models: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.max_models = max(1, max_models)
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> Any | None:
+        """The loaded model, marked as just used; None if it is not loaded."""
+        with self._lock:
+            model = self._models.get(model_id)
+            if model is not None:
+                self._models.move_to_end(model_id)
+            return model
+
+    def make_room(self, need_bytes: int) -> list[str]:
+        """Evict least recently used models until one more of ``need_bytes`` fits both the
+        byte budget and the model count. Returns the evicted ids. A model bigger than the
+        whole budget still gets the device to itself: it may fit, and failing is worse."""
+        evicted = []
+        with self._lock:
+            while self._models and (len(self._models) >= self.max_models
+                                    or self._used() + need_bytes > self.budget_bytes):
+                model_id, _ = self._models.popitem(last=False)
+                evicted.append(model_id)
+                log.info("unloaded %s (%.2f GB) to make room for %.2f GB within a %.2f GB budget", model_id,
+                         self._sizes.get(model_id, 0) / 1e9, need_bytes / 1e9, self.budget_bytes / 1e9)
+        return evicted
+
+    def add(self, model_id: str, model: Any, size_bytes: int) -> None:
+        with self._lock:
+            self._models[model_id] = model
+            self._models.move_to_end(model_id)
+            self._sizes[model_id] = size_bytes
+
+    def known_size(self, model_id: str) -> int:
+        """The size measured the last time ``model_id`` was loaded (0 if never)."""
+        with self._lock:
+            return self._sizes.get(model_id, 0)
+
+    def ids(self) -> list[str]:
+        """Loaded ids, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes per loaded model, least recently used first."""
+        with self._lock:
+            return {m: self._sizes[m] for m in self._models}
+
+    def _used(self) -> int:
+        return sum(self._sizes[m] for m in self._models)
