@@ -139,9 +139,9 @@ def load_vae(src: WeightSource, dtype: torch.dtype) -> Any:
             return AutoencoderKL.from_pretrained(str(src.path), subfolder=sub, **where)
         return AutoencoderKL.from_pretrained(src.repo, revision=src.revision, **where)
     except Exception as e:  # noqa: BLE001 - missing or corrupt: say which and how to fix
+        fix = f"download it (`hf download {src.repo}`)" if src.repo else "point it at a VAE or pipeline folder"
         raise ModelUnavailable(f"the VAE {src.describe()} is not on this machine or could not be read "
-                               f"({type(e).__name__}); download it (`hf download {src.describe()}`) or unset "
-                               "sdxl_vae") from e
+                               f"({type(e).__name__}): {fix}, or unset sdxl_vae") from e
 
 
 def _swap_unet(pipe: Any, src: WeightSource, dtype: torch.dtype) -> None:
