@@ -110,3 +110,17 @@ def test_the_warning_reaches_the_caller_in_each_api(settings, engine):  # type: 
         job = c.post("/v1/jobs", json={"model": SD15, "prompt": LONG, "steps": 1, "width": 64, "height": 64}).json()
         done = wait_done(c, job["id"])
         assert done["status"] == "succeeded" and done["warnings"][0].startswith("prompt is ")
+
+
+def test_batching_changes_no_image_in_bfloat16(settings):  # type: ignore[no-untyped-def]
+    # bf16 is the CPU default where native; its VAE kernels depend on the batch size, which
+    # the engine avoids by decoding per image. Measured here: identical pixels.
+    from sdserve.engine.params import BatchItem
+
+    eng = build_engine(settings.model_copy(update={"dtype": "bfloat16"}))
+    reqs = [GenerationParams(**{**REQ, "prompt": f"prompt {i}", "seed": 40 + i, "width": 128, "height": 128})
+            for i in range(3)]
+    alone = [np.asarray(eng.generate(r).images[0], dtype=np.int16) for r in reqs]
+    batched = eng.generate_batch([BatchItem(r) for r in reqs])
+    for a, b in zip(alone, batched, strict=True):
+        assert np.abs(a - np.asarray(b.images[0], dtype=np.int16)).max() <= 2

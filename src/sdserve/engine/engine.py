@@ -153,6 +153,10 @@ class Engine:
                 raise ModelUnavailable(f"{spec.id} needs {size / 1e9:.1f} GB and does not fit in {self.device} "
                                        "memory beside what is running") from None
             self.fast.apply(pipe)
+            # The VAE decodes (and encodes) one image at a time: its bf16 CPU kernels give
+            # batch-size-dependent results (up to 6/255 measured), so batching would change
+            # images; per image it matches the image made alone, and peak memory drops.
+            pipe.vae.enable_slicing()
             pipe.set_progress_bar_config(disable=True)
             model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype)
             if self.fast.compile != "off":
