@@ -65,14 +65,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    from ..config import Settings, UserModel
+    from ..config import UserModel, load_settings
     from ..engine.benchmark import Baseline, flops_per_image, matmul_peak_flops
     from ..engine.engine import pick_device, pick_dtype, resolve_dtype
 
     root = Path(args.data_dir or "data") / "bench"
     model_dir, arch = _model_dir(args.arch, root)
-    device = pick_device(args.device)
-    dtype = pick_dtype("auto", device)
+    # The server runs with the settings a user would run it with (``--config``: compile,
+    # channels_last, batch limits...), over the bench model, on its own data dir and port.
+    settings = load_settings(
+        args.config, data_dir=root / "server", port=_free_port(), device=args.device, demo=False,
+        models=[UserModel(id="bench", source=str(model_dir), arch=arch, scheduler="pndm" if arch == "sd15" else "euler")],
+    )
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
     guidance = 7.5
     reqs = [{"prompt": _PROMPTS[i % len(_PROMPTS)], "seed": 1000 + i} for i in range(args.requests)]
     print(f"bench: arch={args.arch} size={args.size} steps={args.steps} requests={args.requests} "
@@ -91,10 +97,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     baseline_ips = len(reqs) / (time.perf_counter() - t0)
     del base
 
-    settings = Settings(
-        data_dir=root / "server", port=_free_port(), device=args.device, dtype="auto",
-        models=[UserModel(id="bench", source=str(model_dir), arch=arch, scheduler="pndm" if arch == "sd15" else "euler")],
-    )
     server, thread = _serve(settings)
     url = f"http://127.0.0.1:{settings.port}/ai/run/bench"
     body = {"width": args.size, "height": args.size, "num_steps": args.steps, "guidance": guidance}
@@ -121,6 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t = time.perf_counter()
             resp = http.post(url, json={**body, **r})
             overheads.append((time.perf_counter() - t) * 1000 - float(resp.headers["x-sdserve-run-ms"]))
+        ready = http.get(f"http://127.0.0.1:{settings.port}/readyz").json()
     server.should_exit = True
     thread.join(timeout=30)
     diff = int(abs(_pixels(alone) - _pixels(images[len(reqs) - 1])).max())
@@ -140,6 +143,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "baseline_peak_flops": peak_fp32,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
+        "threads": ready.get("threads"), "channels_last": ready.get("channels_last"),
+        "compile": ready.get("compile"), "vae_tiling": ready.get("vae_tiling"),
         "arch": args.arch, "size": args.size, "steps": args.steps,
         "requests": args.requests, "concurrency": args.concurrency,
     }
@@ -161,4 +166,7 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", type=Path, help="Where benchmark models are written (default ./data).")
     p.add_argument("--json", type=Path, help="Also write the results as JSON here.")
+    p.add_argument("--config", type=Path,
+                   help="sdserve settings (TOML) for the server side, e.g. compile or channels_last; "
+                        "its dtype applies to sdserve only (the baseline keeps diffusers' default).")
     p.set_defaults(func=cmd_bench)
