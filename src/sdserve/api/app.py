@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..config import Settings
@@ -22,12 +21,11 @@ from .dialects.workers_ai.router import router as workers_ai_router
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .metrics import router as metrics_router
+from .playground.router import DEMO_WARNING, STATIC_PATH, static_files
+from .playground.router import router as playground_router
 from .security import BodyLimit, JsonByDefault, KeyAuth
 
-__all__ = ["build_app"]
-
-DEMO_WARNING = ("DEMO MODE: every model is a tiny random-weight stand-in; generated images are noise. "
-                "Run without --demo and `sdserve pull MODEL` for real weights.")
+__all__ = ["build_app", "DEMO_WARNING"]
 
 
 def build_app(settings: Settings, service: JobService) -> FastAPI:
@@ -57,6 +55,8 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.include_router(modelslab_router)
     app.include_router(native_router)
     app.include_router(metrics_router)
+    app.include_router(playground_router)
+    app.mount(STATIC_PATH, static_files(), name="playground-static")
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -71,15 +71,5 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
         body: dict[str, Any] = {"status": "ready" if state["ready"] else "not ready", "demo": settings.demo,
                                 "queue_length": service.queue_length(), **state, **service.engine.health()}
         return JSONResponse(body, status_code=200 if state["ready"] else 503)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(request: Request) -> str:
-        models = "".join(f"<li><code>{html.escape(m.id)}</code> {html.escape(m.description)}</li>"
-                         for m in service.catalog)
-        banner = f'<p style="background:#fdd;padding:1em;font-weight:bold">{DEMO_WARNING}</p>' if settings.demo else ""
-        return (f"<!doctype html><html><head><meta charset=utf-8><title>sdserve</title>"
-                f'<meta name=viewport content="width=device-width,initial-scale=1"></head>'
-                f"<body><h1>sdserve {__version__}</h1>{banner}<h2>Models</h2><ul>{models}</ul>"
-                f'<p>API docs: <a href="/docs">/docs</a></p></body></html>')
 
     return app

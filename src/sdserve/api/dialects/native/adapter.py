@@ -9,11 +9,9 @@ from ....engine.params import GenerationParams, Task
 from ....errors import BadInput
 from ....images import decode_base64, decode_image
 from ....service.jobs import Job, Output, job_view
-from .protocol import JobOut, JobRequest
+from .protocol import CatalogModel, JobOut, JobRequest, ModelDefaults
 
-__all__ = ["to_params", "job_out"]
-
-
+__all__ = ["to_params", "job_out", "catalog_model"]
 
 
 def to_params(req: JobRequest, spec: ModelSpec, max_pixels: int) -> GenerationParams:
@@ -46,3 +44,11 @@ def to_params(req: JobRequest, spec: ModelSpec, max_pixels: int) -> GenerationPa
 
 def job_out(job: Job, output_url: Callable[[Output], str], queue_position: int | None = None) -> JobOut:
     return JobOut.model_validate(job_view(job, output_url, queue_position))
+
+
+def catalog_model(spec: ModelSpec, available: bool) -> CatalogModel:
+    d = spec.defaults
+    return CatalogModel(id=spec.id, aliases=list(spec.aliases), description=spec.description, arch=spec.arch,
+                        tasks=list(spec.tasks), available=available,
+                        defaults=ModelDefaults(width=d.width, height=d.height, steps=d.steps, guidance=d.guidance,
+                                               scheduler=d.scheduler, strength=d.strength))

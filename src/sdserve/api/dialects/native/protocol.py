@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ....engine.params import MAX_SEED
 
-__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList"]
+__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
 
 
 class JobRequest(BaseModel):
@@ -81,3 +81,31 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     data: list[JobOut]
+
+
+class ModelDefaults(BaseModel):
+    """What a job for this model gets where it leaves a field out."""
+
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    strength: float
+
+
+class CatalogModel(BaseModel):
+    """One servable model, as ``GET /v1/catalog`` lists it."""
+
+    id: str
+    aliases: list[str]
+    description: str
+    arch: str
+    tasks: list[Literal["txt2img", "img2img", "inpaint"]] = Field(
+        description="What it does: txt2img (no image), img2img (image), inpaint (image and mask).")
+    defaults: ModelDefaults
+    available: bool = Field(description="Its weights are here (false: run `sdserve pull` first).")
+
+
+class CatalogList(BaseModel):
+    data: list[CatalogModel]

@@ -12,8 +12,8 @@ from ....errors import BadInput
 from ....service.jobs import Job
 from ....service.service import OUTPUTS_PATH
 from ...deps import owner_of, service_of, settings_of
-from .adapter import job_out, to_params
-from .protocol import JobList, JobOut, JobRequest
+from .adapter import catalog_model, job_out, to_params
+from .protocol import CatalogList, JobList, JobOut, JobRequest
 
 __all__ = ["router"]
 
@@ -88,3 +88,11 @@ async def get_output(token: str, request: Request) -> Response:
     out, data = await service_of(request).output_bytes(token)
     return Response(content=data, media_type=out.content_type,
                     headers={"Cache-Control": "private, max-age=3600", "X-Sdserve-Seed": str(out.seed)})
+
+
+@router.get("/v1/catalog", response_model=CatalogList)
+async def list_catalog(request: Request) -> CatalogList:
+    """Every model this server serves: id, aliases, tasks, defaults, and whether its weights are here."""
+    owner_of(request)
+    service = service_of(request)
+    return CatalogList(data=[catalog_model(s, service.engine.is_available(s.id)) for s in service.catalog])

@@ -1,0 +1,69 @@
+"""Serves the playground page, its static assets and its bootstrap facts.
+
+Everything here is public: the page and its assets, and ``/playground/config`` (is this a
+demo server, does it need a key). The page calls the key-protected API itself, with the
+key the user types in.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+
+from ... import __version__
+from ...engine.schedulers import SCHEDULERS
+from ..deps import settings_of
+
+__all__ = ["router", "static_files", "STATIC_PATH", "DEMO_WARNING"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PATH = "/playground/static"
+
+DEMO_WARNING = ("DEMO MODE: every model is a tiny random-weight stand-in; generated images are noise. "
+                "Run without --demo and `sdserve pull MODEL` for real weights.")
+
+# The page may load only what sdserve serves; output images may live on a presigned S3 host.
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https: http:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+router = APIRouter(tags=["Playground"])
+
+
+def static_files() -> StaticFiles:
+    """The page's assets (StaticFiles refuses paths that leave the directory)."""
+    return StaticFiles(directory=STATIC_DIR)
+
+
+@cache
+def _template() -> str:
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request) -> HTMLResponse:
+    """The playground page; the demo banner is in the HTML itself so it shows even without JS."""
+    demo = settings_of(request).demo
+    banner = f'<p class="banner" id="demo-banner" role="note">{html.escape(DEMO_WARNING)}</p>' if demo else ""
+    page = _template().replace("<!--DEMO_BANNER-->", banner).replace("{{VERSION}}", html.escape(__version__))
+    return HTMLResponse(page, headers={"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+                                       "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
+
+
+@router.get("/playground/config")
+async def config(request: Request) -> dict[str, Any]:
+    """What the page needs before it has a key: whether keys are required, demo mode, the
+    version, and the scheduler names each dialect uses (for "copy as curl")."""
+    settings = settings_of(request)
+    return {
+        "version": __version__,
+        "demo": settings.demo,
+        "demo_warning": DEMO_WARNING if settings.demo else None,
+        "auth_required": not request.app.state.keys.open,
+        "schedulers": [{"name": s.name, "a1111": s.a1111[0] if s.a1111 else None} for s in SCHEDULERS],
+    }

@@ -1,0 +1,619 @@
+// The playground page: a form over the native job API (POST /v1/jobs, its events, cancel),
+// the input image and mask editor, and this session's results.
+
+import { api, ApiError, getKey, setKey, streamEvents } from "./api.js";
+import { DIALECTS, filesFor } from "./curl.js";
+import { ImageEditor } from "./editor.js";
+
+const $ = (id) => document.getElementById(id);
+const JOBS_STORE = "sdserve.playground.jobs";
+const MAX_KEPT = 50;
+
+const state = {
+  config: null,
+  models: new Map(),      // id -> catalog entry
+  schedulers: new Map(),  // sdserve name -> A1111 label (or null)
+  job: null,              // the running job: {id, abort, done}
+  inputs: new Map(),      // job id -> {image, mask, maskOpenai} data URLs, for "reuse" and curl files
+};
+
+const editor = new ImageEditor($("image-canvas"), $("mask-canvas"));
+
+// -- small helpers ---------------------------------------------------------------------------
+
+function task() {
+  return document.querySelector('input[name="task"]:checked').value;
+}
+
+function setTask(value) {
+  document.querySelector(`input[name="task"][value="${value}"]`).checked = true;
+  onTaskChange();
+}
+
+function show(el, visible) {
+  el.hidden = !visible;
+}
+
+function showError(el, message) {
+  el.textContent = message || "";
+  show(el, !!message);
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function numberOrUndefined(id) {
+  const raw = $(id).value.trim();
+  return raw === "" ? undefined : Number(raw);
+}
+
+function randomSeed() {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the image could not be read"));
+    img.src = src;
+  });
+}
+
+function keptJobs() {
+  try { return JSON.parse(sessionStorage.getItem(JOBS_STORE) || "[]"); } catch { return []; }
+}
+
+function keepJob(id) {
+  try {
+    const ids = keptJobs().filter((x) => x !== id);
+    ids.push(id);
+    sessionStorage.setItem(JOBS_STORE, JSON.stringify(ids.slice(-MAX_KEPT)));
+  } catch { /* storage full or disabled: the gallery just won't survive a reload */ }
+}
+
+// -- start-up: config, key, catalog -----------------------------------------------------------
+
+async function start() {
+  try {
+    const r = await fetch("/playground/config", { cache: "no-store" });
+    if (!r.ok) throw new Error(`${r.status} ${r.statusText}`);
+    state.config = await r.json();
+  } catch (e) {
+    showError($("page-error"), `The server's settings could not be read (${e.message}). Is sdserve running?`);
+    return;
+  }
+  for (const s of state.config.schedulers) state.schedulers.set(s.name, s.a1111);
+  if (state.config.auth_required) {
+    show($("key-form"), true);
+    $("api-key").value = getKey();
+    if (!getKey()) {
+      $("key-status").textContent = "Enter an API key to load the models.";
+      $("api-key").focus();
+      return;
+    }
+  }
+  await loadCatalog();
+}
+
+async function loadCatalog() {
+  let catalog;
+  try {
+    catalog = await api("/v1/catalog");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) {
+      show($("key-form"), true);
+      $("key-status").textContent = `Key not accepted: ${e.message}`;
+      $("api-key").focus();
+    } else {
+      showError($("page-error"), `The model list could not be loaded: ${e.message}`);
+    }
+    return false;
+  }
+  if (state.config.auth_required) $("key-status").textContent = "Key accepted.";
+  state.models = new Map(catalog.data.map((m) => [m.id, m]));
+  const select = $("model");
+  const previous = select.value;
+  select.replaceChildren(...catalog.data.map((m) => {
+    const opt = document.createElement("option");
+    opt.value = m.id;
+    const short = m.aliases.find((a) => !a.includes("/"));
+    opt.textContent = (short || m.id) + (m.available ? "" : " (not downloaded)");
+    return opt;
+  }));
+  if (previous && state.models.has(previous)) select.value = previous;
+  onTaskChange();
+  applyModelDefaults();
+  await restoreGallery();
+  return true;
+}
+
+$("key-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  setKey($("api-key").value.trim());
+  $("key-status").textContent = "Checking…";
+  await loadCatalog();
+});
+
+// -- model and task ---------------------------------------------------------------------------
+
+function currentModel() {
+  return state.models.get($("model").value);
+}
+
+function onTaskChange() {
+  const t = task();
+  // Models that cannot do this task stay listed but cannot be chosen.
+  let firstOk = null;
+  for (const opt of $("model").options) {
+    const m = state.models.get(opt.value);
+    opt.disabled = !m || !m.tasks.includes(t);
+    if (!opt.disabled && firstOk === null) firstOk = opt.value;
+  }
+  const sel = $("model").selectedOptions[0];
+  if ((!sel || sel.disabled) && firstOk !== null) {
+    $("model").value = firstOk;
+    applyModelDefaults();
+  }
+  const imageTask = t !== "txt2img";
+  show($("image-section"), imageTask);
+  show($("mask-tools"), t === "inpaint");
+  $("mask-canvas").classList.toggle("active", t === "inpaint");
+  for (const id of ["width", "height"]) $(id).disabled = imageTask;
+  if (imageTask && editor.loaded) {
+    $("width").value = editor.width;
+    $("height").value = editor.height;
+  } else if (!imageTask) {
+    const m = currentModel();
+    if (m) { $("width").value = m.defaults.width; $("height").value = m.defaults.height; }
+  }
+  describeModel();
+}
+
+function applyModelDefaults() {
+  const m = currentModel();
+  if (!m) return;
+  if (task() === "txt2img") {
+    $("width").value = m.defaults.width;
+    $("height").value = m.defaults.height;
+  }
+  $("steps").value = m.defaults.steps;
+  $("guidance").value = m.defaults.guidance;
+  $("strength").value = m.defaults.strength;
+  $("strength-out").value = m.defaults.strength;
+  describeModel();
+}
+
+function describeModel() {
+  const m = currentModel();
+  if (!m) { $("model-info").textContent = ""; return; }
+  const d = m.defaults;
+  const tasks = m.tasks.map((t) => ({ txt2img: "text to image", img2img: "image to image", inpaint: "inpaint" }[t]));
+  $("model-info").textContent = `${m.id}: ${m.description} Does ${tasks.join(", ")}. Defaults: ${d.width}×${d.height}, ` +
+    `${d.steps} steps, guidance ${d.guidance}, ${d.scheduler}.` + (m.available ? "" : " Weights missing: run `sdserve pull`.");
+}
+
+for (const radio of document.querySelectorAll('input[name="task"]')) radio.addEventListener("change", onTaskChange);
+$("model").addEventListener("change", applyModelDefaults);
+
+// -- input image and mask ---------------------------------------------------------------------
+
+function maxSide() {
+  const m = currentModel();
+  return m ? Math.max(m.defaults.width, m.defaults.height) : 512;
+}
+
+async function useImage(src, label) {
+  const img = await loadImage(src);
+  const size = editor.setImage(img, maxSide());
+  show($("editor"), true);
+  $("width").value = size.width;
+  $("height").value = size.height;
+  const scaled = size.width !== size.originalWidth || size.height !== size.originalHeight
+    ? ` (scaled from ${size.originalWidth}×${size.originalHeight})` : "";
+  $("image-info").textContent = `${label}: ${size.width}×${size.height}${scaled}. The result has this size.`;
+}
+
+$("image-file").addEventListener("change", async () => {
+  const file = $("image-file").files[0];
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  try {
+    await useImage(url, file.name);
+    showError($("form-error"), "");
+  } catch (e) {
+    showError($("form-error"), `${file.name}: ${e.message}`);
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+});
+
+$("strength").addEventListener("input", () => { $("strength-out").value = $("strength").value; });
+$("brush").addEventListener("input", () => {
+  editor.brush = Number($("brush").value);
+  $("brush-out").value = $("brush").value;
+});
+for (const radio of document.querySelectorAll('input[name="brush-mode"]')) {
+  radio.addEventListener("change", () => { editor.erase = radio.checked && radio.value === "erase"; });
+}
+$("mask-clear").addEventListener("click", () => editor.clearMask());
+$("mask-fill").addEventListener("click", () => editor.fillMask());
+$("mask-invert").addEventListener("click", () => editor.invertMask());
+
+// -- seed -------------------------------------------------------------------------------------
+
+$("dice").addEventListener("click", () => { $("seed").value = randomSeed(); });
+$("seed-clear").addEventListener("click", () => { $("seed").value = ""; });
+$("keep-seed").addEventListener("click", () => { $("seed").value = $("used-seed").value; });
+
+function showUsedSeed(seed) {
+  $("used-seed").value = String(seed);
+  show($("keep-seed"), true);
+}
+
+// -- generate, progress, cancel ---------------------------------------------------------------
+
+const FIELD_INPUTS = {
+  prompt: "prompt", negative_prompt: "negative-prompt", width: "width", height: "height", steps: "steps",
+  guidance: "guidance", seed: "seed", strength: "strength", model: "model", image: "image-file", mask: "brush",
+};
+
+function requestBody() {
+  const t = task();
+  const body = {
+    model: $("model").value,
+    prompt: $("prompt").value,
+    negative_prompt: $("negative-prompt").value,
+    steps: numberOrUndefined("steps"),
+    guidance: numberOrUndefined("guidance"),
+    seed: numberOrUndefined("seed"),
+  };
+  if (t === "txt2img") {
+    body.width = numberOrUndefined("width");
+    body.height = numberOrUndefined("height");
+    return { body, inputs: null };
+  }
+  if (!editor.loaded) throw new ApiError(400, "choose an input image first", "image");
+  if (t === "inpaint" && !editor.hasMask()) {
+    throw new ApiError(400, "paint the area to repaint on the image (or press Fill all)", "mask");
+  }
+  const inputs = { image: editor.imageDataURL() };
+  Object.assign(body, { width: editor.width, height: editor.height, strength: Number($("strength").value), image: inputs.image });
+  if (t === "inpaint") {
+    inputs.mask = editor.maskDataURL();
+    inputs.maskOpenai = editor.maskAlphaDataURL();
+    body.mask = inputs.mask;
+  }
+  return { body, inputs };
+}
+
+function reportError(e) {
+  const field = e.field && FIELD_INPUTS[e.field] ? e.field : null;
+  showError($("form-error"), field ? `${e.field}: ${e.message}` : e.message);
+  if (field) $(FIELD_INPUTS[field]).focus();
+}
+
+function setRunning(running) {
+  $("generate").disabled = running;
+  $("cancel").disabled = !running;
+  $("gen-form").setAttribute("aria-busy", String(running));
+}
+
+const progress = $("progress");
+
+function resetProgress() {
+  progress.max = 1;
+  progress.value = 0;
+  progress.dataset.events = "0";
+  progress.dataset.steps = "0";
+  progress.dataset.previews = "0";
+}
+
+function countEvent(kind) {
+  progress.dataset[kind] = String(Number(progress.dataset[kind] || 0) + 1);
+}
+
+function showStage(src, isPreview) {
+  const img = $("stage-img");
+  img.src = src;
+  img.alt = isPreview ? "Preview of the image being made" : "The generated image";
+  img.classList.toggle("preview", isPreview);
+  show(img, true);
+  show($("stage-empty"), false);
+}
+
+async function generate() {
+  showError($("form-error"), "");
+  if (!$("prompt").value.trim()) {
+    reportError(new ApiError(400, "write what to generate", "prompt"));
+    return;
+  }
+  let body;
+  let inputs;
+  try {
+    ({ body, inputs } = requestBody());
+  } catch (e) {
+    reportError(e);
+    return;
+  }
+  setRunning(true);
+  resetProgress();
+  progress.removeAttribute("value");  // indeterminate while queued
+  setStatus("Submitting…");
+  let job;
+  try {
+    job = await api("/v1/jobs", { method: "POST", body });
+  } catch (e) {
+    setRunning(false);
+    setStatus("Not started");
+    progress.value = 0;
+    if (e.status === 401) { show($("key-form"), true); $("key-status").textContent = `Key not accepted: ${e.message}`; }
+    reportError(e);
+    return;
+  }
+  if (inputs) state.inputs.set(job.id, inputs);
+  const abort = new AbortController();
+  state.job = { id: job.id, abort, started: performance.now() };
+  let final = null;
+  try {
+    await streamEvents(job.id, (ev) => { final = onEvent(ev) || final; }, abort.signal);
+  } catch (e) {
+    if (e.name !== "AbortError") setStatus(`Lost the event stream (${e.message}); checking the job…`);
+  }
+  if (!final) final = await pollUntilDone(job.id);
+  finish(final);
+}
+
+function onEvent({ event, data }) {
+  countEvent("events");
+  switch (event) {
+    case "queued":
+      setStatus(`Queued: position ${data.position}`);
+      return null;
+    case "started":
+      progress.max = data.total || 1;
+      progress.value = data.step || 0;
+      setStatus(`Running: step ${data.step}/${data.total}`);
+      return null;
+    case "step":
+      countEvent("steps");
+      progress.max = data.total;
+      progress.value = data.step;
+      setStatus(`Running: step ${data.step}/${data.total}`);
+      if (data.preview) {
+        countEvent("previews");
+        showStage(data.preview, true);
+      }
+      return null;
+    case "succeeded":
+    case "failed":
+    case "canceled":
+      return data;
+    default:
+      return null;
+  }
+}
+
+async function pollUntilDone(id) {
+  for (;;) {
+    try {
+      const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+      if (["succeeded", "failed", "canceled"].includes(job.status)) return job;
+      if (job.progress) {
+        progress.max = job.progress.total;
+        progress.value = job.progress.step;
+      }
+    } catch (e) {
+      if (e.status === 404 || e.status === 401) return { id, status: "failed", error: { message: e.message }, outputs: [] };
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+function finish(job) {
+  const seconds = ((performance.now() - state.job.started) / 1000).toFixed(1);
+  state.job = null;
+  setRunning(false);
+  if (job.status === "succeeded") {
+    progress.max = 1;
+    progress.value = 1;
+    const out = job.outputs[0];
+    showStage(out.url, false);
+    showUsedSeed(out.seed);
+    setStatus(`Done in ${seconds} s, seed ${out.seed}`);
+    keepJob(job.id);
+    addCards(job);
+  } else if (job.status === "canceled") {
+    progress.value = 0;
+    setStatus("Canceled");
+  } else {
+    progress.value = 0;
+    setStatus("Failed");
+    reportError(new ApiError(0, job.error ? job.error.message : "the job failed", job.error && job.error.field));
+  }
+}
+
+$("gen-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!state.job) generate();
+});
+
+$("cancel").addEventListener("click", async () => {
+  if (!state.job) return;
+  setStatus("Canceling…");
+  try {
+    await api(`/v1/jobs/${encodeURIComponent(state.job.id)}`, { method: "DELETE" });
+  } catch (e) {
+    reportError(e);
+  }
+});
+
+// -- the session's results --------------------------------------------------------------------
+
+const LABELS = { txt2img: "text to image", img2img: "image to image", inpaint: "inpaint" };
+
+function paramRows(p, seed) {
+  const rows = [
+    ["Model", p.model], ["Task", LABELS[p.task] || p.task], ["Size", `${p.width}×${p.height}`],
+    ["Steps", p.steps], ["Guidance", p.guidance], ["Scheduler", p.scheduler], ["Seed", seed],
+  ];
+  if (p.task !== "txt2img") rows.push(["Strength", p.strength]);
+  if (p.negative_prompt) rows.push(["Negative", p.negative_prompt]);
+  return rows;
+}
+
+function addCards(job, { append = false } = {}) {
+  for (const out of job.outputs) {
+    if (!out.url) continue;  // expired
+    const card = makeCard(job, out);
+    if (append) $("gallery").append(card); else $("gallery").prepend(card);
+  }
+  show($("gallery-empty"), $("gallery").children.length === 0);
+}
+
+function makeCard(job, out) {
+  const p = job.params;
+  const node = $("card-template").content.firstElementChild.cloneNode(true);
+  node.dataset.job = job.id;
+  node.dataset.seed = out.seed;
+  const img = node.querySelector(".card-img");
+  img.src = out.url;
+  img.alt = `Generated: ${p.prompt}`;
+  img.width = p.width;
+  img.height = p.height;
+  node.querySelector(".card-link").href = out.url;
+  node.querySelector(".card-prompt").textContent = p.prompt;
+  const dl = node.querySelector(".card-params");
+  for (const [k, v] of paramRows(p, out.seed)) {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = String(v);
+    dl.append(dt, dd);
+  }
+  const ext = (out.content_type.split("/")[1] || "png").replace("jpeg", "jpg");
+  const download = node.querySelector(".card-download");
+  download.href = out.url;
+  download.download = `sdserve-${out.seed}.${ext}`;
+  node.querySelector(".card-reuse").addEventListener("click", () => reuse(job, out.seed));
+  node.querySelector(".card-input").addEventListener("click", async () => {
+    if (task() === "txt2img") setTask("img2img");
+    try {
+      await useImage(out.url, `Result ${out.seed}`);
+      $("image-section").scrollIntoView({ behavior: "smooth", block: "start" });
+      $("prompt").focus({ preventScroll: true });
+    } catch (e) {
+      showError($("form-error"), `That image could not be used: ${e.message}`);
+    }
+  });
+  setUpCurl(node, job, out);
+  return node;
+}
+
+async function reuse(job, seed) {
+  const p = job.params;
+  if (state.models.has(p.model)) $("model").value = p.model;
+  setTask(p.task);
+  $("prompt").value = p.prompt;
+  $("negative-prompt").value = p.negative_prompt || "";
+  $("steps").value = p.steps;
+  $("guidance").value = p.guidance;
+  $("seed").value = seed;
+  if (p.strength != null) { $("strength").value = p.strength; $("strength-out").value = p.strength; }
+  const inputs = state.inputs.get(job.id);
+  if (p.task !== "txt2img" && inputs) {
+    await useImage(inputs.image, "Input of that result");
+    if (inputs.mask) {
+      const mask = await loadImage(inputs.mask);
+      restoreMask(mask);
+    }
+  } else if (p.task !== "txt2img") {
+    $("image-info").textContent = "That result's input image is not kept after a reload: choose it again.";
+  }
+  if (p.task === "txt2img") { $("width").value = p.width; $("height").value = p.height; }
+  describeModel();
+  $("prompt").focus();
+}
+
+function restoreMask(maskImg) {
+  // Back from white-on-black to painted strokes.
+  const c = document.createElement("canvas");
+  c.width = editor.width;
+  c.height = editor.height;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(maskImg, 0, 0, c.width, c.height);
+  const px = ctx.getImageData(0, 0, c.width, c.height);
+  const m = editor.mask.getContext("2d");
+  const out = m.createImageData(c.width, c.height);
+  for (let i = 0; i < px.data.length; i += 4) {
+    out.data[i] = 255; out.data[i + 1] = 40; out.data[i + 2] = 100; out.data[i + 3] = px.data[i];
+  }
+  m.putImageData(out, 0, 0);
+}
+
+function setUpCurl(node, job, out) {
+  const select = node.querySelector(".curl-dialect");
+  select.replaceChildren(...DIALECTS.map((d) => new Option(d.label, d.id)));
+  const text = node.querySelector(".curl-text");
+  const notes = node.querySelector(".curl-notes");
+  const files = node.querySelector(".curl-files");
+  const render = () => {
+    const dialect = DIALECTS.find((d) => d.id === select.value);
+    const model = state.models.get(job.params.model);
+    const ctx = {
+      origin: location.origin, key: getKey(), modelDefaults: model ? model.defaults : null,
+      a1111Sampler: state.schedulers.get(job.params.scheduler) || null,
+    };
+    const { command, notes: warnings } = dialect.build(job.params, out.seed, ctx);
+    text.value = command;
+    text.rows = Math.min(16, command.split("\n").length + 1);
+    notes.textContent = warnings.join(" ");
+    renderFiles(files, job, select.value);
+  };
+  select.addEventListener("change", render);
+  node.querySelector("details").addEventListener("toggle", (e) => { if (e.target.open) render(); });
+  node.querySelector(".curl-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text.value);
+    } catch {
+      text.select();
+      document.execCommand("copy");  // plain-http pages have no async clipboard
+    }
+    notes.textContent = "Copied.";
+  });
+}
+
+function renderFiles(container, job, dialect) {
+  const needed = filesFor(job.params.task, dialect);
+  container.replaceChildren();
+  if (!needed.length) return;
+  const inputs = state.inputs.get(job.id);
+  container.append("Reads ");
+  needed.forEach(([name, what], i) => {
+    if (i) container.append(", ");
+    const src = inputs && { "input.png": inputs.image, "mask.png": inputs.mask, "mask-openai.png": inputs.maskOpenai }[name];
+    if (src) {
+      const a = document.createElement("a");
+      a.href = src;
+      a.download = name;
+      a.textContent = name;
+      container.append(a, ` (${what})`);
+    } else {
+      container.append(`${name} (${what}; not kept after a reload)`);
+    }
+  });
+  container.append(" from the current directory.");
+}
+
+async function restoreGallery() {
+  if ($("gallery").children.length) return;
+  for (const id of keptJobs().reverse()) {
+    try {
+      const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+      if (job.status === "succeeded") addCards(job, { append: true });
+    } catch { /* gone (expired, or another key's): skip it */ }
+  }
+}
+
+start();
