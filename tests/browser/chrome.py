@@ -72,6 +72,7 @@ def screenshot(driver: WebDriver, name: str, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"playground-{name}.png"
     size = driver.get_window_size()
+    driver.execute_script("window.scrollTo(0, 0)")
     if full_page:
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(size["width"], min(int(height) + 120, 6000))

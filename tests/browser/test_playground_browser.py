@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
@@ -137,6 +138,14 @@ def test_generate_then_inpaint_with_a_painted_mask(server: str) -> None:
 
         job = httpx.get(f"{server}/v1/jobs/{card2.get_attribute('data-job')}").json()
         assert job["status"] == "succeeded" and job["params"]["task"] == "inpaint" and job["seeds"] == [7]
+
+        # "Reuse these settings" puts the first result's parameters back in the form.
+        card.find_element(By.CSS_SELECTOR, ".card-reuse").click()
+        assert d.find_element(By.CSS_SELECTOR, 'input[name="task"]:checked').get_attribute("value") == "txt2img"
+        assert d.find_element(By.ID, "prompt").get_attribute("value") == "a lighthouse at dawn"
+        assert d.find_element(By.ID, "seed").get_attribute("value") == "42"
+        assert d.find_element(By.ID, "steps").get_attribute("value") == "4"
+        assert d.switch_to.active_element.get_attribute("id") == "prompt"
         screenshot(d, "desktop")
 
         # Phone width: one column, nothing wider than the screen.
@@ -144,6 +153,35 @@ def test_generate_then_inpaint_with_a_painted_mask(server: str) -> None:
         time.sleep(0.2)
         assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         screenshot(d, "phone")
+        assert browser_errors(d) == []
+
+
+def test_img2img_from_an_uploaded_image_by_keyboard(server: str, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (600, 400), (30, 120, 200)).save(photo)
+    with chrome() as d:
+        open_page(d, server)
+        d.find_element(By.CSS_SELECTOR, 'input[name="task"][value="img2img"]').click()
+        d.find_element(By.ID, "image-file").send_keys(str(photo))
+        info = d.find_element(By.ID, "image-info")
+        wait_for(d, lambda d: "256×168" in info.text, 10, "the uploaded image")  # fits 256, sides multiples of 8
+        assert "scaled from 600×400" in info.text
+        assert not d.find_element(By.ID, "mask-tools").is_displayed()
+        strength = d.find_element(By.ID, "strength")
+        for _ in range(5):
+            strength.send_keys(Keys.ARROW_LEFT)  # 0.75 -> 0.5 by keyboard
+        assert d.find_element(By.ID, "strength-out").text == "0.5"
+        set_value(d, "prompt", "a blue sky")
+        set_value(d, "seed", 5)
+        set_value(d, "steps", 2)
+        d.find_element(By.ID, "steps").send_keys(Keys.ENTER)  # Enter submits the form
+        wait_for(d, lambda d: len(cards(d)) == 1, 60, "the img2img result")
+        sent = d.execute_script("return window.__posts[0]")
+        assert sent["strength"] == 0.5 and (sent["width"], sent["height"]) == (256, 168) and "mask" not in sent
+        assert decode_data_url(sent["image"]).size == (256, 168)
+        job = httpx.get(f"{server}/v1/jobs/{cards(d)[0].get_attribute('data-job')}").json()
+        assert job["params"]["task"] == "img2img" and job["params"]["strength"] == 0.5
+        assert "256×168" in cards(d)[0].text
         assert browser_errors(d) == []
 
 

@@ -339,6 +339,8 @@ async function generate() {
   }
   setRunning(true);
   resetProgress();
+  // One column (phones): bring the progress bar and previews into view.
+  if (matchMedia("(max-width: 899px)").matches) $("output-h").scrollIntoView({ behavior: "smooth", block: "start" });
   progress.removeAttribute("value");  // indeterminate while queued
   setStatus("Submitting…");
   let job;
