@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs and a fresh machine may lack: PostgreSQL (the
-# scale-out tier's job store) and Chromium + ChromeDriver (the playground's browser test).
+# scale-out tier's job store), Chromium + ChromeDriver (the playground's browser test) and
+# curl + jq (that test runs the page's "copy as curl" commands).
 # Installs only what is missing, so a machine that has them pays nothing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
