@@ -148,6 +148,11 @@ def test_generate_then_inpaint_with_a_painted_mask(server: str) -> None:
         assert d.switch_to.active_element.get_attribute("id") == "prompt"
         screenshot(d, "desktop")
 
+        # The session's results survive a reload of the tab, newest first.
+        d.refresh()
+        wait_for(d, lambda d: len(cards(d)) == 2, 30, "the restored results")
+        assert "a red door" in cards(d)[0].text and "a lighthouse at dawn" in cards(d)[1].text
+
         # Phone width: one column, nothing wider than the screen.
         d.set_window_size(390, 844)
         time.sleep(0.2)
