@@ -92,3 +92,14 @@ def test_zero_is_not_missing() -> None:
     # A 0 the caller sent stays 0 so the engine can reject it by name; only None means "default".
     p = GenerationParams(model="sd15", prompt="x", width=0, height=0, steps=0).resolve(SD15)
     assert (p.width, p.height, p.steps) == (0, 0, 0)
+
+
+def test_summary_of_params_read_back_without_image_bytes_still_shows_the_inputs():
+    # The store keeps image bytes apart and drops them when a job ends; the task tells.
+    from sdserve.engine.params import GenerationParams
+
+    stored = GenerationParams(model="m", prompt="p", task="inpaint")
+    s = stored.summary()
+    assert s["has_init_image"] is True and s["has_mask_image"] is True
+    s = GenerationParams(model="m", prompt="p", task="txt2img").summary()
+    assert s["has_init_image"] is False and s["has_mask_image"] is False

@@ -98,8 +98,10 @@ class GenerationParams(BaseModel):
     def summary(self) -> dict[str, Any]:
         """The parameters without image bytes, for logs, metadata and job records."""
         out = self.model_dump(exclude={"init_image", "mask_image"})
-        out["has_init_image"] = self.init_image is not None
-        out["has_mask_image"] = self.mask_image is not None
+        # Image bytes are kept apart from stored params (and dropped when a job ends), so
+        # the task, which requires them, also counts: a job read back still shows its inputs.
+        out["has_init_image"] = self.init_image is not None or self.task in ("img2img", "inpaint")
+        out["has_mask_image"] = self.mask_image is not None or self.task == "inpaint"
         return out
 
 
