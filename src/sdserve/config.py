@@ -139,6 +139,29 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a ModelsLab (/api/v3, /api/v6) generation call waits for its job: "
         "finished by then it answers 'success', else 'processing' with a fetch_result URL (0: always 'processing')."
     )
+    # -- scale-out: Ray Serve (`sdserve serve --ray ADDRESS`, `serve run sdserve.deploy.ray:app`) --
+    job_lease_s: float = Field(
+        30.0, ge=3, description="Lease of a running job: its worker renews it every lease/6 seconds; a job whose "
+        "lease lapses (its process died) is queued again by any server sharing the database.",
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster to serve on instead of one process: 'auto' (the cluster this machine "
+        "joined), 'HEAD:6379', 'ray://HEAD:10001', or 'local' (start Ray here). See docs/deployment.md.",
+    )
+    ray_api_replicas: int = Field(2, ge=1, description="HTTP API replicas (each a job service over the shared database).")
+    ray_api_num_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves for each API replica.")
+    ray_batches_in_flight: int = Field(
+        2, ge=1, description="Batches each API replica keeps running on model replicas at once; "
+        "ray_api_replicas x this bounds how many model replicas can be kept busy.",
+    )
+    ray_model_min_replicas: int = Field(1, ge=0, description="Fewest model replicas (autoscaling lower bound).")
+    ray_model_max_replicas: int = Field(1, ge=1, description="Most model replicas (autoscaling upper bound).")
+    ray_model_num_gpus: float = Field(
+        1.0, ge=0, description="GPUs per model replica (fractions share a GPU; 0 for CPU replicas).")
+    ray_model_num_cpus: float = Field(
+        1.0, gt=0, description="CPUs per model replica; on CPU replicas also torch's thread count (rounded up).")
+    ray_model_max_ongoing_requests: int = Field(
+        2, ge=1, description="Batches queued at one model replica at once (one runs, the rest wait their turn).")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ status a web layer should use, so the mapping lives in one place per dialect.
     ├── QueueFull             the server is saturated (503, Retry-After)
     ├── ModelUnavailable      the model is known but its weights are not here (503)
     ├── Canceled              the job was canceled before it finished (499-ish; 409)
-    └── GenerationFailed      the engine failed on valid input (500)
+    ├── GenerationFailed      the engine failed on valid input (500)
+    └── Interrupted           the run was cut off by a failure outside the job (a model
+                              replica died); the service queues the job again
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "ModelUnavailable",
     "Canceled",
     "GenerationFailed",
+    "Interrupted",
 ]
 
 
@@ -149,4 +152,13 @@ class GenerationFailed(SdserveError):
     """The engine failed on input that was valid; the server's fault, not the caller's."""
 
     status = 500
+    kind = "server_error"
+
+
+class Interrupted(SdserveError):
+    """The run stopped through no fault of the job: the process running it (a Ray model
+    replica) died or became unreachable. The service puts the job back in line, within its
+    ``max_attempts``; callers only ever see it as a failure once attempts are spent."""
+
+    status = 503
     kind = "server_error"

@@ -82,17 +82,21 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         retention_s=settings.output_retention_hours * 3600 or None, url_ttl_s=settings.output_url_ttl_s,
         public_url=settings.public_url or f"http://{host}:{settings.port}",
         batch_wait_s=settings.batch_wait_ms / 1000,
+        lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
     )
 
 
-def build_service(settings: Settings, engine=None):  # type: ignore[no-untyped-def]
+def build_service(settings: Settings, engine=None, *, workers: int = 1):  # type: ignore[no-untyped-def]
     """The job service with its database, artifact store and fetcher; ``engine`` defaults
-    to a new one (tests pass their session engine)."""
+    to a new one (tests pass their session engine, a Ray API replica its remote engine).
+    ``workers``: batches run at once (see ServiceOptions.workers)."""
+    from dataclasses import replace
+
     from ..service.service import JobService
 
     return JobService(engine or build_engine(settings), max_queue=settings.max_queue, db=build_database(settings),
                       artifacts=build_artifacts(settings), fetcher=build_fetcher(settings),
-                      options=service_options(settings))
+                      options=replace(service_options(settings), workers=workers))
 
 

@@ -39,7 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..api.app import DEMO_WARNING, build_app
     from .build import build_service
 
-    settings = _load(args, host=args.host, port=args.port)
+    settings = _load(args, host=args.host, port=args.port, ray_address=args.ray)
+    if settings.ray_address:
+        return _serve_on_ray(settings)
     service = build_service(settings)
     if settings.demo:
         log.warning(DEMO_WARNING)
@@ -50,6 +52,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.warning("binding a keyless server to %s exposes it beyond this machine; set api_keys", settings.host)
     app = build_app(settings, service)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _serve_on_ray(settings: Settings) -> int:
+    try:
+        from ..deploy.ray import check_settings, serve_on_ray
+    except ImportError as e:
+        raise ValueError(f"--ray needs Ray Serve ({e}); install it with: pip install 'sdserve[ray]'") from None
+    check_settings(settings)  # before connecting: a wrong setting should not wait for a cluster
+    serve_on_ray(settings)
     return 0
 
 
@@ -142,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(p)
     p.add_argument("--host", help=_help("host"))
     p.add_argument("--port", type=int, help=_help("port"))
+    p.add_argument("--ray", metavar="ADDRESS", help=_help("ray_address"))
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", help="Generate an image from the command line.")

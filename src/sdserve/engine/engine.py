@@ -5,7 +5,6 @@ and cancel hooks, and reports health. It never imports the service or HTTP layer
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -26,7 +25,6 @@ from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, make_scheduler, prompt_warnings
-from .schedulers import get_scheduler
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
@@ -184,6 +182,16 @@ class Engine:
                         spec.demo_layout, demo)
             write_tiny(demo, spec.demo_layout)
 
+    def unload(self, model: LoadedModel) -> bool:
+        """Drop ``model`` if it is still the loaded copy of its id (a later reload is kept);
+        a Ray model replica calls this when its multiplexer evicts the model."""
+        with self._lock:
+            if not self._models.discard(model.spec.id, model):
+                return False
+            self._free_memory()
+        log.info("unloaded %s", model.spec.id)
+        return True
+
     def loaded_models(self) -> list[str]:
         return self._models.ids()
 
@@ -212,30 +220,7 @@ class Engine:
 
     def prepare(self, params: GenerationParams) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        spec = self.catalog.get(params.model)
-        spec.check_task(params.task)
-        p = params.resolve(spec)  # idempotent: fills only what is still None
-        for name in ("width", "height"):
-            v = getattr(p, name)
-            if v % 8 or not 64 <= v <= 4096:
-                raise BadInput(name, f"{v} is not allowed: use a multiple of 8 between 64 and 4096")
-        if not (p.steps and 1 <= p.steps <= 200):
-            raise BadInput("steps", f"{p.steps} is not allowed: use 1 to 200")
-        if p.guidance is None or not math.isfinite(p.guidance) or not 0 <= p.guidance <= 50:
-            raise BadInput("guidance", f"{p.guidance} is not allowed: use a number from 0 to 50")
-        if p.strength is None or not math.isfinite(p.strength) or not 0 < p.strength <= 1:
-            raise BadInput("strength", f"{p.strength} is not allowed: use a number above 0 and at most 1")
-        if p.task != "txt2img" and int(p.steps * p.strength) < 1:
-            # diffusers runs int(steps * strength) steps of an img2img/inpaint schedule (same
-            # expression, same rounding); zero would crash the pipeline with a reshape error.
-            raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
-                                       "raise strength or steps so that strength x steps is at least 1")
-        get_scheduler(p.scheduler or "")
-        if p.task != "txt2img" and p.init_image is None:
-            raise BadInput("image", f"task {p.task} needs an input image")
-        if p.task == "inpaint" and p.mask_image is None:
-            raise BadInput("mask", "inpainting needs a mask (white = repaint, black = keep)")
-        return p
+        return prepare(self.catalog, params)
 
     def _decode_inputs(self, p: GenerationParams) -> tuple[Image.Image | None, Image.Image | None]:
         px = self.options.max_image_pixels

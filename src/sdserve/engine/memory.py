@@ -91,6 +91,14 @@ class ModelCache:
             self._models.move_to_end(model_id)
             self._sizes[model_id] = size_bytes
 
+    def discard(self, model_id: str, model: Any) -> bool:
+        """Remove ``model_id`` if ``model`` is what is loaded under it; whether it was."""
+        with self._lock:
+            if self._models.get(model_id) is not model:
+                return False
+            del self._models[model_id]
+            return True
+
     def known_size(self, model_id: str) -> int:
         """The size measured the last time ``model_id`` was loaded (0 if never)."""
         with self._lock:

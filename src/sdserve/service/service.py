@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
-from ..errors import BadInput, Canceled, GenerationFailed, NotFound, SdserveError
+from ..errors import BadInput, Canceled, GenerationFailed, Interrupted, NotFound, SdserveError
 from .artifacts import ArtifactStore, MemoryArtifacts
 from .db import Database
 from .fairness import fair_order
@@ -88,6 +88,9 @@ class ServiceOptions:
     # How long a claimed job waits for compatible company while requests arrive concurrently.
     batch_wait_s: float = 0.005
     webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
+    # Batches this process runs at once. One suits a local engine (it runs one loop at a
+    # time); an engine that hands batches to remote replicas (Ray) keeps several in flight.
+    workers: int = 1
 
 
 Observer = Callable[[str, Job], None]
@@ -112,7 +115,7 @@ class JobService:
         self.fetcher = fetcher or Fetcher()
         self.webhooks: WebhookSender | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -143,8 +146,9 @@ class JobService:
             self._announce(job)
         secret = await asyncio.to_thread(signing_secret, self.store)
         self.webhooks = WebhookSender(self.db, self.fetcher, secret, self.options.webhook)
-        self._worker = asyncio.create_task(self._work(), name="sdserve-worker")
-        self._tasks = [self._worker,
+        self._workers = [asyncio.create_task(self._work(), name=f"sdserve-worker-{i}")
+                         for i in range(max(1, self.options.workers))]
+        self._tasks = [*self._workers,
                        asyncio.create_task(self.webhooks.run(self.options.poll_s), name="sdserve-webhooks"),
                        asyncio.create_task(self._housekeeping(), name="sdserve-housekeeping")]
 
@@ -152,15 +156,15 @@ class JobService:
         """Stop taking jobs; a running job stops at its next step and goes back in line."""
         self._stopping = True
         self._wake.set()
-        if self._worker is not None:
+        if self._workers:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._worker), grace_s)
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*self._workers)), grace_s)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self._tasks, self._worker = [], None
+        self._tasks, self._workers = [], []
 
     # -- API ------------------------------------------------------------------------------
 
@@ -308,7 +312,7 @@ class JobService:
         self._observers.append(observer)
 
     def health(self) -> dict[str, Any]:
-        worker_ok = self._worker is not None and not self._worker.done()
+        worker_ok = bool(self._workers) and not any(w.done() for w in self._workers)
         db_ok = self.db.ping()
         return {"ready": worker_ok and db_ok, "database": "ok" if db_ok else "unreachable",
                 "worker": "running" if worker_ok else "stopped"}
@@ -461,6 +465,15 @@ class JobService:
             await asyncio.to_thread(self.store.requeue, job.id, job.attempts)
             log.info("job %s re-queued at shutdown", job.id)
             return
+        if isinstance(result, Interrupted) and not canceled_by_owner:
+            if job.attempts < self.options.max_attempts:
+                # The replica running it died: the attempt is spent, the job runs again.
+                await asyncio.to_thread(self.store.requeue, job.id, job.attempts)
+                log.warning("job %s interrupted (attempt %d of %d): %s; queued again", job.id, job.attempts,
+                            self.options.max_attempts, result.message)
+                self._wake.set()
+                return
+            result = GenerationFailed(f"interrupted {job.attempts} times, giving up: {result.message}")
         if canceled_by_owner:
             # A canceled job in a batch that went on still got images: they are not delivered.
             job.status, job.error = "canceled", result if isinstance(result, Canceled) else Canceled("job canceled")

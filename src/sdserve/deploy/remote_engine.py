@@ -1,0 +1,152 @@
+"""RemoteEngine: the service's GenerationEngine, run by a Ray Serve model deployment.
+
+An API replica's job service claims batches from the shared database exactly as in one
+process; this engine sends each batch to a model replica (routed by the multiplexed model
+id to a replica that already holds the model) and streams its progress back into the
+service's step hooks. A replica that dies mid-batch turns into ``Interrupted``, which the
+service answers by queueing the jobs again (bounded by ``max_attempts``).
+
+Runs in the API replica, which never imports torch: requests are checked by the engine's
+torch-free ``prepare``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..engine.catalog import Catalog
+from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
+from ..engine.prepare import prepare
+from ..errors import Canceled, GenerationFailed, Interrupted, SdserveError
+from ..service.jobs import error_from_json, error_to_json
+
+__all__ = ["RemoteEngine", "encode_result", "decode_result"]
+
+log = logging.getLogger(__name__)
+
+# How long a model replica's answer to "how many images fit one loop" is reused.
+_BATCH_SIZE_TTL_S = 60.0
+
+
+def encode_result(result: GenerationResult | SdserveError) -> GenerationResult | dict[str, str]:
+    """A batch member's outcome as it crosses to the API replica: results as they are
+    (PIL images pickle), errors as their stored form (domain errors do not all unpickle)."""
+    return {"error": error_to_json(result)} if isinstance(result, SdserveError) else result
+
+
+def decode_result(wire: GenerationResult | dict[str, str]) -> GenerationResult | SdserveError:
+    return error_from_json(wire["error"]) if isinstance(wire, dict) else wire
+
+
+def _replica_lost(e: BaseException) -> bool:
+    """Whether a failed call means the replica (or its node) went away, not that our code
+    raised: the first is worth another attempt elsewhere, the second is not."""
+    from ray.exceptions import RayError, RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    if isinstance(e, RayTaskError):
+        return isinstance(e.cause, (RayError, RayServeException))
+    return isinstance(e, (RayError, RayServeException))
+
+
+class RemoteEngine:
+    """GenerationEngine over a Ray Serve ``DeploymentHandle`` to ``deploy.ray.ModelServer``."""
+
+    def __init__(self, catalog: Catalog, handle: Any, preview_every: int = 0) -> None:
+        self.catalog = catalog
+        self._handle = handle
+        self._preview_every = preview_every
+        self._lock = threading.Lock()
+        self._replicas: dict[str, dict[str, Any]] = {}  # what each model replica last reported
+        self._batch_images: dict[tuple[int, int], tuple[float, int]] = {}
+
+    # -- what the service asks of any engine ----------------------------------------------
+
+    def prepare(self, params: GenerationParams) -> GenerationParams:
+        return prepare(self.catalog, params)
+
+    def generate(self, params: GenerationParams, on_step: Callable[[StepInfo], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> GenerationResult:
+        out = self.generate_batch([BatchItem(params, on_step=on_step, cancel=cancel)])[0]
+        if isinstance(out, SdserveError):
+            raise out
+        return out
+
+    def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]:
+        """One call per model among ``requests`` (the worker's batches share one model)."""
+        results: list[GenerationResult | SdserveError | None] = [None] * len(requests)
+        by_model: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            try:
+                by_model.setdefault(self.catalog.get(req.params.model).id, []).append(i)
+            except SdserveError as e:
+                results[i] = e
+        for model, idxs in by_model.items():
+            for i, res in zip(idxs, self._call(model, [requests[i] for i in idxs]), strict=True):
+                results[i] = res
+        return [r if r is not None else GenerationFailed("not run") for r in results]
+
+    def max_batch_images(self, width: int, height: int) -> int:
+        """A model replica's own estimate (free memory on its device), reused for a minute."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._batch_images.get((width, height))
+        if cached is not None and now - cached[0] < _BATCH_SIZE_TTL_S:
+            return cached[1]
+        try:
+            n = int(self._handle.max_batch_images.remote(width, height).result(timeout_s=30))
+        except Exception:  # noqa: BLE001 - batching is an optimisation: run alone meanwhile
+            log.warning("could not ask a model replica for its batch size; running jobs alone", exc_info=True)
+            return 1
+        with self._lock:
+            self._batch_images[(width, height)] = (now, n)
+        return n
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            replicas = {k: dict(v) for k, v in self._replicas.items()}
+        return {"device": "ray", "engine": "ray", "loaded_models": self.loaded_models(), "model_replicas": replicas}
+
+    def loaded_models(self) -> list[str]:
+        """Models the model replicas reported holding after their latest batch."""
+        with self._lock:
+            return sorted({m for r in self._replicas.values() for m in r.get("loaded_models", ())})
+
+    def is_available(self, name: str) -> bool:
+        """Known to the catalog; whether a replica's machine has the weights shows when it
+        loads them (a clear ModelUnavailable for the job)."""
+        self.catalog.get(name)
+        return True
+
+    # -- the call ------------------------------------------------------------------------
+
+    def _call(self, model: str, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
+        stream = self._handle.options(multiplexed_model_id=model, stream=True).generate.remote(
+            [it.params for it in items], self._preview_every)
+        try:
+            for ev in stream:
+                if ev["event"] == "step":
+                    hook = items[ev["index"]].on_step
+                    if hook is not None:
+                        png = ev.get("preview")
+                        hook(StepInfo(step=ev["step"], total=ev["total"],
+                                      preview=(lambda b=png: b) if png is not None else None))
+                    # As in one process: the loop stops only when every member is canceled.
+                    if all(it.cancel is not None and it.cancel() for it in items):
+                        stream.cancel()
+                        return [Canceled("job canceled") for _ in items]
+                elif ev["event"] == "done":
+                    with self._lock:
+                        self._replicas[ev["replica"]] = ev["state"]
+                    return [decode_result(r) for r in ev["results"]]
+        except Exception as e:  # noqa: BLE001 - every member gets an outcome
+            if _replica_lost(e):
+                log.warning("model replica lost while running %s: %s", model, e)
+                return [Interrupted(f"the model replica running it stopped ({type(e).__name__})") for _ in items]
+            log.exception("remote generation failed for %s", model)
+            return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}") for _ in items]
+        return [Interrupted("the model replica ended the call without a result") for _ in items]
