@@ -3,9 +3,6 @@ mode on loopback), presigned URLs, and retention cleanup on both backends."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -13,43 +10,18 @@ import httpx
 import pytest
 
 from tests.jobs_support import FAST, job_client, wait_done
-
-CREDS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing", "s3_region": "us-east-1"}
+from tests.servers import S3_CREDS as CREDS
+from tests.servers import moto_s3, s3_client
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("moto server did not start")
+    with moto_s3() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _s3(endpoint: str):  # type: ignore[no-untyped-def]
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
 
 
 def test_s3_round_trip_presigned_urls_and_retention(settings, engine, tmp_path, s3_endpoint):
-    s3 = _s3(s3_endpoint)
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket="outs")
     common = {"outputs_backend": "s3", "s3_endpoint_url": s3_endpoint, "s3_bucket": "outs",
               "s3_prefix": "sdserve/", **CREDS}

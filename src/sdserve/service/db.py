@@ -73,6 +73,11 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.tx() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several servers starting at once (Ray API replicas) would race to create
+                # the same tables; this lock, held to the end of the transaction (DDL is
+                # transactional there), lets one migrate while the others wait, then no-op.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7310436)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
