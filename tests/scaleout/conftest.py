@@ -80,7 +80,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ray_api_replicas=2, ray_api_num_cpus=0.5, ray_batches_in_flight=1,
             ray_model_min_replicas=2, ray_model_max_replicas=2, ray_model_num_gpus=0, ray_model_num_cpus=1,
             # One batch per model replica: two batches in flight occupy both.
-            ray_model_max_ongoing_requests=1, ray_models_per_replica=1,
+            ray_model_max_ongoing_requests=1, max_loaded_models=1,
         )
         ray.init(num_cpus=4, include_dashboard=False, _temp_dir=str(ray_tmp),
                  object_store_memory=128 * 2**20, logging_level=logging.WARNING)
