@@ -25,6 +25,7 @@ from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, make_scheduler, prompt_warnings
+from .prepare import prepare
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
