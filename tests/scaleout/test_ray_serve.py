@@ -142,6 +142,18 @@ def test_model_replica_killed_mid_batch(cluster: Cluster) -> None:
     c = cluster
     replicas = c.api_replicas()
     assert len(replicas) == 2
+    informed: set[str] = set()
+
+    def every_api_replica_sees_both_model_replicas() -> bool:
+        r = c.get("/readyz")
+        models = r.json().get("model_replicas", {}) if r.status_code == 200 else {}
+        if len(models) == 2 and all(m["device"] == "cpu" for m in models.values()):
+            informed.add(r.headers[REPLICA_HEADER])
+        return informed == replicas
+
+    wait_until("each API replica hears from both model replicas", every_api_replica_sees_both_model_replicas, 60)
+    catalog = {m["id"]: m for m in c.get("/v1/catalog").json()["data"]}
+    assert catalog["@cf/runwayml/stable-diffusion-v1-5-img2img"]["available"] is True
     accepted = submit_through_both(c, want=8)
     ids = list(accepted)
     db = create_engine(c.database_url)

@@ -77,7 +77,9 @@ class ApiServer:
         from ..api.app import build_app
 
         s = self.settings
-        engine = RemoteEngine(build_catalog(s), self.models, preview_every=s.preview_every)
+        engine = RemoteEngine(build_catalog(s), self.models, preview_every=s.preview_every,
+                              max_batch_images=s.max_batch_images)
+        engine.watch()
         app = build_app(s, build_service(s, engine, workers=s.ray_batches_in_flight))
         app.add_middleware(_ReplicaHeader, replica=_replica_id())
         return app
@@ -113,12 +115,15 @@ class ModelServer:
         # The engine's own cache may unload sooner (its memory budget); the next batch reloads.
         self.resident = serve.multiplexed(max_num_models_per_replica=settings.max_loaded_models)(load)
 
-    def max_batch_images(self, width: int, height: int) -> int:
-        return self.engine.max_batch_images(width, height)
-
-    def state(self) -> dict[str, Any]:
+    def state(self, full: bool = True) -> dict[str, Any]:
+        """What the API replicas show and route by: device, loaded models and (``full``)
+        the catalog models whose weights are on this machine."""
         h = self.engine.health()
-        return {"device": h["device"], "dtype": h["dtype"], "loaded_models": self.engine.loaded_models()}
+        out = {"replica": self.replica, "device": h["device"], "dtype": h["dtype"],
+               "loaded_models": self.engine.loaded_models()}
+        if full:
+            out["available"] = [spec.id for spec in self.engine.catalog if self.engine.is_available(spec.id)]
+        return out
 
     async def generate(self, batch: list[GenerationParams], preview_every: int) -> AsyncIterator[dict[str, Any]]:
         """Run one batch (one model, from ``serve.get_multiplexed_model_id``), streaming
@@ -127,7 +132,7 @@ class ModelServer:
         try:
             await self.resident(serve.get_multiplexed_model_id())
         except SdserveError as e:  # e.g. weights missing on this machine: the jobs fail with it
-            yield self._done([e for _ in batch])
+            yield self._done(batch, [e for _ in batch])
             return
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -158,10 +163,14 @@ class ModelServer:
             results = run.result()
         finally:
             stop.set()  # the caller canceled (or went away): the loop ends at its next step
-        yield self._done(results)
+        yield self._done(batch, results)
 
-    def _done(self, results: list[Any]) -> dict[str, Any]:
-        return {"event": "done", "replica": self.replica, "state": self.state(),
+    def _done(self, batch: list[GenerationParams], results: list[Any]) -> dict[str, Any]:
+        # With the results: this replica's state and how many images of this size fit one
+        # loop now, which bounds the next batches the API replicas claim.
+        p = batch[0]
+        return {"event": "done", "state": self.state(full=False),
+                "batch_images": self.engine.max_batch_images(p.width or 0, p.height or 0),
                 "results": [encode_result(r) for r in results]}
 
 

@@ -28,9 +28,6 @@ __all__ = ["RemoteEngine", "encode_result", "decode_result"]
 
 log = logging.getLogger(__name__)
 
-# How long a model replica's answer to "how many images fit one loop" is reused.
-_BATCH_SIZE_TTL_S = 60.0
-
 
 def encode_result(result: GenerationResult | SdserveError) -> GenerationResult | dict[str, str]:
     """A batch member's outcome as it crosses to the API replica: results as they are
@@ -56,13 +53,14 @@ def _replica_lost(e: BaseException) -> bool:
 class RemoteEngine:
     """GenerationEngine over a Ray Serve ``DeploymentHandle`` to ``deploy.ray.ModelServer``."""
 
-    def __init__(self, catalog: Catalog, handle: Any, preview_every: int = 0) -> None:
+    def __init__(self, catalog: Catalog, handle: Any, preview_every: int = 0, max_batch_images: int = 8) -> None:
         self.catalog = catalog
         self._handle = handle
         self._preview_every = preview_every
+        self._batch_cap = max_batch_images
         self._lock = threading.Lock()
         self._replicas: dict[str, dict[str, Any]] = {}  # what each model replica last reported
-        self._batch_images: dict[tuple[int, int], tuple[float, int]] = {}
+        self._batch_images: dict[tuple[int, int], int] = {}
 
     # -- what the service asks of any engine ----------------------------------------------
 
@@ -91,36 +89,57 @@ class RemoteEngine:
         return [r if r is not None else GenerationFailed("not run") for r in results]
 
     def max_batch_images(self, width: int, height: int) -> int:
-        """A model replica's own estimate (free memory on its device), reused for a minute."""
-        now = time.monotonic()
+        """What the model replicas last reported fitting one loop at this size (their free
+        device memory), else the configured cap. Never a round trip: the worker asks while
+        it holds a claimed job, and a busy replica would make it wait. A batch that turns
+        out too big is split by the replica's engine on out-of-memory."""
         with self._lock:
-            cached = self._batch_images.get((width, height))
-        if cached is not None and now - cached[0] < _BATCH_SIZE_TTL_S:
-            return cached[1]
-        try:
-            n = int(self._handle.max_batch_images.remote(width, height).result(timeout_s=30))
-        except Exception:  # noqa: BLE001 - batching is an optimisation: run alone meanwhile
-            log.warning("could not ask a model replica for its batch size; running jobs alone", exc_info=True)
-            return 1
-        with self._lock:
-            self._batch_images[(width, height)] = (now, n)
-        return n
+            return self._batch_images.get((width, height), self._batch_cap)
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            replicas = {k: dict(v) for k, v in self._replicas.items()}
+            replicas = {k: {f: v.get(f) for f in ("device", "dtype", "loaded_models")}
+                        for k, v in self._replicas.items()}
         return {"device": "ray", "engine": "ray", "loaded_models": self.loaded_models(), "model_replicas": replicas}
 
     def loaded_models(self) -> list[str]:
-        """Models the model replicas reported holding after their latest batch."""
+        """Models the model replicas reported holding."""
         with self._lock:
             return sorted({m for r in self._replicas.values() for m in r.get("loaded_models", ())})
 
     def is_available(self, name: str) -> bool:
-        """Known to the catalog; whether a replica's machine has the weights shows when it
-        loads them (a clear ModelUnavailable for the job)."""
-        self.catalog.get(name)
-        return True
+        """Whether some model replica's machine has the weights (True until one reports:
+        a replica without them fails the job with the usual ModelUnavailable)."""
+        spec = self.catalog.get(name)
+        with self._lock:
+            reports = [r["available"] for r in self._replicas.values() if "available" in r]
+        return not reports or any(spec.id in a for a in reports)
+
+    def watch(self, every_s: float = 15.0) -> None:
+        """Keep what every model replica reports (device, loaded and available models)
+        fresh from a daemon thread; replicas not heard from for a while are dropped."""
+
+        def loop() -> None:
+            while True:
+                try:
+                    states = self._handle.broadcast("state").results(timeout_s=2 * every_s, return_exceptions=True)
+                except Exception:  # noqa: BLE001 - no replica up yet, or all busy: try again later
+                    states = []
+                for st in states:
+                    if isinstance(st, dict):
+                        self._heard(st)
+                cutoff = time.monotonic() - 4 * every_s
+                with self._lock:
+                    self._replicas = {k: v for k, v in self._replicas.items() if v["seen"] >= cutoff}
+                    heard = bool(self._replicas)
+                time.sleep(every_s if heard else 1.0)  # ask often until the first replica is up
+
+        threading.Thread(target=loop, name="sdserve-model-replicas", daemon=True).start()
+
+    def _heard(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._replicas[state["replica"]] = {**self._replicas.get(state["replica"], {}), **state,
+                                                "seen": time.monotonic()}
 
     # -- the call ------------------------------------------------------------------------
 
@@ -140,8 +159,10 @@ class RemoteEngine:
                         stream.cancel()
                         return [Canceled("job canceled") for _ in items]
                 elif ev["event"] == "done":
+                    self._heard(ev["state"])
+                    p = items[0].params
                     with self._lock:
-                        self._replicas[ev["replica"]] = ev["state"]
+                        self._batch_images[(p.width or 0, p.height or 0)] = ev["batch_images"]
                     return [decode_result(r) for r in ev["results"]]
         except Exception as e:  # noqa: BLE001 - every member gets an outcome
             if _replica_lost(e):
