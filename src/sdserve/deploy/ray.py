@@ -17,6 +17,7 @@ Start it with ``sdserve serve --ray ADDRESS`` or ``serve run sdserve.deploy.ray:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -220,10 +221,18 @@ def app(args: dict[str, str]) -> Application:
 
 def serve_on_ray(settings: Settings) -> None:
     """``sdserve serve --ray ADDRESS``: connect (``local`` starts a Ray instance here),
-    deploy, serve HTTP on ``host:port`` and block until interrupted."""
+    deploy, serve HTTP on ``host:port`` and block until interrupted; then, like ``serve
+    run``, remove the application (running jobs go back in line when their leases lapse)."""
     import ray
 
     address = settings.ray_address
     ray.init(address=None if address == "local" else address)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_ray_app(settings), name=APP_NAME, route_prefix="/", blocking=True)
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build_ray_app(settings), name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        log.info("interrupted: removing the %s application", APP_NAME)
+    finally:
+        with contextlib.suppress(Exception):
+            serve.delete(APP_NAME)
+        ray.shutdown()
