@@ -37,6 +37,9 @@ class Cluster:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(self.base + path, timeout=30, **kw)
 
+    def delete(self, path: str) -> httpx.Response:
+        return httpx.delete(self.base + path, timeout=30)
+
     def api_replicas(self, timeout: float = 60) -> set[str]:
         """Ids of the API replicas answering now (the proxy spreads requests over them)."""
         seen: set[str] = set()
@@ -72,7 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         s3 = s3_client(s3_url)
         s3.create_bucket(Bucket=BUCKET)
         settings = Settings(
-            demo=True, data_dir=data, device="cpu", dtype="float32", preview_every=0,
+            demo=True, data_dir=data, device="cpu", dtype="float32", preview_every=5,
             database_url=db_url, outputs_backend="s3", s3_endpoint_url=s3_url, s3_bucket=BUCKET, s3_prefix=PREFIX,
             **S3_CREDS,
             # A short lease so a dead API replica's job comes back within seconds.

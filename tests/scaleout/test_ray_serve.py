@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
@@ -16,13 +17,18 @@ from tests.scaleout.conftest import PREFIX, REPLICA_HEADER, Cluster
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(420)]
 
-# Long enough on 2 cores to be caught mid-loop, short enough to keep the tier quick.
-STEPS = 60
+# Long enough on 2 cores to be caught early in its loop (about 4 s a job, measured),
+# short enough to keep the tier quick.
+SIZE, STEPS = 128, 120
+# A job is "early in its loop" up to this step: what the database shows lags the loop by
+# up to a second (ServiceOptions.progress_s, about 30 steps here), so this leaves seconds
+# before the loop ends.
+EARLY = 50
 
 
 def job_body(i: int) -> dict[str, Any]:
     # Pairs share a batch key (same guidance), so the worker's batching reaches the replicas.
-    return {"model": "sd15", "prompt": f"a lighthouse, take {i}", "width": 64, "height": 64, "steps": STEPS,
+    return {"model": "sd15", "prompt": f"a lighthouse, take {i}", "width": SIZE, "height": SIZE, "steps": STEPS,
             "seed": 1000 + i, "guidance": 5.0 + (i // 2) * 0.5}
 
 
@@ -40,23 +46,20 @@ def submit_through_both(c: Cluster, want: int, start: int = 0) -> dict[str, str]
     raise AssertionError(f"the proxy never spread submissions over both API replicas: {accepted}")
 
 
-def live_progress(c: Cluster, job_id: str, tries: int = 8) -> tuple[str, int, int] | None:
-    """(replica, step, total) from the API replica running ``job_id``: only the runner
-    knows the live step, so ask until the proxy routes to it."""
-    for _ in range(tries):
-        r = c.get(f"/v1/jobs/{job_id}")
-        body = r.json() if r.status_code == 200 else {}
-        prog = body.get("progress") or {}
-        if body.get("status") != "running":
-            return None
-        if prog.get("step"):
-            return r.headers[REPLICA_HEADER], prog["step"], prog["total"]
-    return None
+def running(c: Cluster) -> list[dict[str, Any]]:
+    """Running jobs as the database shows them: who claimed each (an API replica's id) and
+    its progress, which the replica running it stores every second."""
+    db = create_engine(c.database_url)
+    try:
+        with db.connect() as conn:
+            return [r._asdict() for r in conn.execute(
+                select(jobs.c.id, jobs.c.claimed_by, jobs.c.progress_step).where(jobs.c.status == "running"))]
+    finally:
+        db.dispose()
 
 
-def running_ids(db) -> list[str]:  # type: ignore[no-untyped-def]
-    with db.connect() as conn:
-        return list(conn.execute(select(jobs.c.id).where(jobs.c.status == "running")).scalars())
+def early(row: dict[str, Any]) -> bool:
+    return 1 <= (row["progress_step"] or 0) <= EARLY
 
 
 def wait_until(what: str, cond, timeout: float):  # type: ignore[no-untyped-def]
@@ -154,24 +157,16 @@ def test_model_replica_killed_mid_batch(cluster: Cluster) -> None:
     wait_until("each API replica hears from both model replicas", every_api_replica_sees_both_model_replicas, 60)
     catalog = {m["id"]: m for m in c.get("/v1/catalog").json()["data"]}
     assert catalog["@cf/runwayml/stable-diffusion-v1-5-img2img"]["available"] is True
-    accepted = submit_through_both(c, want=8)
+    accepted = submit_through_both(c, want=6)
     ids = list(accepted)
-    db = create_engine(c.database_url)
-    try:
-        def both_model_replicas_mid_loop() -> bool:
-            # Each API replica keeps one batch in flight and each model replica takes one:
-            # two jobs mid-loop on two API replicas means both model replicas are busy.
-            seen = {}
-            for j in running_ids(db):
-                p = live_progress(c, j)
-                if p is not None and 2 <= p[1] <= p[2] - 20:
-                    seen[p[0]] = j
-            return len(seen) == 2
 
-        wait_until("both model replicas are in the middle of a batch", both_model_replicas_mid_loop, 120)
-        ray.kill(replica_actor("models"), no_restart=True)
-    finally:
-        db.dispose()
+    def both_model_replicas_early_in_a_batch() -> bool:
+        # Each API replica keeps one batch in flight and each model replica takes one:
+        # jobs of two API replicas early in their loops mean both model replicas are busy.
+        return len({r["claimed_by"] for r in running(c) if early(r)}) == 2
+
+    wait_until("both model replicas are early in a batch", both_model_replicas_early_in_a_batch, 120)
+    ray.kill(replica_actor("models"), no_restart=True)
     done = wait_all_done(c, ids)
     assert all(d["status"] == "succeeded" for d in done.values()), {j: d["error"] for j, d in done.items()}
     rows = check_store(c, ids)
@@ -185,22 +180,68 @@ def test_api_replica_killed_mid_job(cluster: Cluster) -> None:
     c = cluster
     accepted = submit_through_both(c, want=4, start=100)
     ids = list(accepted)
-    db = create_engine(c.database_url)
-    try:
-        def a_job_mid_loop() -> tuple[str, str] | None:
-            for j in running_ids(db):
-                p = live_progress(c, j)
-                if p is not None and 2 <= p[1] <= p[2] - 20:
-                    return p[0], j
-            return None
-
-        victim, job_id = wait_until("a job is in the middle of its loop", a_job_mid_loop, 120)
-        ray.kill(replica_actor("api", victim), no_restart=True)
-    finally:
-        db.dispose()
+    row = wait_until("a job is early in its loop", lambda: next(filter(early, running(c)), None), 120)
+    victim, job_id = row["claimed_by"], row["id"]
+    ray.kill(replica_actor("api", victim), no_restart=True)
     # The job's lease (6 s) lapses; the other replica queues it again and runs it.
     done = wait_all_done(c, ids)
     assert all(d["status"] == "succeeded" for d in done.values()), {j: d["error"] for j, d in done.items()}
     rows = check_store(c, ids)
     assert rows[job_id]["attempts"] == 2, rows[job_id]
     check_fetch_from_both(c, ids, c.api_replicas() - {victim})
+
+
+def previews(c: Cluster, job_id: str, listen_s: float, out: list[tuple[str, str]]) -> None:
+    """Listen to the job's event stream for ``listen_s``; append (answering API replica,
+    preview data URI) for each ``step`` event with a preview."""
+    import json
+
+    deadline = time.time() + listen_s
+    with httpx.stream("GET", f"{c.base}/v1/jobs/{job_id}/events", timeout=listen_s + 5) as r:
+        assert r.status_code == 200
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "step":
+                data = json.loads(line.removeprefix("data: "))
+                if "preview" in data:
+                    out.append((r.headers[REPLICA_HEADER], data["preview"]))
+            if time.time() > deadline or event in ("succeeded", "failed", "canceled"):
+                return
+
+
+def test_previews_and_cancel_cross_to_the_model_replicas(cluster: Cluster) -> None:
+    import base64
+
+    c = cluster
+    r = c.post("/v1/jobs", json={**job_body(0), "steps": 200, "seed": 4242, "guidance": 8.0})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    # Two streams at once: the proxy sends the second to the other API replica (the one
+    # with fewer requests open). The runner has the previews first hand; the other reads
+    # what the runner stores in the database every second.
+    import threading
+
+    for _ in range(5):
+        first: list[tuple[str, str]] = []
+        second: list[tuple[str, str]] = []
+        t = threading.Thread(target=previews, args=(c, job_id, 2.5, first))
+        t.start()
+        time.sleep(0.3)
+        previews(c, job_id, 2.0, second)
+        t.join()
+        if first and second and first[0][0] != second[0][0]:
+            break
+    assert first and second, "a stream got no preview"
+    assert {first[0][0], second[0][0]} == c.api_replicas(), "both streams were answered by one API replica"
+    for _, uri in first + second:
+        assert base64.b64decode(uri.removeprefix("data:image/png;base64,")).startswith(b"\x89PNG")
+
+    assert c.delete(f"/v1/jobs/{job_id}").status_code == 200
+    done = wait_all_done(c, [job_id], timeout=60)[job_id]
+    assert done["status"] == "canceled" and done["outputs"] == []
+    assert not [k for k in c.bucket_keys() if f"/{job_id}/" in k]
+    # The model replica stopped that loop: the next job runs at once.
+    after = c.post("/v1/jobs", json={**job_body(0), "steps": 4, "seed": 4243, "guidance": 8.0}).json()["id"]
+    assert wait_all_done(c, [after], timeout=60)[after]["status"] == "succeeded"

@@ -87,16 +87,16 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def build_service(settings: Settings, engine=None, *, workers: int = 1):  # type: ignore[no-untyped-def]
+def build_service(settings: Settings, engine=None, **options):  # type: ignore[no-untyped-def]
     """The job service with its database, artifact store and fetcher; ``engine`` defaults
     to a new one (tests pass their session engine, a Ray API replica its remote engine).
-    ``workers``: batches run at once (see ServiceOptions.workers)."""
+    ``options`` override ServiceOptions fields (a Ray API replica: workers, worker_id)."""
     from dataclasses import replace
 
     from ..service.service import JobService
 
     return JobService(engine or build_engine(settings), max_queue=settings.max_queue, db=build_database(settings),
                       artifacts=build_artifacts(settings), fetcher=build_fetcher(settings),
-                      options=replace(service_options(settings), workers=workers))
+                      options=replace(service_options(settings), **options))
 
 

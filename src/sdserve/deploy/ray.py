@@ -81,7 +81,8 @@ class ApiServer:
         engine = RemoteEngine(build_catalog(s), self.models, preview_every=s.preview_every,
                               max_batch_images=s.max_batch_images)
         engine.watch()
-        app = build_app(s, build_service(s, engine, workers=s.ray_batches_in_flight))
+        service = build_service(s, engine, workers=s.ray_batches_in_flight, worker_id=_replica_id())
+        app = build_app(s, service)
         app.add_middleware(_ReplicaHeader, replica=_replica_id())
         return app
 

@@ -16,7 +16,9 @@ import base64
 import contextlib
 import itertools
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 # Where the API serves an output by its token; the service builds links with it.
 OUTPUTS_PATH = "/v1/outputs/"
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 class GenerationEngine(Protocol):
@@ -91,6 +97,10 @@ class ServiceOptions:
     # Batches this process runs at once. One suits a local engine (it runs one loop at a
     # time); an engine that hands batches to remote replicas (Ray) keeps several in flight.
     workers: int = 1
+    # This server's name on the jobs it claims (Ray: the API replica's id).
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # How often a running job's progress reaches a database other servers read (not SQLite).
+    progress_s: float = 1.0
 
 
 Observer = Callable[[str, Job], None]
@@ -285,7 +295,7 @@ class JobService:
 
     def _claim_next(self) -> Job | None:
         for job_id in fair_order(self.store.waiting(), self._served):
-            job = self.store.claim(job_id)
+            job = self.store.claim(job_id, self.options.worker_id)
             if job is not None:  # else another worker took it first: try the next in line
                 return job
         return None
@@ -328,6 +338,7 @@ class JobService:
             last_pos: int | None = None
             started_attempt = 0
             last_step = 0
+            last_preview: bytes | None = None
             while True:
                 if job.done:
                     yield {"event": job.status, "job": job}
@@ -340,6 +351,14 @@ class JobService:
                 elif job.attempts != started_attempt:
                     started_attempt, last_step = job.attempts, job.step
                     yield {"event": "started", "attempt": job.attempts, "step": job.step, "total": job.total_steps}
+                elif job.step > last_step and job.id not in self._running:
+                    # Another server runs it: its progress as that server last stored it.
+                    last_step = job.step
+                    ev = {"event": "step", "step": job.step, "total": job.total_steps}
+                    if job.preview is not None and job.preview != last_preview:
+                        last_preview = job.preview
+                        ev["preview"] = _data_uri(job.preview)
+                    yield ev
                 try:
                     ev = await asyncio.wait_for(queue.get(), self.options.poll_s)
                 except asyncio.TimeoutError:
@@ -404,7 +423,7 @@ class JobService:
         companions = []
         for job_id, params in self.store.params_of(order).items():
             if params.n <= room and batch_key(params) == key:
-                job = self.store.claim(job_id)
+                job = self.store.claim(job_id, self.options.worker_id)
                 if job is not None:
                     companions.append(job)
                     room -= params.n
@@ -426,7 +445,7 @@ class JobService:
             ev: dict[str, Any] = {"event": "step", "step": info.step, "total": info.total}
             if every and info.preview is not None and (info.step % every == 0 or info.step == info.total):
                 job.preview = info.preview()
-                ev["preview"] = "data:image/png;base64," + base64.b64encode(job.preview).decode()
+                ev["preview"] = _data_uri(job.preview)
             loop.call_soon_threadsafe(self._publish, job.id, ev)
 
         return on_step
@@ -548,10 +567,17 @@ class JobService:
             q.put_nowait(ev)
 
     async def _heartbeat(self, jobs: list[Job]) -> None:
+        # A shared database also carries the progress, for the servers not running the job.
+        shared = not self.db.is_sqlite
+        every = min(self.options.heartbeat_s, self.options.progress_s) if shared else self.options.heartbeat_s
+        stored: dict[str, bytes | None] = {}
         while True:
-            await asyncio.sleep(self.options.heartbeat_s)
+            await asyncio.sleep(every)
             for job in jobs:
-                state = await asyncio.to_thread(self.store.heartbeat, job.id, job.attempts)
+                progress = (job.step, job.total_steps) if shared else None
+                preview = job.preview if shared and job.preview is not stored.get(job.id) else None
+                state = await asyncio.to_thread(self.store.heartbeat, job.id, job.attempts, progress, preview)
+                stored[job.id] = preview or stored.get(job.id)
                 if state is None or state:
                     # Canceled from another process, or the lease was lost: stop at the next step.
                     self._cancel.add(job.id)

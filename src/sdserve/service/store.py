@@ -26,6 +26,8 @@ from .tables import job_inputs, jobs, meta, outputs, webhook_deliveries
 __all__ = ["JobStore"]
 
 _IMAGES = {"init_image", "mask_image"}
+# A job that stops running (finished, or back in line) has no live progress.
+_NO_PROGRESS: dict[str, Any] = {"progress_step": None, "progress_total": None, "preview": None}
 
 
 def _owner_is(owner: str | None):  # type: ignore[no-untyped-def]
@@ -47,6 +49,7 @@ def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
         webhook_events=tuple(e for e in (row.webhook_events or "").split(",") if e),
         cancel_requested=bool(row.cancel_requested), credits=row.credits,
         warnings=json.loads(row.warnings) if row.warnings else [],
+        step=row.progress_step or 0, total_steps=row.progress_total or 0, preview=row.preview,
     )
 
 
@@ -126,13 +129,14 @@ class JobStore:
 
     # -- the worker's side ----------------------------------------------------------------
 
-    def claim(self, job_id: str) -> Job | None:
-        """Move a queued job to running and return it with its input images; None if it
-        is no longer queued (another worker took it, or it was canceled)."""
+    def claim(self, job_id: str, worker: str | None = None) -> Job | None:
+        """Move a queued job to running (claimed by ``worker``, a server's name) and return
+        it with its input images; None if it is no longer queued (another worker took it,
+        or it was canceled)."""
         now = time.time()
         with self.db.tx() as conn:
             won = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
-                status="running", attempts=jobs.c.attempts + 1, started_at=now, heartbeat_at=now,
+                status="running", attempts=jobs.c.attempts + 1, started_at=now, heartbeat_at=now, claimed_by=worker,
             )).rowcount
             if not won:
                 return None
@@ -144,12 +148,19 @@ class JobStore:
                                                        "mask_image": inputs.mask_image})
         return job
 
-    def heartbeat(self, job_id: str, attempt: int) -> bool | None:
-        """Renew a running job's lease; returns whether a cancel was requested, or None if
-        the job is no longer this attempt's (a newer attempt or a terminal state)."""
+    def heartbeat(self, job_id: str, attempt: int, progress: tuple[int, int] | None = None,
+                  preview: bytes | None = None) -> bool | None:
+        """Renew a running job's lease, recording its ``(step, total)`` and a new preview
+        when given; returns whether a cancel was requested, or None if the job is no
+        longer this attempt's (a newer attempt or a terminal state)."""
+        values: dict[str, Any] = {"heartbeat_at": time.time()}
+        if progress is not None:
+            values["progress_step"], values["progress_total"] = progress
+        if preview is not None:
+            values["preview"] = preview
         with self.db.tx() as conn:
             n = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running",
-                                                jobs.c.attempts == attempt).values(heartbeat_at=time.time())).rowcount
+                                                jobs.c.attempts == attempt).values(**values)).rowcount
             if not n:
                 return None
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar_one())
@@ -172,7 +183,7 @@ class JobStore:
         with self.db.tx() as conn:
             return bool(conn.execute(update(jobs).where(
                 jobs.c.id == job_id, jobs.c.status == "running", jobs.c.attempts == attempt,
-            ).values(status="queued", started_at=None, heartbeat_at=None)).rowcount)
+            ).values(status="queued", started_at=None, heartbeat_at=None, **_NO_PROGRESS)).rowcount)
 
     def finish(self, job: Job, expect: str, attempt: int | None = None,
                deliveries: Iterable[dict[str, Any]] = ()) -> bool:
@@ -186,7 +197,7 @@ class JobStore:
             n = conn.execute(update(jobs).where(*cond).values(
                 status=job.status, finished_at=job.finished_at, device=job.device or None,
                 dtype=job.dtype or None, error=error_to_json(job.error) if job.error else None,
-                warnings=json.dumps(job.warnings) if job.warnings else None,
+                warnings=json.dumps(job.warnings) if job.warnings else None, **_NO_PROGRESS,
             )).rowcount
             if not n:
                 return False

@@ -52,6 +52,12 @@ jobs = Table(
     Column("webhook", Text, nullable=True),
     Column("webhook_events", String(64), nullable=True),  # comma-separated: start,completed
     Column("warnings", Text, nullable=True),  # JSON list of the engine's warnings to the caller
+    # Written while it runs, for the servers not running it (several API replicas on one
+    # database): who claimed the latest attempt, its step, and its latest preview PNG.
+    Column("claimed_by", String(128), nullable=True),
+    Column("progress_step", Integer, nullable=True),
+    Column("progress_total", Integer, nullable=True),
+    Column("preview", LargeBinary, nullable=True),
 )
 Index("ix_jobs_status_owner", jobs.c.status, jobs.c.owner)
 
