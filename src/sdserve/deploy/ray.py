@@ -94,9 +94,10 @@ class _Resident:
         self.engine, self.loaded = engine, loaded
 
     def __del__(self) -> None:
-        # Called by the multiplexer on LRU eviction (and by the GC later): unload only the
-        # copy this object stands for, never a later reload of the same model.
-        self.engine.unload(self.loaded)
+        # Called by the multiplexer on LRU eviction (and by the GC later, maybe at process
+        # exit): unload only the copy this object stands for, never a later reload of it.
+        with contextlib.suppress(Exception):
+            self.engine.unload(self.loaded)
 
 
 @serve.deployment(name="models")
