@@ -28,6 +28,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Instance metadata endpoints (AWS/GCP/Azure/OpenStack, AWS IPv6, Alibaba): never a fair target.
 _METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")}
 _REDIRECTS = {301, 302, 303, 307, 308}
+# IPv6 prefixes that carry an IPv4 address in their low 32 bits and reach it through a
+# translator or tunnel (NAT64 well-known and local-use, IPv4-compatible, SIIT-translated).
+# Python calls several of them "global", so the address inside is what gets checked.
+_V4_IN_LOW_BITS = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
 
 
 class FetchRefused(BadInput):
@@ -63,10 +67,22 @@ class FetchResponse:
     url: str
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (::ffff:127.0.0.1, 6to4 2002:7f00:1::,
+    NAT64 64:ff9b::7f00:1, ...), or None."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if int(ip) > 1 and any(ip in net for net in _V4_IN_LOW_BITS):  # ::1 and :: are themselves
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _refusal(ip: IPAddress, policy: FetchPolicy) -> str | None:
     """Why ``ip`` may not be contacted, or None if it may."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address) and (v4 := _embedded_ipv4(ip)) is not None:
+        ip = v4  # ::ffff:127.0.0.1 is 127.0.0.1, and so is 64:ff9b::7f00:1 behind a NAT64
     if ip in _METADATA:
         return "a cloud metadata address"
     if policy.allow_private or any(ip in ipaddress.ip_network(n, strict=False) for n in policy.allow_networks):
