@@ -162,8 +162,18 @@ class Settings(BaseSettings):
         1.0, gt=0, description="CPUs per model replica; on CPU replicas also torch's thread count (rounded up).")
     ray_model_max_ongoing_requests: int = Field(
         2, ge=1, description="Batches queued at one model replica at once (one runs, the rest wait their turn).")
+    # -- exposure: what answers without a key, and to which browser origins --
+    metrics_public: bool = Field(
+        True, description="Serve /metrics without an API key (Prometheus scrapers usually have none). "
+        "False: /metrics needs a key like every other route."
+    )
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. https://app.example.com) allowed to call the API from their pages. "
+        "Empty (default): no cross-origin access. '*' allows any origin.",
+    )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
         # SDSERVE_API_KEYS=a,b is friendlier than a JSON list in an environment variable; the

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from .. import __version__
@@ -20,12 +21,17 @@ from .dialects.openai.router import router as openai_router
 from .dialects.workers_ai.router import router as workers_ai_router
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .metrics import router as metrics_router
+from .metrics import metrics_router
+from .openapi import PUBLIC, install_openapi
 from .playground.router import DEMO_WARNING, STATIC_PATH, static_files
 from .playground.router import router as playground_router
 from .security import BodyLimit, JsonByDefault, KeyAuth
 
 __all__ = ["build_app", "DEMO_WARNING"]
+
+_READINESS = {"type": "object", "required": ["status", "database", "worker"],
+              "properties": {"status": {"enum": ["ready", "not ready"]}, "database": {"type": "string"},
+                             "worker": {"type": "string"}, "queue_length": {"type": "integer"}}}
 
 
 def build_app(settings: Settings, service: JobService) -> FastAPI:
@@ -46,24 +52,33 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.state.keys = KeyAuth(settings.api_keys, service.keys, service.limiter)
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))  # outermost: every response
+    app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))
+    if settings.cors_allow_origins:
+        # Closed unless configured. Outermost, so preflights and error responses carry the
+        # headers too. Keys travel in headers (or ModelsLab bodies), never cookies: no credentials.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["X-Sdserve-Seed", "X-Sdserve-Job", "x-request-id"])
     app.include_router(workers_ai_router)
     app.include_router(openai_router)
     app.include_router(a1111_router)
     app.include_router(modelslab_router)
     app.include_router(native_router)
-    app.include_router(metrics_router)
+    app.include_router(metrics_router(settings.metrics_public))
     app.include_router(playground_router)
     app.mount(STATIC_PATH, static_files(), name="playground-static")
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], openapi_extra=PUBLIC)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", tags=["operations"], openapi_extra=PUBLIC, responses={
+        200: {"content": {"application/json": {"schema": _READINESS}}},
+        503: {"description": "Not ready: the database does not answer or the worker stopped.",
+              "content": {"application/json": {"schema": _READINESS}}}})
     async def readyz() -> JSONResponse:
         """Readiness (503 until the database answers and the worker runs), with the device,
         dtype and loaded models."""

@@ -10,7 +10,7 @@ from fastapi import Request
 from ..config import Settings
 from ..service.service import JobService
 
-__all__ = ["service_of", "settings_of", "owner_of", "warning_headers"]
+__all__ = ["service_of", "settings_of", "owner_of", "warning_headers", "require_key"]
 
 
 def service_of(request: Request) -> JobService:
@@ -37,3 +37,9 @@ def warning_headers(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
     return {"X-Sdserve-Warning": " | ".join(warnings).encode("ascii", "backslashreplace").decode()}
+
+
+def require_key(request: Request) -> None:
+    """Route dependency: the key is checked before the body is parsed, so a caller without a
+    valid key gets 401 whatever it sent (no validation messages, no work done)."""
+    owner_of(request)

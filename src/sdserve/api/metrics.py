@@ -16,8 +16,10 @@ from prometheus_client.registry import Collector
 
 from ..service.jobs import Job
 from ..service.service import JobService
+from .deps import owner_of
+from .openapi import PUBLIC
 
-__all__ = ["Metrics", "router"]
+__all__ = ["Metrics", "metrics_router"]
 
 # Seconds: from sub-second tiny models to minutes-long SDXL batches on CPU.
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -96,10 +98,17 @@ class Metrics:
                 self.errors.labels(job.error.kind).inc()
 
 
-router = APIRouter(tags=["operations"])
+def metrics_router(public: bool) -> APIRouter:
+    """``GET /metrics``; without a key when ``public`` (Settings.metrics_public), since
+    Prometheus scrapers are usually configured without one."""
+    router = APIRouter(tags=["operations"])
 
+    @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+                openapi_extra=PUBLIC if public else None)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition of this server's metrics."""
+        if not public:
+            owner_of(request)
+        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of this server's metrics."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return router

@@ -8,7 +8,7 @@ scripts, tiling, face restoration, variation seeds) rather than silently ignorin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,11 @@ __all__ = [
     "SamplerItem",
     "SchedulerItem",
 ]
+
+
+# The engine checks sides (64-4096, multiples of 8) so every dialect words it the same; the schema says so.
+_SIDE = {"minimum": 64, "maximum": 4096, "multipleOf": 8}
+_Seed = Annotated[int, Field(ge=-1, le=MAX_SEED)] | Literal[""] | None
 
 
 class _Common(BaseModel):
@@ -46,8 +51,8 @@ class _Common(BaseModel):
     n_iter: int = Field(1, ge=1, le=100, description="Batches, run one after another; seeds continue.")
     steps: int = Field(50, ge=1, le=200)
     cfg_scale: float = Field(7.0, ge=0, le=50, allow_inf_nan=False)
-    width: int = 512
-    height: int = 512
+    width: int = Field(512, json_schema_extra=_SIDE)
+    height: int = Field(512, json_schema_extra=_SIDE)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
@@ -75,7 +80,7 @@ class _Common(BaseModel):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
 
-    @field_validator("seed", "subseed", mode="before")
+    @field_validator("seed", "subseed", mode="before", json_schema_input_type=_Seed)
     @classmethod
     def _blank_seed_is_random(cls, v: Any) -> Any:
         # A1111 treats "", None and -1 alike: draw a random seed.

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from ....engine.catalog import ModelSpec
 from ....errors import BadInput, Canceled, NotFound
-from ...deps import owner_of, service_of, settings_of
+from ...deps import owner_of, require_key, service_of, settings_of
+from ...openapi import JOB_ERRORS
 from .adapter import (
     Plan,
     checkpoint_of,
@@ -51,7 +52,10 @@ from .state import A1111State, Batch
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
+# The key is checked before the body or query is read: 401 whatever was sent.
+router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"], dependencies=[Depends(require_key)])
+# A1111 answers an unknown script with 422 and img2img without init_images with 404.
+_ERRORS: dict[int | str, dict[str, Any]] = {**JOB_ERRORS, 422: {"description": "Unknown script_name."}}
 
 
 def _state(request: Request) -> A1111State:
@@ -106,13 +110,14 @@ async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind
     return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started)
 
 
-@router.post("/txt2img", response_model=GenerationResponse)
+@router.post("/txt2img", response_model=GenerationResponse, responses=_ERRORS)
 async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
     """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
     return await _generate(request, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
 
 
-@router.post("/img2img", response_model=GenerationResponse)
+@router.post("/img2img", response_model=GenerationResponse,
+             responses={**_ERRORS, 404: {"description": "No init_images."}})
 async def img2img(body: Img2ImgRequest, request: Request) -> dict[str, Any]:
     """Image to image; with ``mask`` (white = repaint), inpainting."""
     px = settings_of(request).max_image_pixels

@@ -9,14 +9,15 @@ Fields the upstream lists but sdserve does not implement are accepted when unset
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from ....engine.params import MAX_SEED
 
-__all__ = ["GenerateRequest", "KeyRequest", "Flag", "parse_flag", "parse_int", "parse_number"]
+__all__ = ["GenerateRequest", "KeyRequest", "Flag", "parse_flag", "parse_int", "parse_number", "GenerateReply",
+           "FetchReply", "SystemLoadReply"]
 
 _YES = {"yes", "true", "1", "on"}
 _NO = {"no", "false", "0", "off"}
@@ -73,20 +74,28 @@ def _text(v: Any) -> Any:
     return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
-Flag = Annotated[bool | None, BeforeValidator(parse_flag)]
+# What the JSON schema shows a client may send: the value, a string spelling of it, or null.
+_NumberText = Annotated[str, Field(pattern=r"^\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)?\s*$",
+                                   description="a number written as a string, e.g. \"512\"; \"\" means unset")]
+_FlagText = Annotated[str, Field(pattern=r"^\s*([Yy][Ee][Ss]|[Nn][Oo]|[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Oo][Nn]|"
+                                         r"[Oo][Ff][Ff]|[01])?\s*$")]
+Flag = Annotated[bool | None, BeforeValidator(parse_flag, json_schema_input_type=bool | Literal[0, 1] | _FlagText | None)]
 
 
-_Int = BeforeValidator(parse_int)
-_Num = BeforeValidator(parse_number)
+def _numeric(inner: Any, parse: Any) -> Any:
+    """An optional number within ``inner``'s limits, given as a number or a numeric string."""
+    return Annotated[inner | None, BeforeValidator(parse, json_schema_input_type=inner | _NumberText | None)]
+
+
 # Optional numbers within the documented limits (the constraint applies once the string is parsed).
-Side = Annotated[Annotated[int, Field(ge=64, le=1024)] | None, _Int]
-Samples = Annotated[Annotated[int, Field(ge=1, le=4)] | None, _Int]
+Side = _numeric(Annotated[int, Field(ge=64, le=1024, json_schema_extra={"multipleOf": 8})], parse_int)
+Samples = _numeric(Annotated[int, Field(ge=1, le=4)], parse_int)
 # One upstream page lists 21/31/41/51 steps, another 1-50: accept the union 1..51.
-Steps = Annotated[Annotated[int, Field(ge=1, le=51)] | None, _Int]
-Seed = Annotated[Annotated[int, Field(ge=0, le=MAX_SEED)] | None, _Int]
-ClipSkip = Annotated[Annotated[int, Field(ge=1, le=12)] | None, _Int]
-Guidance = Annotated[Annotated[float, Field(ge=1, le=20)] | None, _Num]
-Fraction = Annotated[Annotated[float, Field(ge=0, le=1)] | None, _Num]
+Steps = _numeric(Annotated[int, Field(ge=1, le=51)], parse_int)
+Seed = _numeric(Annotated[int, Field(ge=0, le=MAX_SEED)], parse_int)
+ClipSkip = _numeric(Annotated[int, Field(ge=1, le=12)], parse_int)
+Guidance = _numeric(Annotated[float, Field(ge=1, le=20)], parse_number)
+Fraction = _numeric(Annotated[float, Field(ge=0, le=1)], parse_number)
 
 
 class KeyRequest(BaseModel):
@@ -130,5 +139,54 @@ class GenerateRequest(BaseModel):
     use_karras_sigmas: Flag = None
     clip_skip: ClipSkip = None
     webhook: str | None = None
-    track_id: Annotated[str | None, BeforeValidator(_text)] = None
+    track_id: Annotated[str | None, BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
     instant_response: Flag = None
+
+
+# -- replies (documentation: the adapter builds these bodies as dicts) --------------------
+
+
+class SuccessReply(BaseModel):
+    status: Literal["success"]
+    generationTime: float  # noqa: N815 - ModelsLab's key
+    id: str
+    output: list[str] = Field(description="Image URLs, or base64 data when base64 was 'yes'.")
+    proxy_links: list[str]
+    nsfw_content_detected: bool
+    meta: dict[str, Any] = Field(description="The parameters used (seed, steps, W/H, ...).")
+    track_id: str | None = None
+
+
+class ProcessingReply(BaseModel):
+    """Not finished within the wait window: fetch ``fetch_result`` later (or get the webhook)."""
+
+    status: Literal["processing"]
+    id: str
+    eta: float
+    message: str
+    messege: str = Field(description="ModelsLab's own misspelt copy of message.")
+    fetch_result: str
+    output: list[str]
+    future_links: list[str]
+    tip: str | None = None
+    proxy_links: list[str] | None = None
+    meta: dict[str, Any] | None = None
+
+
+class FailedReply(BaseModel):
+    status: Literal["failed"]
+    id: str
+    message: str
+    messege: str
+    output: list[str]
+    track_id: str | None = None
+
+
+GenerateReply = Annotated[SuccessReply | ProcessingReply | FailedReply, Field(discriminator="status")]
+FetchReply = GenerateReply
+
+
+class SystemLoadReply(BaseModel):
+    queue_num: int
+    queue_time: float
+    status: Literal["ok"]

@@ -29,6 +29,7 @@ from ....errors import BadInput, NotFound, Unauthorized
 from ....service.jobs import Job
 from ....service.service import JobService
 from ...deps import owner_of, service_of, settings_of
+from ...openapi import JOB_ERRORS, PUBLIC
 from .adapter import (
     Extras,
     eta_s,
@@ -45,7 +46,7 @@ from .adapter import (
     system_load_body,
     to_params,
 )
-from .protocol import GenerateRequest, KeyRequest
+from .protocol import FetchReply, GenerateReply, GenerateRequest, KeyRequest, SystemLoadReply
 from .webhook import queue_webhook
 
 __all__ = ["router", "PREFIXES"]
@@ -228,42 +229,54 @@ def _routes(name: str) -> list[str]:
     return [p + name for p in PREFIXES]
 
 
-def _post_all(name: str):  # type: ignore[no-untyped-def]
+def _body_doc(model: type[BaseModel], required: bool) -> dict[str, Any]:
+    # The body is read by hand (the key first), so FastAPI cannot see it: declare it.
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+_GENERATE: dict[str, Any] = {"openapi_extra": _body_doc(GenerateRequest, True), "response_model": None,
+                             "responses": {200: {"model": GenerateReply}, **JOB_ERRORS}}
+_FETCH: dict[str, Any] = {"openapi_extra": _body_doc(KeyRequest, False), "response_model": None,
+                          "responses": {200: {"model": FetchReply}}}
+
+
+def _post_all(name: str, doc: dict[str, Any]):  # type: ignore[no-untyped-def]
     """Register one handler under every prefix (v3, v6 images, v6 realtime)."""
 
     def deco(fn):  # type: ignore[no-untyped-def]
         for path in _routes(name):
-            router.add_api_route(path, fn, methods=["POST"])
+            router.add_api_route(path, fn, methods=["POST"], **doc)
         return fn
 
     return deco
 
 
-@_post_all("text2img")
+@_post_all("text2img", _GENERATE)
 async def text2img(request: Request) -> dict[str, Any]:
     """Text to image."""
     return await _generate(request, "txt2img", _prefix(request))
 
 
-@_post_all("img2img")
+@_post_all("img2img", _GENERATE)
 async def img2img(request: Request) -> dict[str, Any]:
     """Image to image: init_image is an http(s) URL (fetched SSRF-safely), a data: URI or base64."""
     return await _generate(request, "img2img", _prefix(request))
 
 
-@_post_all("inpaint")
+@_post_all("inpaint", _GENERATE)
 async def inpaint(request: Request) -> dict[str, Any]:
     """Inpainting: mask_image white = repaint, black = keep."""
     return await _generate(request, "inpaint", _prefix(request))
 
 
-@_post_all("fetch/{job_id}")
+@_post_all("fetch/{job_id}", _FETCH)
 async def fetch(job_id: str, request: Request) -> dict[str, Any]:
     """A job's state: processing, success (with outputs) or failed."""
     return await _fetch(request, job_id, _prefix(request))
 
 
-@router.post("/api/v3/system_load")
+@router.post("/api/v3/system_load", openapi_extra=_body_doc(KeyRequest, False), response_model=None,
+             responses={200: {"model": SystemLoadReply}})
 async def system_load(request: Request) -> dict[str, Any]:
     """The real queue length and an estimated time to work through it (seconds)."""
     _, _owner = await _read(request, KeyRequest)
@@ -273,7 +286,8 @@ async def system_load(request: Request) -> dict[str, Any]:
     return system_load_body(queued, queued * run_s + (run_s / 2 if running is not None else 0.0))
 
 
-@router.get(OUTPUT_LINK)
+@router.get(OUTPUT_LINK, openapi_extra=PUBLIC, response_class=RedirectResponse, status_code=307,
+            responses={307: {"description": "The stored image (Location)."}})
 async def future_link(job_id: str, index: int, request: Request) -> RedirectResponse:
     """Where an output will appear (``future_links``): 404 until the job succeeds, then a
     redirect to the stored image. The unguessable job id is the capability, like an output

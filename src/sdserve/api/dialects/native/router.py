@@ -11,13 +11,17 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from ....errors import BadInput
 from ....service.jobs import Job
 from ....service.service import OUTPUTS_PATH
-from ...deps import owner_of, service_of, settings_of
+from ...deps import owner_of, require_key, service_of, settings_of
+from ...openapi import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
 from .protocol import CatalogList, JobList, JobOut, JobRequest
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["Jobs (native)"])
+# Routes that take a body or query check the key first: 401 whatever was sent. (Output links
+# are capabilities and need no key.)
+_KEY_FIRST = [Depends(require_key)]
 
 
 def _base(request: Request) -> str:
@@ -34,7 +38,8 @@ def _owned_job(job_id: str, request: Request) -> Job:
     return service_of(request).get(job_id, owner_of(request))
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobOut)
+@router.post("/v1/jobs", status_code=201, response_model=JobOut, dependencies=_KEY_FIRST,
+             responses={k: v for k, v in JOB_ERRORS.items() if k in (402, 503)})
 async def create_job(body: JobRequest, request: Request, response: Response) -> JobOut:
     """Queue a generation; answers at once with the job (poll it, stream its events, or get a webhook)."""
     owner = owner_of(request)
@@ -46,7 +51,7 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
     return _out(request, job)
 
 
-@router.get("/v1/jobs", response_model=JobList)
+@router.get("/v1/jobs", response_model=JobList, dependencies=_KEY_FIRST)
 async def list_jobs(request: Request, limit: int = Query(50, ge=1, le=500)) -> JobList:
     """Your newest jobs, newest first."""
     owner = owner_of(request)
@@ -78,8 +83,8 @@ async def job_events(request: Request, job: Job = Depends(_owned_job)) -> AsyncI
         yield ServerSentEvent(event=ev["event"], data=data, id=str(n))
 
 
-@router.get(OUTPUTS_PATH + "{token}", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+@router.get(OUTPUTS_PATH + "{token}", response_class=Response, openapi_extra=PUBLIC,
+            responses={200: {"content": {"image/png": BINARY, "image/jpeg": BINARY, "image/webp": BINARY}}})
 async def get_output(token: str, request: Request) -> Response:
     """An output image. The token in the URL is the capability (unguessable), so links work
     in <img> tags and for webhook receivers without a key; they stop working when the output expires."""

@@ -48,7 +48,7 @@ OPENAI_MODEL_PREFIXES = ("dall-e-", "gpt-image-", "chatgpt-image-")
 VARIATION_STRENGTH = 0.7
 # Engine field names that OpenAI calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"width": "size", "height": "size"}
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$", re.ASCII)
 _MIN_SIDE, _MAX_SIDE = 64, 4096
 
 

@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 ResponseFormat = Literal["url", "b64_json"]
+# What parse_size accepts (the adapter then checks the range and the 8-pixel grid).
+SIZE_PATTERN = {"pattern": r"^\s*([Aa][Uu][Tt][Oo]|\d{1,5}\s*[xX]\s*\d{1,5})\s*$"}
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
@@ -51,7 +53,8 @@ class ImageGenerateRequest(_Extensions):
     response_format: ResponseFormat | None = Field(None, description="'url' (default) or 'b64_json'.")
     output_format: OutputFormat | None = Field(None, description="png (default), jpeg or webp.")
     output_compression: int | None = Field(None, ge=0, le=100, description="Accepted and ignored.")
-    size: str | None = Field(None, description="'WIDTHxHEIGHT' (multiples of 8, 64-4096) or 'auto' (model's native size).")
+    size: str | None = Field(None, json_schema_extra=SIZE_PATTERN,
+                             description="'WIDTHxHEIGHT' (multiples of 8, 64-4096) or 'auto' (model's native size).")
     style: str | None = Field(None, description="Accepted and ignored.")
     user: str | None = Field(None, description="Accepted and ignored.")
     background: str | None = Field(None, description="Accepted and ignored.")
@@ -76,7 +79,7 @@ class ImageEditForm(_Form):
     prompt: str = Field(min_length=1, max_length=32000, description="What the edited image should show.")
     model: str | None = None
     n: int | None = Field(1, ge=1, le=10)
-    size: str | None = None
+    size: str | None = Field(None, json_schema_extra=SIZE_PATTERN)
     response_format: ResponseFormat | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
@@ -96,7 +99,7 @@ class ImageVariationForm(_Form):
     model: str | None = None
     n: int | None = Field(1, ge=1, le=10)
     response_format: ResponseFormat | None = None
-    size: str | None = None
+    size: str | None = Field(None, json_schema_extra=SIZE_PATTERN)
     user: str | None = None
     prompt: str | None = Field(None, max_length=32000, description="sdserve extension: steer the variation.")
     output_format: OutputFormat | None = None

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
@@ -19,7 +19,8 @@ from starlette.datastructures import FormData, UploadFile
 from ....engine.params import GenerationParams
 from ....errors import BadInput
 from ....service.jobs import Output
-from ...deps import owner_of, service_of, settings_of, warning_headers
+from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
+from ...openapi import BINARY, JOB_ERRORS
 from .adapter import (
     edit_params,
     generation_params,
@@ -33,7 +34,8 @@ from .protocol import ImageEditForm, ImageGenerateRequest, ImagesResponse, Image
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["OpenAI Images"])
+# The key is checked before the body is read: 401 whatever was sent.
+router = APIRouter(tags=["OpenAI Images"], dependencies=[Depends(require_key)])
 
 
 
@@ -97,10 +99,22 @@ async def _files(form: FormData, *names: str) -> list[bytes]:
     return out
 
 
-_FORM_DOC = {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object"}}}, "required": True}}
+def _form_doc(form: type[BaseModel], required: list[str], **files: dict[str, Any]) -> dict[str, Any]:
+    """The multipart body as OpenAPI: the form model's text fields plus the file parts."""
+    schema = form.model_json_schema()
+    schema["properties"] = {**files, **schema["properties"]}
+    schema["required"] = required
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}, "required": True}}
 
 
-@router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+_FILE = BINARY["schema"]
+_FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}}
+# Unknown models are 404 model_not_found on OpenAI.
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such model."}, **JOB_ERRORS}
+
+
+@router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
+             responses=_ERRORS)
 async def create_image(body: ImageGenerateRequest, request: Request, response: Response) -> dict[str, Any]:
     """Create images from a prompt (OpenAI ``images.generate``)."""
     owner = owner_of(request)
@@ -109,7 +123,7 @@ async def create_image(body: ImageGenerateRequest, request: Request, response: R
 
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
-             openapi_extra=_FORM_DOC)
+             responses=_ERRORS, openapi_extra=_form_doc(ImageEditForm, ["image", "prompt"], **_FILES, mask=_FILE))
 async def create_image_edit(request: Request, response: Response) -> dict[str, Any]:
     """Edit an image: repaint its transparent (or masked-transparent) area, else the whole image."""
     owner = owner_of(request)
@@ -126,7 +140,7 @@ async def create_image_edit(request: Request, response: Response) -> dict[str, A
 
 
 @router.post("/v1/images/variations", response_model=ImagesResponse, response_model_exclude_none=True,
-             openapi_extra=_FORM_DOC)
+             responses=_ERRORS, openapi_extra=_form_doc(ImageVariationForm, ["image"], **_FILES))
 async def create_image_variation(request: Request, response: Response) -> dict[str, Any]:
     """Variations of an image (img2img with strength 0.7 and an empty prompt)."""
     owner = owner_of(request)

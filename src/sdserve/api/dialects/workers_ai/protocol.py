@@ -10,12 +10,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["TextToImageInput", "ByteArray", "ModelSearchItem", "MAX_STEPS"]
+__all__ = ["TextToImageInput", "ByteArray", "ModelSearchItem", "ModelSearchResponse", "MAX_STEPS"]
 
 MAX_STEPS = 20
 
 # An encoded file (PNG/JPEG) as a JSON array of byte values, as Workers clients send it.
 ByteArray = Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(min_length=1)]
+# Sides are checked against the 8-pixel latent grid by the engine (so the message is the same
+# in every dialect); the schema says so too.
+_GRID = {"multipleOf": 8}
 
 
 class TextToImageInput(BaseModel):
@@ -29,8 +32,8 @@ class TextToImageInput(BaseModel):
 
     prompt: StrictStr = Field(min_length=1, description="A text description of the image you want to generate.")
     negative_prompt: StrictStr | None = Field(None, description="Text describing elements to avoid.")
-    height: StrictInt | None = Field(None, ge=256, le=2048, description="Image height in pixels (the model's default size if omitted).")
-    width: StrictInt | None = Field(None, ge=256, le=2048, description="Image width in pixels (the model's default size if omitted).")
+    height: StrictInt | None = Field(None, ge=256, le=2048, json_schema_extra=_GRID, description="Image height in pixels, a multiple of 8 (the model's default size if omitted).")
+    width: StrictInt | None = Field(None, ge=256, le=2048, json_schema_extra=_GRID, description="Image width in pixels, a multiple of 8 (the model's default size if omitted).")
     image: ByteArray | None = Field(None, description="Input image for img2img/inpaint: the encoded file's bytes as integers 0-255 (or the object form {\"image\": [...]}).")
     image_b64: StrictStr | None = Field(None, description="Input image as base64 (bare or a data: URI).")
     mask: ByteArray | None = Field(None, description="Mask file bytes as integers 0-255; white = repaint (or the object form {\"mask\": [...]}).")
@@ -39,7 +42,7 @@ class TextToImageInput(BaseModel):
     guidance: StrictFloat | None = Field(None, ge=0, le=50, allow_inf_nan=False, description="Prompt adherence (default 7.5; few-step models use their own default).")
     seed: StrictInt | None = Field(None, ge=0, le=2**32 - 1, description="Random seed (random if omitted).")
 
-    @field_validator("image", "mask", mode="before")
+    @field_validator("image", "mask", mode="before", json_schema_input_type=ByteArray | dict[str, ByteArray] | None)
     @classmethod
     def _unwrap_object_form(cls, v: Any, info: ValidationInfo) -> Any:
         # The task schema also allows {"image": [...]} / {"mask": [...]}. Taking the array out
@@ -64,3 +67,20 @@ class ModelSearchItem(BaseModel):
     created_at: str
     tags: list[str] = []
     properties: list[dict[str, Any]] = []
+
+
+class ResultInfo(BaseModel):
+    page: int
+    per_page: int
+    count: int
+    total_count: int
+
+
+class ModelSearchResponse(BaseModel):
+    """``GET .../ai/models/search``: the v4 envelope around the matching models."""
+
+    success: bool
+    errors: list[Any]
+    messages: list[Any]
+    result: list[ModelSearchItem]
+    result_info: ResultInfo

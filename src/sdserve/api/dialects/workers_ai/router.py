@@ -7,22 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ....errors import UnknownModel
-from ...deps import owner_of, service_of, settings_of, warning_headers
+from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
+from ...openapi import BINARY, JOB_ERRORS
 from .adapter import search_item, to_params
-from .protocol import TextToImageInput
+from .protocol import ModelSearchResponse, TextToImageInput
 
 __all__ = ["router"]
 
 
-def _authenticate(request: Request) -> None:
-    # A router dependency runs before the body is validated, so a caller without a valid key
-    # gets 401 (code 10000) whatever it sent, as behind Cloudflare's gateway.
-    owner_of(request)
+# The key is checked before the body (401, code 10000, whatever was sent), as behind Cloudflare's gateway.
+router = APIRouter(tags=["Cloudflare Workers AI"], dependencies=[Depends(require_key)])
 
-
-router = APIRouter(tags=["Cloudflare Workers AI"], dependencies=[Depends(_authenticate)])
-
-_PNG = {200: {"content": {"image/png": {}}, "description": "The generated image (raw bytes)."}}
+_PNG = {200: {"content": {"image/png": BINARY}, "description": "The generated image (raw bytes)."}, **JOB_ERRORS}
 
 
 async def _run(model: str, body: TextToImageInput, request: Request) -> Response:
@@ -54,7 +50,8 @@ async def run(model: str, body: TextToImageInput, request: Request) -> Response:
     return await _run(model, body, request)
 
 
-@router.get("/client/v4/accounts/{account_id}/ai/models/search")
+@router.get("/client/v4/accounts/{account_id}/ai/models/search", response_model=None,
+            responses={200: {"model": ModelSearchResponse}})
 async def models_search(
     account_id: str,
     request: Request,
