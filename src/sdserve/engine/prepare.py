@@ -16,11 +16,25 @@ from .schedulers import get_scheduler
 __all__ = ["prepare"]
 
 
+def _check_text(field: str, text: str) -> None:
+    """Text that every store and file format can hold: no NUL (PostgreSQL text refuses it)
+    and no unpaired UTF-16 surrogate (not encodable as UTF-8, e.g. JSON "\\ud83e" alone)."""
+    if "\x00" in text:
+        raise BadInput(field, f"contains a NUL character (\\u0000) at position {text.index(chr(0))}; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadInput(field, f"contains an unpaired UTF-16 surrogate at position {e.start}; send valid Unicode "
+                              "(an emoji is a surrogate pair or the character itself)") from None
+
+
 def prepare(catalog: Catalog, params: GenerationParams) -> GenerationParams:
     """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
     spec = catalog.get(params.model)
     spec.check_task(params.task)
     p = params.resolve(spec)  # idempotent: fills only what is still None
+    for name in ("prompt", "negative_prompt"):
+        _check_text(name, getattr(p, name))
     for name in ("width", "height"):
         v = getattr(p, name)
         if v % 8 or not 64 <= v <= 4096:
