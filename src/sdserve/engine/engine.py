@@ -308,8 +308,12 @@ class Engine:
             p = items[0].params
             return [GenerationFailed(f"out of memory generating {p.n} image(s) at {p.width}x{p.height}")]
         except Exception as e:  # the engine failed on valid input: the server's fault
+            if len(items) > 1:  # find the request it failed on: the others must not fail with it
+                half = len(items) // 2
+                log.warning("a batch of %d requests failed (%s); retrying in halves", len(items), type(e).__name__)
+                return self._run_group(model, items[:half]) + self._run_group(model, items[half:])
             log.exception("generation failed for %s", items[0].params.model)
-            return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}") for _ in items]
+            return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}")]
         elapsed = time.perf_counter() - t0
         dtype = str(self.dtype).removeprefix("torch.")
         timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
