@@ -52,6 +52,19 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
+def _storage_error(e: Exception) -> str:
+    """What the caller may read about a storage failure: the OS's words (no paths) or the
+    kind of S3 failure (no endpoints or keys)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()  # e.g. "no space left on device"
+    name = type(e).__name__
+    if "Connect" in name or "Endpoint" in name:
+        return f"the output store could not be reached ({name})"
+    response = getattr(e, "response", None)  # botocore's ClientError: the S3 error code
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"the output store refused it ({code})" if code else name
+
+
 class GenerationEngine(Protocol):
     """What the service needs of the engine (``sdserve.engine.engine.Engine`` provides it)."""
 
@@ -505,7 +518,7 @@ class JobService:
                 job.warnings = list(result.warnings)
             except Exception as e:  # noqa: BLE001 - storage failure fails this job only
                 log.exception("storing the outputs of job %s failed", job.id)
-                job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {type(e).__name__}")
+                job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {_storage_error(e)}")
         job.finished_at = time.time()
         if await asyncio.to_thread(self._record_terminal, job, "running", job.attempts):
             self._announce(job)
@@ -519,12 +532,20 @@ class JobService:
         now = time.time()
         expires = now + self.options.retention_s if self.options.retention_s else None
         outs = encode_outputs(result)
-        for o in outs:
-            o.token = secrets.token_urlsafe(24)
-            o.key = f"{job.id}/{o.token}.{_EXT.get(o.content_type, 'bin')}"
-            o.size = len(o.data or b"")
-            o.expires_at = expires
-            self.artifacts.put(o.key, o.data or b"", o.content_type)
+        stored: list[str] = []
+        try:
+            for o in outs:
+                o.token = secrets.token_urlsafe(24)
+                o.key = f"{job.id}/{o.token}.{_EXT.get(o.content_type, 'bin')}"
+                o.size = len(o.data or b"")
+                o.expires_at = expires
+                self.artifacts.put(o.key, o.data or b"", o.content_type)
+                stored.append(o.key)
+        except Exception:
+            for key in stored:  # a failed job keeps no half of its outputs (the disk may be full)
+                with contextlib.suppress(Exception):
+                    self.artifacts.delete(key)
+            raise
         return outs
 
     def _record_terminal(self, job: Job, expect: str, attempt: int | None = None) -> bool:
