@@ -96,16 +96,42 @@ class WebhookSender:
         self.wake = asyncio.Event()
 
     async def run(self, idle_s: float = 1.0) -> None:
-        while True:
-            self.wake.clear()
-            sent = await self.deliver_due()
-            if not sent:
-                next_at = await asyncio.to_thread(self._next_due)
+        """Deliver due webhooks until cancelled. Each attempt runs on its own task (at most
+        ``policy.concurrency`` at once), so a slow or dead receiver holds up no other delivery."""
+        inflight: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            self.wake.set()  # a slot is free
+
+        try:
+            while True:
+                self.wake.clear()
+                room = self.policy.concurrency - len(inflight)
+                try:
+                    rows = await asyncio.to_thread(self._claim_due, time.time(), room) if room > 0 else []
+                    next_at = await asyncio.to_thread(self._next_due) if room > len(rows) else None
+                except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: try again
+                    log.exception("could not read the webhook deliveries")
+                    rows, next_at = [], None
+                for r in rows:
+                    task = asyncio.create_task(self._attempt_logged(r))
+                    inflight.add(task)
+                    task.add_done_callback(done)
                 wait = idle_s if next_at is None else min(idle_s, max(0.0, next_at - time.time()))
                 try:
                     await asyncio.wait_for(self.wake.wait(), wait)
                 except TimeoutError:
                     pass
+        finally:
+            for task in inflight:
+                task.cancel()
+
+    async def _attempt_logged(self, row: Any) -> None:
+        try:
+            await self._attempt(row)
+        except Exception:  # noqa: BLE001 - the lease lapses and the delivery is tried again
+            log.exception("webhook %s for job %s: the attempt could not be recorded", row.id, row.job_id)
 
     def _next_due(self) -> float | None:
         with self.db.tx() as conn:
@@ -113,14 +139,15 @@ class WebhookSender:
                                 .where(webhook_deliveries.c.status == "pending")
                                 .order_by(webhook_deliveries.c.next_attempt_at).limit(1)).scalar_one_or_none()
 
-    def _claim_due(self, now: float) -> list[Any]:
-        """Due deliveries, each leased (pushed into the future) so no other sender takes it."""
+    def _claim_due(self, now: float, limit: int | None = None) -> list[Any]:
+        """Due deliveries (at most ``limit``), each leased (pushed into the future) so no
+        other sender takes it."""
         lease = now + self.fetcher.policy.timeout_s + 5
         claimed = []
         with self.db.tx() as conn:
             rows = conn.execute(select(webhook_deliveries).where(
                 webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now,
-            ).order_by(webhook_deliveries.c.next_attempt_at).limit(self.policy.concurrency)).all()
+            ).order_by(webhook_deliveries.c.next_attempt_at).limit(limit or self.policy.concurrency)).all()
             for r in rows:
                 n = conn.execute(update(webhook_deliveries).where(
                     webhook_deliveries.c.id == r.id, webhook_deliveries.c.next_attempt_at == r.next_attempt_at,
