@@ -99,3 +99,117 @@ def test_sigkill_mid_job_then_restart_runs_every_job_exactly_once(tiny_dir, tmp_
         if proc.poll() is None:
             proc.kill()
     assert "queued again" in log.read_text()
+
+
+def test_sigkill_under_load_then_restart_completes_every_accepted_job_exactly_once(tiny_dir, tmp_path):
+    """Clients of three dialects keep the server busy; it is killed with SIGKILL while jobs run
+    and wait. After a restart every job it accepted (those whose clients were cut off too)
+    succeeds, with exactly its images on disk, and each completion webhook carries one id."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hooks: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            hooks.append({"id": self.headers["webhook-id"], "job": body["data"]["id"], "type": body["type"]})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "demo-models").symlink_to(tiny_dir, target_is_directory=True)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    os.environ["SDSERVE_ALLOW_PRIVATE_URLS"] = "1"  # the webhook receiver is on loopback
+    try:
+        proc = _start(data, port, log)
+    finally:
+        del os.environ["SDSERVE_ALLOW_PRIVATE_URLS"]
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def sync_client(kind: str) -> None:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while not stop.is_set():
+                try:
+                    if kind == "workers_ai":
+                        c.post("/ai/run/sd15", json={"prompt": "sync", "width": 256, "height": 256, "num_steps": 3})
+                    else:
+                        r = c.post("/api/v3/text2img", json={"prompt": "ml", "width": "64", "height": "64",
+                                                             "num_inference_steps": "4", "instant_response": "yes"})
+                        accepted.append(r.json()["id"])
+                except (httpx.HTTPError, ValueError, KeyError):
+                    return  # the server is gone
+
+    try:
+        job = {"model": "sd15", "prompt": "load", "width": 64, "height": 64, "steps": 6, "webhook": hook_url}
+        for i in range(16):
+            accepted.append(httpx.post(f"{base}/v1/jobs", json={**job, "seed": i, "n": 1 + i % 2}).json()["id"])
+        clients = [threading.Thread(target=sync_client, args=(k,), daemon=True) for k in ("workers_ai", "modelslab")]
+        for t in clients:
+            t.start()
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill once some jobs are done and others still run or wait
+            listed = httpx.get(f"{base}/v1/jobs", params={"limit": 500}).json()["data"]
+            done = sum(j["status"] == "succeeded" for j in listed)
+            if done >= 4 and any(j["status"] == "running" for j in listed):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the load never got going")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        stop.set()
+        for t in clients:
+            t.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    os.environ["SDSERVE_ALLOW_PRIVATE_URLS"] = "1"
+    try:
+        proc = _start(data, port, log)
+    finally:
+        del os.environ["SDSERVE_ALLOW_PRIVATE_URLS"]
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            listed = httpx.get(f"{base}/v1/jobs", params={"limit": 500}).json()["data"]
+            if all(j["status"] in ("succeeded", "failed", "canceled") for j in listed):
+                break
+            time.sleep(0.2)
+        ids = {j["id"] for j in listed}
+        assert set(accepted) <= ids, "an accepted job is missing"
+        assert len(listed) > len(accepted), "no synchronous request's job was accepted before the kill"
+        assert all(j["status"] == "succeeded" for j in listed), [j for j in listed if j["status"] != "succeeded"]
+        assert any(j["attempts"] == 2 for j in listed), "no job was running at the kill"
+        assert all(j["attempts"] <= 2 for j in listed)
+        for j in listed:
+            n = j["params"]["n"]
+            assert len(j["outputs"]) == n
+            assert len(list((data / "outputs" / j["id"]).iterdir())) == n, j["id"]
+        # Completion webhooks: every native job's arrives, under one webhook-id however often it is sent.
+        native = [j for j in listed if j["webhook"]]
+        deadline = time.time() + 60
+        while {h["job"] for h in hooks if h["type"] == "job.succeeded"} != {j["id"] for j in native}:
+            assert time.time() < deadline, "completion webhooks missing after the restart"
+            time.sleep(0.1)
+        for j in native:
+            assert len({h["id"] for h in hooks if h["job"] == j["id"] and h["type"] == "job.succeeded"}) == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        receiver.shutdown()

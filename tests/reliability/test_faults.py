@@ -270,3 +270,26 @@ def test_webhook_receivers_down_or_slow_delay_nothing_else_and_are_retried(setti
                 time.sleep(0.05)
             assert row["status"] == "pending" and row["last_error"]
         assert _wait_delivery(c.service, fine[0]["id"], "delivered")["attempts"] == 1
+
+
+def test_every_store_deletes_a_jobs_leftovers_by_prefix(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What a re-run job uses to drop outputs its killed attempt stored but never recorded."""
+    import boto3
+
+    from sdserve.service.artifacts import LocalArtifacts, MemoryArtifacts, S3Artifacts
+
+    port = _free_port()
+    with moto_server(port) as endpoint:
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="outs")
+        stores = [LocalArtifacts(tmp_path / "outputs"), MemoryArtifacts(),
+                  S3Artifacts("outs", "p/", endpoint_url=endpoint, region="us-east-1", access_key_id="testing",
+                              secret_access_key="testing")]
+        for store in stores:
+            for key in ("job1/a.png", "job1/b.png", "job10/c.png", "job2/d.png"):
+                store.put(key, b"x", "image/png")
+            assert store.delete_prefix("job1/") == 2, store
+            assert store.get("job10/c.png") == b"x" and store.get("job2/d.png") == b"x"
+            assert store.delete_prefix("job1/") == 0
+            with pytest.raises(ValueError):
+                store.delete_prefix("../")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -33,6 +34,10 @@ class ArtifactStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with ``prefix`` (``job-id/``); how many."""
+        ...
 
     def presigned_url(self, key: str, ttl_s: int) -> str | None: ...
 
@@ -76,6 +81,15 @@ class LocalArtifacts:
         except OSError:
             pass
 
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix.rstrip("/"))
+        files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        for p in files:
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        return len(files)
+
     def presigned_url(self, key: str, ttl_s: int) -> str | None:
         return None
 
@@ -115,6 +129,16 @@ class S3Artifacts:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def delete_prefix(self, prefix: str) -> int:
+        _check_key(prefix.rstrip("/"))
+        n = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                n += len(keys)
+        return n
+
     def presigned_url(self, key: str, ttl_s: int) -> str | None:
         if not self.presign:
             return None
@@ -142,6 +166,14 @@ class MemoryArtifacts:
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    def delete_prefix(self, prefix: str) -> int:
+        _check_key(prefix.rstrip("/"))
+        with self._lock:
+            keys = [k for k in self._data if k.startswith(prefix)]
+            for k in keys:
+                del self._data[k]
+            return len(keys)
 
     def presigned_url(self, key: str, ttl_s: int) -> str | None:
         return None

@@ -468,6 +468,8 @@ class JobService:
 
     async def _run_batch(self, jobs: list[Job]) -> None:
         for job in jobs:
+            if job.attempts > 1:
+                await asyncio.to_thread(self._drop_orphans, job)
             job.step, job.total_steps = 0, job.params.steps or 0
             self._running[job.id] = job
             if job.webhook and "start" in job.webhook_events:
@@ -547,6 +549,17 @@ class JobService:
                     self.artifacts.delete(key)
             raise
         return outs
+
+    def _drop_orphans(self, job: Job) -> None:
+        """Before a job runs again: outputs an earlier attempt stored but never recorded (the
+        process died between storing and recording them) belong to no result; delete them."""
+        try:
+            n = self.artifacts.delete_prefix(f"{job.id}/")
+        except Exception:  # noqa: BLE001 - leftovers cost space, not correctness
+            log.exception("could not remove the leftovers of job %s", job.id)
+            return
+        if n:
+            log.info("removed %d unrecorded output(s) of job %s's interrupted attempt", n, job.id)
 
     def _record_terminal(self, job: Job, expect: str, attempt: int | None = None) -> bool:
         """Store ``job``'s terminal state with its completion webhook, atomically."""
