@@ -28,6 +28,7 @@ PUBLIC = {
     "/readyz": "readiness probe (load balancers have no key)",
     "/metrics": "Prometheus scrape, while metrics_public (the default) is true",
     "/": "the web page (it calls the API with the user's key)",
+    "/playground/config": "the page's bootstrap: version, demo flag, whether a key is needed, scheduler names",
     "/openapi.json": "the API description: no data, and Swagger UI needs it",
     "/docs": "Swagger UI",
     "/docs/oauth2-redirect": "Swagger UI",

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from ... import __version__
 from ...engine.schedulers import SCHEDULERS
 from ..deps import settings_of
+from ..openapi import PUBLIC
 
 __all__ = ["router", "static_files", "STATIC_PATH", "DEMO_WARNING"]
 
@@ -55,7 +56,7 @@ async def index(request: Request) -> HTMLResponse:
                                        "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
 
 
-@router.get("/playground/config")
+@router.get("/playground/config", openapi_extra=PUBLIC)
 async def config(request: Request) -> dict[str, Any]:
     """What the page needs before it has a key: whether keys are required, demo mode, the
     version, and the scheduler names each dialect uses (for "copy as curl")."""
