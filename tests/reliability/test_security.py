@@ -4,6 +4,7 @@ dialect, CORS is closed unless configured, and file serving cannot be walked out
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -246,7 +247,7 @@ def test_local_artifact_keys_stay_under_the_root(tmp_path: Path, key: str) -> No
 
 def test_output_links_work_and_a_forged_token_is_404(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with job_client(settings, engine, tmp_path) as c:
-        job = c.post("/v1/jobs", json={**FAST, "image": __import__("base64").b64encode(png_bytes()).decode()}).json()
+        job = c.post("/v1/jobs", json={**FAST, "image": base64.b64encode(png_bytes()).decode()}).json()
         done = wait_done(c, job["id"])
         url = done["outputs"][0]["url"]
         assert c.get(url).status_code == 200
