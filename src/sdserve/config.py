@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     )
     threads: int = Field(0, ge=0, description="CPU threads torch uses; 0: every core.")
     channels_last: Literal["auto", "on", "off"] = Field(
-        "auto", description="NHWC convolutions. 'auto': on CUDA only (oneDNN on the CPU gains little).")
+        "auto", description="NHWC convolutions. 'auto': on (measured on the CPU: VAE decode 18% faster, UNet "
+        "unchanged).")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="torch.compile the UNet with this mode ('reduce-overhead' adds CUDA graphs); the model's "
         "default size compiles at load, other sizes on first use.",

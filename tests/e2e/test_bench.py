@@ -19,7 +19,7 @@ KEYS = {"baseline_images_per_s", "sdserve_images_per_s", "speedup", "latency_p50
 @pytest.mark.slow
 def test_bench_tiny_writes_every_key(tmp_path: Path) -> None:
     cfg = tmp_path / "server.toml"
-    cfg.write_text('channels_last = "on"\nmax_batch_images = 2\n')
+    cfg.write_text('channels_last = "off"\nmax_batch_images = 2\n')
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [*sdserve_cmd(), "bench", "--arch", "tiny", "--requests", "3", "--concurrency", "2", "--steps", "1",
@@ -31,5 +31,5 @@ def test_bench_tiny_writes_every_key(tmp_path: Path) -> None:
     assert res["baseline_images_per_s"] > 0 and res["sdserve_images_per_s"] > 0
     assert res["speedup"] == pytest.approx(res["sdserve_images_per_s"] / res["baseline_images_per_s"])
     assert res["batch_invariant"] is True
-    assert res["channels_last"] is True  # the --config reached the server
+    assert res["channels_last"] is False  # the --config reached the server (default: on)
     assert "speedup" in proc.stdout  # the readable table

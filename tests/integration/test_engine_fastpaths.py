@@ -21,12 +21,15 @@ def _pixels(engine, **kw):  # type: ignore[no-untyped-def]
 
 
 def test_channels_last_is_applied_and_changes_no_image(settings, engine):  # type: ignore[no-untyped-def]
-    fast = build_engine(settings.model_copy(update={"channels_last": "on"}))
-    unet = fast.load(SD15).base.unet
-    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    off = build_engine(settings.model_copy(update={"channels_last": "off"}))
+    assert not off.load(SD15).base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert off.health()["channels_last"] is False
+    fast = engine  # 'auto' is on
+    base = fast.load(SD15).base
+    assert base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert base.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast.health()["channels_last"] is True
-    assert engine.health()["channels_last"] is False  # 'auto' on the CPU
-    a, _ = _pixels(engine)
+    a, _ = _pixels(off)
     b, _ = _pixels(fast)
     assert np.abs(a - b).max() <= 2
 

@@ -200,6 +200,31 @@ def test_webhook_echoes_track_id(settings, engine, tmp_path) -> None:  # type: i
         assert r.status_code == 400 and r.json()["message"].startswith("webhook"), r.text
 
 
+def test_webhook_and_reply_flags_survive_a_restart(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from sdserve.api.app import build_app
+    from tests.jobs_support import make_service
+
+    opts = {"allow_private_urls": True, "modelslab_wait_s": 0}
+    with loopback_server() as (base, posts):
+        # A server that accepts the job and dies before running it (its worker never starts).
+        s, service = make_service(settings, engine, tmp_path, **opts)
+        r = TestClient(build_app(s, service)).post("/api/v3/text2img", json={
+            **FAST, "seed": 5, "webhook": f"{base}/hook", "track_id": "t-7", "base64": "yes"})
+        assert r.status_code == 200 and r.json()["status"] == "processing", r.text
+        job_id = r.json()["id"]
+        with job_client(settings, engine, tmp_path, **opts) as c:  # the restarted server
+            done = _until_success(c, f"/api/v3/fetch/{job_id}")
+            assert base64.b64decode(done["output"][0])[:8] == b"\x89PNG\r\n\x1a\n"  # base64 flag kept
+            deadline = time.time() + 60
+            while not posts and time.time() < deadline:
+                time.sleep(0.05)
+    assert posts, "the webhook of a job accepted before the restart never arrived"
+    hook = posts[0]["json"]
+    assert (hook["status"], hook["id"], hook["track_id"], hook["meta"]["seed"]) == ("success", job_id, "t-7", 5)
+
+
 def test_system_load_reports_the_real_queue(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with job_client(settings, engine, tmp_path, modelslab_wait_s=0) as c:
         idle = c.post("/api/v3/system_load", json={"key": ""}).json()

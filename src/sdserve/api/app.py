@@ -14,6 +14,7 @@ from .. import __version__
 from ..config import Settings
 from ..service.service import JobService
 from .dialects.a1111.router import router as a1111_router
+from .dialects.modelslab.router import install as install_modelslab
 from .dialects.modelslab.router import router as modelslab_router
 from .dialects.openai.request_id import RequestIdHeader
 from .dialects.native.router import router as native_router
@@ -65,6 +66,7 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(a1111_router)
     app.include_router(modelslab_router)
+    install_modelslab(service)  # its webhook body, registered before any job can finish
     app.include_router(native_router)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(playground_router)

@@ -1,7 +1,8 @@
 """Speed choices applied to a loaded pipeline, each configurable and reported.
 
-- channels_last: convolutions in NHWC. cuDNN's tensor-core kernels want it; oneDNN on the
-  CPU gains less and sometimes loses, so 'auto' means on for CUDA only.
+- channels_last: convolutions in NHWC. cuDNN's tensor-core kernels want it; on the CPU
+  (oneDNN, bf16, full-size SD 1.5 at 256²) it made the VAE decode 18% faster (335 -> 408
+  GFLOP/s) and the UNet no slower (it already runs at the matmul peak), so 'auto' is on.
 - torch.compile of the UNet (the denoising loop's cost), off by default: compiling takes
   minutes and recompiles per shape. 'reduce-overhead' adds CUDA graphs per shape. The
   model's default size is compiled at load (warm-up) so the first request does not pay.
@@ -68,7 +69,7 @@ class FastPaths:
 def resolve_fast_paths(device: torch.device, channels_last: Switch = "auto", compile: CompileMode = "off",
                        vae_tiling: Switch = "auto", compile_backend: str = "inductor") -> FastPaths:
     """Settle 'auto' for ``device``."""
-    cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    cl = channels_last != "off"
     if compile == "reduce-overhead" and device.type != "cuda":
         log.warning("compile='reduce-overhead' adds CUDA graphs, which need a GPU; compiling with 'default'")
         compile = "default"

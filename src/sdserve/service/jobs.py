@@ -82,6 +82,11 @@ class Job:
     preview: bytes | None = None
     # The engine's notes on how it read the request (e.g. a prompt cut to the encoder's length).
     warnings: list[str] = field(default_factory=list)
+    # What the submitting dialect needs to answer later (its caller's flags), kept with the
+    # job so a restart changes no reply; and which registered format its webhook body uses
+    # (None: the Standard Webhooks envelope around job_view).
+    reply: dict[str, Any] = field(default_factory=dict)
+    webhook_format: str | None = None
 
     @property
     def done(self) -> bool:

@@ -117,6 +117,8 @@ class ServiceOptions:
 
 
 Observer = Callable[[str, Job], None]
+# A dialect's completion-webhook body for a finished job (see register_webhook_format).
+WebhookFormat = Callable[[Job], dict[str, Any]]
 
 
 class JobService:
@@ -153,6 +155,7 @@ class JobService:
         self._fresh: dict[str, list[Output]] = {}
         self._run_ema_s = 5.0
         self._last_batch_size = 1
+        self._webhook_formats: dict[str, WebhookFormat] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -192,11 +195,16 @@ class JobService:
     # -- API ------------------------------------------------------------------------------
 
     def submit(self, params: GenerationParams, owner: str | None = None, *, priority: int = 0,
-               webhook: str | None = None, webhook_events: tuple[str, ...] | list[str] = ("completed",)) -> Job:
+               webhook: str | None = None, webhook_events: tuple[str, ...] | list[str] = ("completed",),
+               webhook_format: str | None = None, reply: dict[str, Any] | None = None) -> Job:
         """Validate, resolve defaults and seeds, charge credits and queue durably.
 
+        ``reply`` is kept with the job for the dialect that answers it later (JSON-able);
+        ``webhook_format`` names a body format registered with ``register_webhook_format``.
         Raises BadInput/UnknownModel (the request), InsufficientCredits or QueueFull.
         """
+        if webhook_format is not None and webhook_format not in self._webhook_formats:
+            raise ValueError(f"webhook format {webhook_format!r} is not registered")
         resolved = self.engine.prepare(params)
         events = tuple(dict.fromkeys(webhook_events))
         bad = [e for e in events if e not in WEBHOOK_EVENTS]
@@ -205,7 +213,7 @@ class JobService:
         if webhook is not None:
             self.fetcher.precheck(webhook, "webhook")
         job = Job(id=new_job_id(), params=resolved, owner=owner, priority=priority, request=params.summary(),
-                  webhook=webhook, webhook_events=events)
+                  webhook=webhook, webhook_events=events, webhook_format=webhook_format, reply=dict(reply or {}))
         self.store.add(job, self.max_queue, retry_after=max(1.0, self._run_ema_s))
         self._wake.set()
         self._notify("submitted", job)
@@ -329,6 +337,11 @@ class JobService:
         if out.removed or (out.expires_at is not None and out.expires_at <= time.time()):
             raise NotFound("this output has expired")
         return out, await asyncio.to_thread(self.artifacts.get, out.key)
+
+    def register_webhook_format(self, name: str, body: WebhookFormat) -> None:
+        """Let jobs submitted with ``webhook_format=name`` send ``body(job)`` as their
+        completion webhook, written in the job's final transaction like any other."""
+        self._webhook_formats[name] = body
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer(kind, job)`` on "submitted", "started" and "finished" (metrics)."""
@@ -565,9 +578,30 @@ class JobService:
         """Store ``job``'s terminal state with its completion webhook, atomically."""
         deliveries = []
         if job.webhook and "completed" in job.webhook_events:
-            deliveries.append(delivery_row(job.id, job.webhook, job.status, job_view(job, self.output_url),
-                                           job.finished_at or time.time()))
+            now = job.finished_at or time.time()
+            body = self._webhook_body(job)
+            if body is not None:
+                deliveries.append(delivery_row(job.id, job.webhook, job.status, body, now, envelope=False))
+            else:
+                deliveries.append(delivery_row(job.id, job.webhook, job.status, job_view(job, self.output_url), now))
         return self.store.finish(job, expect, attempt, deliveries)
+
+    def _webhook_body(self, job: Job) -> dict[str, Any] | None:
+        """The job's dialect-formatted webhook body; None means the standard one (also when
+        the format is unknown here or fails: the webhook still goes out)."""
+        if not job.webhook_format:
+            return None
+        fmt = self._webhook_formats.get(job.webhook_format)
+        if fmt is None:
+            log.error("webhook format %r of job %s is not registered; sending the standard body",
+                      job.webhook_format, job.id)
+            return None
+        try:
+            return fmt(job)
+        except Exception:  # noqa: BLE001 - a formatting bug must not keep the job from finishing
+            log.exception("webhook format %r failed for job %s; sending the standard body", job.webhook_format,
+                          job.id)
+            return None
 
     def _send_start_webhook(self, job: Job) -> None:
         row = delivery_row(job.id, job.webhook or "", "started", job_view(job, self.output_url), time.time())

@@ -49,6 +49,7 @@ def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
         webhook_events=tuple(e for e in (row.webhook_events or "").split(",") if e),
         cancel_requested=bool(row.cancel_requested), credits=row.credits,
         warnings=json.loads(row.warnings) if row.warnings else [],
+        reply=json.loads(row.reply) if row.reply else {}, webhook_format=row.webhook_format,
         step=row.progress_step or 0, total_steps=row.progress_total or 0, preview=row.preview,
     )
 
@@ -74,7 +75,8 @@ class JobStore:
                 id=job.id, owner=job.owner, status="queued", priority=job.priority, model=p.model,
                 request=json.dumps(job.request), params=p.model_dump_json(exclude=_IMAGES),
                 created_at=job.created_at, attempts=0, credits=job.credits, webhook=job.webhook,
-                webhook_events=",".join(job.webhook_events),
+                webhook_events=",".join(job.webhook_events), webhook_format=job.webhook_format,
+                reply=json.dumps(job.reply) if job.reply else None,
             ))
             if p.init_image is not None or p.mask_image is not None:
                 conn.execute(insert(job_inputs).values(job_id=job.id, init_image=p.init_image, mask_image=p.mask_image))

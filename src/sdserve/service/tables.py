@@ -52,6 +52,9 @@ jobs = Table(
     Column("webhook", Text, nullable=True),
     Column("webhook_events", String(64), nullable=True),  # comma-separated: start,completed
     Column("warnings", Text, nullable=True),  # JSON list of the engine's warnings to the caller
+    # What the submitting dialect needs to answer later (JSON), and its webhook body format.
+    Column("reply", Text, nullable=True),
+    Column("webhook_format", String(32), nullable=True),
     # Written while it runs, for the servers not running it (several API replicas on one
     # database): who claimed the latest attempt, its step, and its latest preview PNG.
     Column("claimed_by", String(128), nullable=True),

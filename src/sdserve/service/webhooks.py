@@ -55,10 +55,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def delivery_row(job_id: str, url: str, event: str, data: dict[str, Any], now: float) -> dict[str, Any]:
-    """A pending delivery of ``data`` as a Standard Webhooks payload (``type``, ``timestamp``, ``data``)."""
-    payload = json.dumps({"type": f"job.{event}", "timestamp": iso(now), "data": data},
-                         separators=(",", ":")).encode()
+def delivery_row(job_id: str, url: str, event: str, data: dict[str, Any], now: float,
+                 envelope: bool = True) -> dict[str, Any]:
+    """A pending delivery of ``data`` as a Standard Webhooks payload (``type``, ``timestamp``,
+    ``data``), or as the body itself for dialects with their own format (``envelope=False``;
+    the signature headers still come with it)."""
+    body = {"type": f"job.{event}", "timestamp": iso(now), "data": data} if envelope else data
+    payload = json.dumps(body, separators=(",", ":")).encode()
     return {"id": "msg_" + secrets.token_hex(16), "job_id": job_id,
             "url": url, "event": event, "payload": payload, "status": "pending", "attempts": 0,
             "next_attempt_at": now, "created_at": now}

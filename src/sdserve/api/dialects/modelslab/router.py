@@ -12,11 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
-import logging
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -47,68 +44,32 @@ from .adapter import (
     to_params,
 )
 from .protocol import FetchReply, GenerateReply, GenerateRequest, KeyRequest, SystemLoadReply
-from .webhook import queue_webhook
 
-__all__ = ["router", "PREFIXES"]
+__all__ = ["router", "PREFIXES", "install"]
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["ModelsLab / stablediffusionapi"])
 
 # v3 is the stablediffusionapi.com API; v6/images is what modelslab_py's Community calls and
 # v6/realtime its Realtime (same request and response family).
 PREFIXES = ("/api/v3/", "/api/v6/images/", "/api/v6/realtime/")
 OUTPUT_LINK = "/api/v3/outputs/{job_id}/{index}.png"
-_MAX_REMEMBERED = 10_000
+WEBHOOK_FORMAT = "modelslab"
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass
-class _State:
-    """This dialect's per-app memory (never module-global): each recent job's reply flags.
+def install(service: JobService) -> None:
+    """Register the ModelsLab webhook body with ``service``. ``build_app`` calls it, so a job
+    queued before a restart still sends it; the service writes it in the job's final
+    transaction and its sender retries it (ModelsLab bodies are plain JSON, reference §3.4,
+    not the Standard Webhooks envelope; the signature headers come along, harmless)."""
 
-    Only in memory: after a restart a fetch still works but answers URLs (not base64), and a
-    job that was still running then does not call its webhook.
-    """
+    def body(job: Job) -> dict[str, Any]:
+        x = Extras(**job.reply)
+        out = _final_body(job, x, [service.output_url(o, x.base_url) for o in job.outputs])
+        out.setdefault("track_id", x.track_id)
+        return out
 
-    extras: OrderedDict[str, Extras] = field(default_factory=OrderedDict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def remember(self, job_id: str, x: Extras) -> None:
-        self.extras[job_id] = x
-        while len(self.extras) > _MAX_REMEMBERED:
-            self.extras.popitem(last=False)
-
-
-def _state(request: Request) -> _State:
-    st: _State | None = getattr(request.app.state, "modelslab_dialect", None)
-    if st is None:
-        st = request.app.state.modelslab_dialect = _State()
-        service = service_of(request)
-        service.observe(lambda kind, job: _on_job(st, service, kind, job))  # type: ignore[arg-type]
-    return st
-
-
-def _on_job(st: _State, service: JobService, kind: str, job: Job) -> None:
-    """Service observer: a finished job that asked for a webhook gets it (durably queued in
-    the service's delivery table; the service's sender retries it)."""
-    x = st.extras.get(job.id)
-    if kind != "finished" or x is None or not x.webhook:
-        return
-    body = _final_body(service, job, x, [service.output_url(o, x.base_url) for o in job.outputs])
-    body.setdefault("track_id", x.track_id)
-    task = asyncio.get_running_loop().create_task(_deliver(service, job.id, x.webhook, body))
-    st.tasks.add(task)
-    task.add_done_callback(st.tasks.discard)
-
-
-async def _deliver(service: JobService, job_id: str, url: str, body: dict[str, Any]) -> None:
-    try:
-        await asyncio.to_thread(queue_webhook, service, job_id, url, body)
-    except Exception:  # noqa: BLE001 - a lost webhook must not disturb the job's other observers
-        log.exception("could not queue the webhook of job %s", job_id)
-        return
-    if service.webhooks is not None:
-        service.webhooks.wake.set()
+    service.register_webhook_format(WEBHOOK_FORMAT, body)
 
 
 async def _read(request: Request, model: type[M]) -> tuple[M, str | None]:
@@ -154,7 +115,7 @@ def _eta(service: JobService, job: Job) -> float:
     return eta_s((pos - 1) if pos else 0, job.status == "running", _run_s(service))
 
 
-def _final_body(service: JobService, job: Job, x: Extras, output: list[str]) -> dict[str, Any]:
+def _final_body(job: Job, x: Extras, output: list[str]) -> dict[str, Any]:
     if job.status == "succeeded":
         took = (job.finished_at or 0) - (job.started_at or job.created_at)
         return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id)
@@ -169,7 +130,7 @@ async def _done_body(request: Request, job: Job, x: Extras) -> dict[str, Any]:
         output = [base64.b64encode(d).decode() for d in datas]
     else:
         output = [service.output_url(o, x.base_url) for o in job.outputs]
-    return _final_body(service, job, x, output)
+    return _final_body(job, x, output)
 
 
 async def _image(request: Request, text: str | None, field: str) -> bytes | None:
@@ -184,20 +145,19 @@ async def _image(request: Request, text: str | None, field: str) -> bytes | None
 async def _generate(request: Request, task: Task, prefix: str) -> dict[str, Any]:
     req, owner = await _read(request, GenerateRequest)
     service, settings = service_of(request), settings_of(request)
-    st = _state(request)
     spec = resolve_model(req.model_id, service.catalog, settings.default_model)
     if req.webhook:
-        service.fetcher.precheck(req.webhook, "webhook")
+        service.fetcher.precheck(req.webhook, "webhook")  # before fetching any image
     init = await _image(request, req.init_image, "init_image") if task != "txt2img" else None
     mask = await _image(request, req.mask_image, "mask_image") if task == "inpaint" else None
     base = _base(request)
     x = extras_of(req, base)
     try:
         params = to_params(req, task, spec, init, mask, settings.max_image_pixels)
-        job = service.submit(params, owner)
+        job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
+                             webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:
         raise in_dialect_terms(e) from None
-    st.remember(job.id, x)
     wait = 0.0 if req.instant_response else settings.modelslab_wait_s
     if wait > 0:
         with contextlib.suppress(TimeoutError):
@@ -214,7 +174,8 @@ async def _fetch(request: Request, job_id: str, prefix: str) -> dict[str, Any]:
     _, owner = await _read(request, KeyRequest)
     service = service_of(request)
     job = service.get(job_id, owner)
-    x = _state(request).extras.get(job.id) or Extras(base_url=_base(request))
+    # Jobs submitted through another dialect have no ModelsLab flags: answer with links.
+    x = Extras(**job.reply) if job.reply else Extras(base_url=_base(request))
     if job.done:
         return await _done_body(request, job, x)
     base = _base(request)
