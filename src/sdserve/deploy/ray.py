@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,6 +41,8 @@ __all__ = ["ApiServer", "ModelServer", "app", "build_ray_app", "check_settings",
 log = logging.getLogger(__name__)
 
 APP_NAME = "sdserve"
+# How long Ctrl-C waits for the application to be removed and Ray to stop.
+_CLEANUP_S = 30.0
 # Which API replica answered (operators, and the scale-out tests, read it).
 REPLICA_HEADER = "x-sdserve-replica"
 
@@ -235,6 +238,19 @@ def serve_on_ray(settings: Settings) -> None:
     except KeyboardInterrupt:
         log.info("interrupted: removing the %s application", APP_NAME)
     finally:
-        with contextlib.suppress(Exception):
-            serve.delete(APP_NAME)
-        ray.shutdown()
+        # Ctrl-C in a terminal also reaches the local Ray's own processes (same process
+        # group); talking to a controller that is already gone can block for minutes. Clean
+        # up for a bounded time, then leave anyway: the leases re-queue any running job.
+        def cleanup() -> None:
+            with contextlib.suppress(Exception):
+                serve.delete(APP_NAME)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+
+        worker = threading.Thread(target=cleanup, name="sdserve-ray-cleanup", daemon=True)
+        worker.start()
+        worker.join(_CLEANUP_S)
+        if worker.is_alive():
+            log.warning("Ray did not shut down within %.0f s; exiting anyway", _CLEANUP_S)
+            logging.shutdown()
+            os._exit(0)
