@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -230,6 +231,10 @@ def serve_on_ray(settings: Settings) -> None:
     run``, remove the application (running jobs go back in line when their leases lapse)."""
     import ray
 
+    # Ctrl-C and SIGTERM (systemd, Kubernetes) both stop it. Installed explicitly: a process
+    # started in the background by a shell inherits SIGINT ignored, and Python then keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     address = settings.ray_address
     ray.init(address=None if address == "local" else address)
     try:
