@@ -57,6 +57,23 @@ def test_compiled_unet_warms_up_at_load_and_makes_the_same_image(settings, engin
     assert np.abs(a - b).max() <= 2
 
 
+def test_a_compile_failure_at_warm_up_serves_the_model_uncompiled(engine):  # type: ignore[no-untyped-def]
+    from sdserve.engine.engine import Engine, EngineOptions
+
+    def broken(gm, example_inputs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no compiler here")
+
+    torch._dynamo.reset()
+    torch._dynamo.register_backend(broken, name="sdserve_test_broken")
+    eng = Engine(engine.catalog, EngineOptions(device="cpu", dtype="float32", compile="default",
+                                               compile_backend="sdserve_test_broken"))
+    unet = eng.load(SD15).base.unet
+    assert not isinstance(unet, torch._dynamo.eval_frame.OptimizedModule)
+    a, _ = _pixels(engine)
+    b, _ = _pixels(eng)
+    assert np.abs(a - b).max() <= 2
+
+
 def test_fp16_safe_sdxl_vae_replaces_the_vae_in_float16(settings, tiny_dir, tmp_path):  # type: ignore[no-untyped-def]
     import json
     import shutil

@@ -159,7 +159,11 @@ class Engine:
             pipe.set_progress_bar_config(disable=True)
             model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype)
             if self.fast.compile != "off":
-                self._warm_up(model)
+                try:
+                    self._warm_up(model)
+                except Exception:  # noqa: BLE001 - e.g. no C++ compiler for Inductor: serve it uncompiled
+                    log.exception("torch.compile failed for %s; serving it uncompiled", spec.id)
+                    pipe.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
             self._models.add(spec.id, model, size)
             log.info("loaded %s (%.2f GB) from %s in %.1fs on %s/%s", spec.id, size / 1e9, spec.source.describe(),
                      time.perf_counter() - t0, self.device, str(self.dtype).removeprefix("torch."))

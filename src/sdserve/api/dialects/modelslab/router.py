@@ -57,6 +57,15 @@ WEBHOOK_FORMAT = "modelslab"
 M = TypeVar("M", bound=BaseModel)
 
 
+def _extras(job: Job, base_url: str) -> Extras:
+    """The ModelsLab flags stored with ``job``; a job submitted through another dialect has
+    none and is answered with links under ``base_url``. Unknown keys (a newer or older
+    sdserve wrote them) are ignored rather than failing the reply."""
+    known = {f.name for f in dataclasses.fields(Extras)}
+    stored = {k: v for k, v in job.reply.items() if k in known}
+    return Extras(**stored) if stored else Extras(base_url=base_url)
+
+
 def install(service: JobService) -> None:
     """Register the ModelsLab webhook body with ``service``. ``build_app`` calls it, so a job
     queued before a restart still sends it; the service writes it in the job's final
@@ -64,7 +73,7 @@ def install(service: JobService) -> None:
     not the Standard Webhooks envelope; the signature headers come along, harmless)."""
 
     def body(job: Job) -> dict[str, Any]:
-        x = Extras(**job.reply)
+        x = _extras(job, "")
         out = _final_body(job, x, [service.output_url(o, x.base_url) for o in job.outputs])
         out.setdefault("track_id", x.track_id)
         return out
@@ -174,8 +183,7 @@ async def _fetch(request: Request, job_id: str, prefix: str) -> dict[str, Any]:
     _, owner = await _read(request, KeyRequest)
     service = service_of(request)
     job = service.get(job_id, owner)
-    # Jobs submitted through another dialect have no ModelsLab flags: answer with links.
-    x = Extras(**job.reply) if job.reply else Extras(base_url=_base(request))
+    x = _extras(job, _base(request))
     if job.done:
         return await _done_body(request, job, x)
     base = _base(request)
