@@ -4,6 +4,7 @@ fairness between owners, priority, cancel, the bounded queue, and the migrated s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import time
 
@@ -252,5 +253,29 @@ def test_sync_run_cancels_its_queued_job_when_the_client_goes_away(settings, eng
             await service.wait(blocker, 60)
         finally:
             await service.stop()
+
+    asyncio.run(scenario())
+
+
+def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
+    """Two servers on one database and output store (what Ray's API replicas are): the
+    one whose caller waits in ``run`` has no worker, so the other runs the job; the waiter
+    finds it ended by polling the store and returns its image bytes from the shared store."""
+    from sdserve.engine.params import GenerationParams
+
+    _, waiter = make_service(settings, engine, tmp_path)
+    _, runner = make_service(settings, engine, tmp_path)
+    waiter.options = runner.options = dataclasses.replace(runner.options, poll_s=0.05)
+
+    async def scenario() -> None:
+        await runner.start()
+        try:
+            job = await asyncio.wait_for(waiter.run(GenerationParams(**FAST, seed=5)), 120)
+        finally:
+            await runner.stop()
+        assert job.status == "succeeded" and job.attempts == 1
+        assert [o.seed for o in job.outputs] == [5]
+        assert Image.open(io.BytesIO(job.outputs[0].data)).size == (64, 64)
+        assert not waiter._ended and not runner._ended  # no waiter left behind
 
     asyncio.run(scenario())

@@ -39,7 +39,9 @@ def warning_headers(warnings: list[str]) -> dict[str, str]:
     return {"X-Sdserve-Warning": " | ".join(warnings).encode("ascii", "backslashreplace").decode()}
 
 
-def require_key(request: Request) -> None:
+async def require_key(request: Request) -> None:
     """Route dependency: the key is checked before the body is parsed, so a caller without a
-    valid key gets 401 whatever it sent (no validation messages, no work done)."""
+    valid key gets 401 whatever it sent (no validation messages, no work done). Async, so it
+    runs on the event loop like the handler's own key check: a plain ``def`` would cost every
+    request a trip through the thread pool for one indexed lookup."""
     owner_of(request)

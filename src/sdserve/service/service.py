@@ -148,11 +148,10 @@ class JobService:
         self._cancel: set[str] = set()
         self._served: dict[str | None, int] = {}
         self._serve_order = itertools.count()
-        self._done: dict[str, asyncio.Event] = {}
+        # Per job someone waits on: [future of the ended job, number of waiters].
+        self._ended: dict[str, list[Any]] = {}
         self._subs: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._observers: list[Observer] = []
-        self._keep_data: set[str] = set()
-        self._fresh: dict[str, list[Output]] = {}
         self._run_ema_s = 5.0
         self._last_batch_size = 1
         self._webhook_formats: dict[str, WebhookFormat] = {}
@@ -167,7 +166,7 @@ class JobService:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         # Events bind to the loop that first waits on them; a restarted service may run in a new one.
-        self._wake, self._done = asyncio.Event(), {}
+        self._wake, self._ended = asyncio.Event(), {}
         for job in await asyncio.to_thread(self._recover, True):
             self._announce(job)
         secret = await asyncio.to_thread(signing_secret, self.store)
@@ -251,22 +250,35 @@ class JobService:
 
     async def wait(self, job: Job, timeout: float | None = None) -> Job:
         """Wait until ``job`` ends (raises TimeoutError after ``timeout``); updates ``job`` in place."""
-
-        async def until_done() -> Job:
-            while True:
-                ev = self._done.setdefault(job.id, asyncio.Event())
-                fresh = self.store.get(job.id)
-                if fresh is None:
-                    raise NotFound(f"no job {job.id}")
-                if fresh.done:
-                    return fresh
-                # The local worker sets the event; polling covers jobs run by another process.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(ev.wait(), self.options.poll_s)
-
-        fresh = await asyncio.wait_for(until_done(), timeout)
+        fresh = await asyncio.wait_for(self._until_done(job.id, check_first=True), timeout)
         vars(job).update(vars(fresh))
         return job
+
+    async def _until_done(self, job_id: str, *, check_first: bool) -> Job:
+        """The ended job: handed over by this process's worker the moment it is recorded,
+        or read from the store, which is polled for jobs another process runs. Without
+        ``check_first`` the first read waits a poll period (the caller just queued it)."""
+        ended = self._ended.get(job_id)
+        if ended is None:
+            ended = self._ended[job_id] = [asyncio.get_running_loop().create_future(), 0]
+        ended[1] += 1
+        try:
+            checked = -float("inf") if check_first else time.monotonic()
+            while True:
+                if time.monotonic() - checked >= self.options.poll_s:
+                    checked = time.monotonic()
+                    fresh = self.store.get(job_id)
+                    if fresh is None:
+                        raise NotFound(f"no job {job_id}")
+                    if fresh.done:
+                        return fresh
+                done, _ = await asyncio.wait({ended[0]}, timeout=self.options.poll_s - (time.monotonic() - checked))
+                if done:
+                    return ended[0].result()  # type: ignore[no-any-return]
+        finally:
+            ended[1] -= 1
+            if not ended[1] and self._ended.get(job_id) is ended:
+                del self._ended[job_id]
 
     async def run(
         self,
@@ -277,23 +289,21 @@ class JobService:
         """Submit and wait; cancel if the client goes away. Raises the job's error if it
         failed. The returned job's outputs carry their bytes (``Output.data``)."""
         job = self.submit(params, owner)
-        self._keep_data.add(job.id)
+        until_done = asyncio.ensure_future(self._until_done(job.id, check_first=False))
         try:
-            while not job.done:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await self.wait(job, 0.25)
-                if not job.done and disconnected is not None and await disconnected():
+            while True:
+                done, _ = await asyncio.wait({until_done}, timeout=0.25)
+                if done:
+                    break
+                if disconnected is not None and not job.cancel_requested and await disconnected():
                     log.info("client of job %s went away; canceling it", job.id)
-                    self.cancel(job.id)
-                    await self.wait(job)
+                    job = self.cancel(job.id)
         finally:
-            self._keep_data.discard(job.id)
-            fresh = self._fresh.pop(job.id, None)
+            until_done.cancel()
+        job = until_done.result()
         if job.error is not None:
             raise job.error
-        if fresh is not None:
-            job.outputs = fresh
-        else:
+        if any(o.data is None for o in job.outputs):  # ended in another process: read the store
             job.outputs = [replace(o, data=await asyncio.to_thread(self.artifacts.get, o.key)) for o in job.outputs]
         return job
 
@@ -613,12 +623,10 @@ class JobService:
     def _announce(self, job: Job) -> None:
         """Tell this process a job ended: waiters, event streams, observers, webhooks."""
         self._cancel.discard(job.id)
-        if job.id in self._keep_data:
-            self._fresh[job.id] = job.outputs
         self._notify("finished", job)
-        ev = self._done.pop(job.id, None)
-        if ev is not None:
-            ev.set()
+        ended = self._ended.pop(job.id, None)
+        if ended is not None and not ended[0].done():
+            ended[0].set_result(job)  # the waiters get this very object, outputs' bytes included
         if job.webhook and self.webhooks is not None:
             self.webhooks.wake.set()
 

@@ -30,6 +30,12 @@ _IMAGES = {"init_image", "mask_image"}
 _NO_PROGRESS: dict[str, Any] = {"progress_step": None, "progress_total": None, "preview": None}
 
 
+def _has_inputs(p: GenerationParams) -> bool:
+    """Whether a job keeps input images (job_inputs): txt2img ignores any it was sent, so
+    its hot path neither stores, reads nor deletes them."""
+    return p.task != "txt2img"
+
+
 def _owner_is(owner: str | None):  # type: ignore[no-untyped-def]
     return jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner
 
@@ -78,7 +84,7 @@ class JobStore:
                 webhook_events=",".join(job.webhook_events), webhook_format=job.webhook_format,
                 reply=json.dumps(job.reply) if job.reply else None,
             ))
-            if p.init_image is not None or p.mask_image is not None:
+            if _has_inputs(p) and (p.init_image is not None or p.mask_image is not None):
                 conn.execute(insert(job_inputs).values(job_id=job.id, init_image=p.init_image, mask_image=p.mask_image))
         return job
 
@@ -137,14 +143,16 @@ class JobStore:
         or it was canceled)."""
         now = time.time()
         with self.db.tx() as conn:
-            won = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
+            # One statement moves and reads the job (RETURNING: SQLite 3.35+, PostgreSQL).
+            row = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
                 status="running", attempts=jobs.c.attempts + 1, started_at=now, heartbeat_at=now, claimed_by=worker,
-            )).rowcount
-            if not won:
+            ).returning(*jobs.c)).first()
+            if row is None:
                 return None
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
-            inputs = conn.execute(select(job_inputs).where(job_inputs.c.job_id == job_id)).first()
-        job = _job(row)
+            job = _job(row)
+            inputs = None
+            if _has_inputs(job.params):
+                inputs = conn.execute(select(job_inputs).where(job_inputs.c.job_id == job_id)).first()
         if inputs is not None:
             job.params = job.params.model_copy(update={"init_image": inputs.init_image,
                                                        "mask_image": inputs.mask_image})
@@ -203,14 +211,15 @@ class JobStore:
             )).rowcount
             if not n:
                 return False
-            for o in job.outputs:
-                conn.execute(insert(outputs).values(
+            if job.outputs:  # one executemany: the statement is built once, not per image
+                conn.execute(insert(outputs), [dict(
                     token=o.token, job_id=job.id, image_index=o.index, seed=o.seed, content_type=o.content_type,
                     key=o.key, size=o.size, created_at=job.finished_at, expires_at=o.expires_at, removed=False,
-                ))
+                ) for o in job.outputs])
             if job.status != "succeeded":
                 refund(conn, job.owner, job.credits)
-            conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job.id))
+            if _has_inputs(job.params):
+                conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job.id))
             for d in deliveries:
                 conn.execute(insert(webhook_deliveries).values(**d))
         return True
