@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.jobs_support import FAST, job_client, make_service, wait_done
+from tests.jobs_support import FAST, fresh_database_url, job_client, make_service, wait_done
 
 
 def test_migrations_create_exactly_the_declared_schema(tmp_path):
@@ -263,8 +263,10 @@ def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
     finds it ended by polling the store and returns its image bytes from the shared store."""
     from sdserve.engine.params import GenerationParams
 
-    _, waiter = make_service(settings, engine, tmp_path)
-    _, runner = make_service(settings, engine, tmp_path)
+    url = fresh_database_url()  # one database for both (PostgreSQL when the run asks for it)
+    shared = {"database_url": url} if url else {}
+    _, waiter = make_service(settings, engine, tmp_path, **shared)
+    _, runner = make_service(settings, engine, tmp_path, **shared)
     waiter.options = runner.options = dataclasses.replace(runner.options, poll_s=0.05)
 
     async def scenario() -> None:
