@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 from urllib.parse import urlparse
@@ -18,7 +19,7 @@ import pytest
 import webuiapi
 from PIL import Image
 
-from tests.conftest import make_app
+from tests.conftest import make_app, png_bytes
 from tests.integration.live_server import live_server
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
@@ -216,3 +217,24 @@ def test_basic_auth_with_api_keys(settings, engine) -> None:  # type: ignore[no-
             bad.txt2img(prompt="x", width=64, height=64)
         assert e.value.args[0] == 401
         assert httpx.get(url + "/sdapi/v1/options", headers={"Authorization": "Bearer sk-right"}).status_code == 200
+
+
+# 120 words: well past the 75 tokens (77 with the start and end markers) CLIP reads.
+LONG = " ".join(f"word{i}" for i in range(120))
+
+
+def test_a_long_prompt_warns_in_info_and_header_a_short_one_does_not(api: webuiapi.WebUIApi, base_url: str) -> None:
+    r = api.txt2img(prompt=LONG, seed=7, width=64, height=64, n_iter=2)
+    assert len(r.images) == 2 and r.info["all_seeds"] == [7, 8]  # the usual info, unchanged
+    warnings = r.info["warnings"]
+    # Once, though both jobs of the request read the same prompt.
+    assert len(warnings) == 1 and warnings[0].startswith("prompt is ") and "reads 75" in warnings[0]
+    init = base64.b64encode(png_bytes()).decode()
+    raw = httpx.post(f"{base_url}/sdapi/v1/img2img", timeout=60, json={
+        "prompt": LONG, "init_images": [init], "steps": 2, "width": 64, "height": 64, "seed": 7})
+    assert raw.status_code == 200, raw.text
+    assert raw.headers["x-sdserve-warning"] == json.loads(raw.json()["info"])["warnings"][0] == warnings[0]
+    short = httpx.post(f"{base_url}/sdapi/v1/txt2img", timeout=60,
+                       json={"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 7})
+    assert short.status_code == 200, short.text
+    assert "warnings" not in json.loads(short.json()["info"]) and "x-sdserve-warning" not in short.headers

@@ -330,3 +330,56 @@ def test_modelslab_py_sdk_against_a_live_server(settings, engine, tmp_path) -> N
         # The SDK raises on a non-200 with ModelsLab's error body in the message.
         with pytest.raises(Exception, match="samples"):
             api.text_to_image(Text2Image(prompt="x", samples=5))
+
+
+# 120 words: well past the 75 tokens (77 with the start and end markers) CLIP reads.
+LONG = " ".join(f"word{i}" for i in range(120))
+
+
+def test_a_long_prompt_warns_in_the_reply_and_header_a_short_one_does_not(client) -> None:  # type: ignore[no-untyped-def]
+    r = client.post("/api/v3/text2img", json={**FAST, "prompt": LONG, "seed": 8})
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    warnings = r.json()["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("prompt is ") and "reads 75" in warnings[0]
+    assert r.headers["x-sdserve-warning"] == warnings[0]
+    assert r.json()["meta"]["prompt"] == LONG  # meta still echoes what was sent
+    short = client.post("/api/v3/text2img", json={**FAST, "seed": 8})
+    assert short.status_code == 200 and short.json()["status"] == "success", short.text
+    assert "warnings" not in short.json() and "x-sdserve-warning" not in short.headers
+
+
+def test_long_prompt_warnings_on_fetch_and_in_the_webhook_through_the_sdk(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from modelslab_py.core.apis.community import Community
+    from modelslab_py.core.client import Client
+    from modelslab_py.schemas.community import Text2Image
+
+    from sdserve.api.app import build_app
+    from tests.jobs_support import make_service
+
+    s, service = make_service(settings, engine, tmp_path, api_keys=["sdk-key"], modelslab_wait_s=0,
+                              allow_private_urls=True)
+    with loopback_server() as (hooks, posts), live_server(build_app(s, service)) as url:
+        client = Client(api_key="sdk-key", fetch_retry=600, fetch_timeout=0.1)  # type: ignore[arg-type]
+        client.base_url = url + "/api/"
+        api = Community(client)
+        fields: dict[str, Any] = {"model_id": SD15, "width": 64, "height": 64, "samples": 1,
+                                  "num_inference_steps": 2, "seed": 31, "enhance_prompt": "no"}
+        first = api.text_to_image(Text2Image(prompt=LONG, webhook=f"{hooks}/hook", track_id="long", **fields))
+        assert first["status"] == "processing" and "warnings" not in first, first  # not read yet
+        done = api.fetch(first["id"])
+        assert done["status"] == "success", done
+        warnings = done["warnings"]
+        assert len(warnings) == 1 and warnings[0].startswith("prompt is "), done
+        fetched = httpx.post(f"{url}/api/v3/fetch/{first['id']}", json={"key": "sdk-key"}, timeout=60)
+        assert fetched.json()["warnings"] == warnings and fetched.headers["x-sdserve-warning"] == warnings[0]
+        deadline = time.time() + 60
+        while not posts and time.time() < deadline:
+            time.sleep(0.05)
+        assert posts, "no webhook arrived"
+        hook = posts[0]["json"]
+        assert (hook["status"], hook["track_id"], hook["warnings"]) == ("success", "long", warnings)
+        plain = api.fetch(api.text_to_image(Text2Image(prompt="a lighthouse", **fields))["id"])
+        assert plain["status"] == "success" and "warnings" not in plain, plain
+        fetched = httpx.post(f"{url}/api/v3/fetch/{plain['id']}", json={"key": "sdk-key"}, timeout=60)
+        assert "warnings" not in fetched.json() and "x-sdserve-warning" not in fetched.headers

@@ -32,8 +32,9 @@ def owner_of(request: Request, token: str | None = None) -> str | None:
 
 
 def warning_headers(warnings: list[str]) -> dict[str, str]:
-    """``X-Sdserve-Warning`` for responses whose dialect has no place for warnings in the
-    body (header values are Latin-1: anything else in a quoted prompt is escaped)."""
+    """``X-Sdserve-Warning``: the job's warnings in a header, the one place every dialect's
+    client can read them, body or not (header values are Latin-1: anything else in a quoted
+    prompt is escaped)."""
     if not warnings:
         return {}
     return {"X-Sdserve-Warning": " | ".join(warnings).encode("ascii", "backslashreplace").decode()}

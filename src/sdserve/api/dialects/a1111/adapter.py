@@ -243,9 +243,12 @@ def generation_response(
     images: Sequence[bytes],
     seeds: Sequence[int],
     started: float,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``{images, parameters, info}``: ``parameters`` echoes the request (seed -1 stays -1),
-    ``info`` is a JSON string with the seeds actually used and one infotext per image."""
+    ``info`` is a JSON string with the seeds actually used and one infotext per image, and
+    ``warnings`` (how the request was read, e.g. a prompt cut to the text encoder's length)
+    when there are any: A1111's own generation notes go to its UI, which an API caller lacks."""
     infotexts = [read_image_info(d)[0] or "" for d in images]
     subseed = seeds[0] if req.subseed == -1 and seeds else req.subseed
     info = {
@@ -282,6 +285,8 @@ def generation_response(
         "is_using_inpainting_conditioning": spec.tasks == ("inpaint",),
         "version": f"sdserve {__version__}",
     }
+    if warnings:
+        info["warnings"] = list(warnings)
     parameters = req.model_dump()
     if isinstance(req, Img2ImgRequest) and not req.include_init_images:
         parameters["init_images"], parameters["mask"] = None, None

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from ....engine.catalog import ModelSpec
 from ....errors import BadInput, Canceled, NotFound
-from ...deps import owner_of, require_key, service_of, settings_of
+from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
 from ...openapi import JOB_ERRORS
 from .adapter import (
     Plan,
@@ -70,7 +70,7 @@ def _state(request: Request) -> A1111State:
     return st  # type: ignore[no-any-return]
 
 
-async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
+async def _generate(request: Request, response: Response, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
                     make_plan: Callable[[ModelSpec, str], Plan]) -> dict[str, Any]:
     owner = owner_of(request)
     service = service_of(request)
@@ -84,6 +84,7 @@ async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind
     st.batches.append(batch)
     images: list[bytes] = []
     seeds: list[int] = []
+    warnings: list[str] = []  # every job's, once each (n_iter jobs read the same prompt)
     resolved = plan.params
     try:
         for k in range(plan.n_iter):
@@ -102,26 +103,29 @@ async def _generate(request: Request, req: Txt2ImgRequest | Img2ImgRequest, kind
                     continue
                 raise
             resolved = job.params
+            warnings += [w for w in job.warnings if w not in warnings]
             for out in job.outputs:
                 images.append(await asyncio.to_thread(finish_output, out.data, plan))
                 seeds.append(out.seed)
     finally:
         st.batches.remove(batch)
-    return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started)
+    response.headers.update(warning_headers(warnings))
+    return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started,
+                                   warnings)
 
 
 @router.post("/txt2img", response_model=GenerationResponse, responses=_ERRORS)
-async def txt2img(body: Txt2ImgRequest, request: Request) -> dict[str, Any]:
+async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
-    return await _generate(request, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
+    return await _generate(request, response, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
 
 
 @router.post("/img2img", response_model=GenerationResponse,
              responses={**_ERRORS, 404: {"description": "No init_images."}})
-async def img2img(body: Img2ImgRequest, request: Request) -> dict[str, Any]:
+async def img2img(body: Img2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Image to image; with ``mask`` (white = repaint), inpainting."""
     px = settings_of(request).max_image_pixels
-    return await _generate(request, body, "img2img", lambda spec, fmt: img2img_plan(body, spec, fmt, px))
+    return await _generate(request, response, body, "img2img", lambda spec, fmt: img2img_plan(body, spec, fmt, px))
 
 
 def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:

@@ -243,10 +243,16 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
 
 
 def success_body(job_id: str, generation_time: float, output: Sequence[str], meta_: dict[str, Any],
-                 track_id: str | None = None) -> dict[str, Any]:
+                 track_id: str | None = None, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """The finished job (generation reply, fetch and webhook alike). ``warnings`` (how the
+    request was read, e.g. a prompt cut to the text encoder's length) sits beside
+    ``nsfw_content_detected``, another note on the result, and only when there are any:
+    ``meta`` is the echo of the parameters used."""
     body: dict[str, Any] = {"status": "success", "generationTime": round(generation_time, 3), "id": job_id,
                             "output": list(output), "proxy_links": list(output), "nsfw_content_detected": False,
                             "meta": meta_}
+    if warnings:
+        body["warnings"] = list(warnings)
     if track_id is not None:
         body["track_id"] = track_id
     return body

@@ -154,6 +154,8 @@ class SuccessReply(BaseModel):
     proxy_links: list[str]
     nsfw_content_detected: bool
     meta: dict[str, Any] = Field(description="The parameters used (seed, steps, W/H, ...).")
+    warnings: list[str] | None = Field(None, description="sdserve's: how the request was read, e.g. a prompt "
+                                       "longer than the text encoder reads (the rest was ignored). Absent when none.")
     track_id: str | None = None
 
 

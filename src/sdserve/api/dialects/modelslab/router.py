@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
@@ -25,7 +25,7 @@ from ....engine.params import Task
 from ....errors import BadInput, NotFound, Unauthorized
 from ....service.jobs import Job
 from ....service.service import JobService
-from ...deps import owner_of, service_of, settings_of
+from ...deps import owner_of, service_of, settings_of, warning_headers
 from ...openapi import JOB_ERRORS, PUBLIC
 from .adapter import (
     Extras,
@@ -127,12 +127,15 @@ def _eta(service: JobService, job: Job) -> float:
 def _final_body(job: Job, x: Extras, output: list[str]) -> dict[str, Any]:
     if job.status == "succeeded":
         took = (job.finished_at or 0) - (job.started_at or job.created_at)
-        return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id)
+        return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id, job.warnings)
     reason = job.error.message if job.error is not None else job.status
     return failed_body(job.id, reason, x.track_id)
 
 
-async def _done_body(request: Request, job: Job, x: Extras) -> dict[str, Any]:
+async def _done_body(request: Request, response: Response, job: Job, x: Extras) -> dict[str, Any]:
+    """The finished job's reply; its warnings are in the body and in X-Sdserve-Warning (seen
+    by clients that read only headers, as for the other sync dialects)."""
+    response.headers.update(warning_headers(job.warnings))
     service = service_of(request)
     if job.status == "succeeded" and x.base64:
         datas = await asyncio.gather(*(asyncio.to_thread(service.artifacts.get, o.key) for o in job.outputs))
@@ -151,7 +154,7 @@ async def _image(request: Request, text: str | None, field: str) -> bytes | None
     return await service_of(request).fetcher.fetch_bytes(src, field)
 
 
-async def _generate(request: Request, task: Task, prefix: str) -> dict[str, Any]:
+async def _generate(request: Request, response: Response, task: Task, prefix: str) -> dict[str, Any]:
     req, owner = await _read(request, GenerateRequest)
     service, settings = service_of(request), settings_of(request)
     spec = resolve_model(req.model_id, service.catalog, settings.default_model)
@@ -174,18 +177,18 @@ async def _generate(request: Request, task: Task, prefix: str) -> dict[str, Any]
     if job.done:
         if isinstance(job.error, BadInput):
             raise in_dialect_terms(job.error)
-        return await _done_body(request, job, x)
+        return await _done_body(request, response, job, x)
     return processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job),
                            meta(job.id, job.params, x))
 
 
-async def _fetch(request: Request, job_id: str, prefix: str) -> dict[str, Any]:
+async def _fetch(request: Request, response: Response, job_id: str, prefix: str) -> dict[str, Any]:
     _, owner = await _read(request, KeyRequest)
     service = service_of(request)
     job = service.get(job_id, owner)
     x = _extras(job, _base(request))
     if job.done:
-        return await _done_body(request, job, x)
+        return await _done_body(request, response, job, x)
     base = _base(request)
     return fetch_processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job))
 
@@ -221,27 +224,27 @@ def _post_all(name: str, doc: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 
 @_post_all("text2img", _GENERATE)
-async def text2img(request: Request) -> dict[str, Any]:
+async def text2img(request: Request, response: Response) -> dict[str, Any]:
     """Text to image."""
-    return await _generate(request, "txt2img", _prefix(request))
+    return await _generate(request, response, "txt2img", _prefix(request))
 
 
 @_post_all("img2img", _GENERATE)
-async def img2img(request: Request) -> dict[str, Any]:
+async def img2img(request: Request, response: Response) -> dict[str, Any]:
     """Image to image: init_image is an http(s) URL (fetched SSRF-safely), a data: URI or base64."""
-    return await _generate(request, "img2img", _prefix(request))
+    return await _generate(request, response, "img2img", _prefix(request))
 
 
 @_post_all("inpaint", _GENERATE)
-async def inpaint(request: Request) -> dict[str, Any]:
+async def inpaint(request: Request, response: Response) -> dict[str, Any]:
     """Inpainting: mask_image white = repaint, black = keep."""
-    return await _generate(request, "inpaint", _prefix(request))
+    return await _generate(request, response, "inpaint", _prefix(request))
 
 
 @_post_all("fetch/{job_id}", _FETCH)
-async def fetch(job_id: str, request: Request) -> dict[str, Any]:
+async def fetch(job_id: str, request: Request, response: Response) -> dict[str, Any]:
     """A job's state: processing, success (with outputs) or failed."""
-    return await _fetch(request, job_id, _prefix(request))
+    return await _fetch(request, response, job_id, _prefix(request))
 
 
 @router.post("/api/v3/system_load", openapi_extra=_body_doc(KeyRequest, False), response_model=None,
