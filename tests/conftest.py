@@ -67,16 +67,27 @@ def client(settings, engine) -> Iterator:  # type: ignore[no-untyped-def]
         yield c
 
 
-def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (200, 40, 40), mode: str = "RGB") -> bytes:
+@pytest.fixture(scope="module")
+def catalog():  # type: ignore[no-untyped-def]
+    """The built-in catalog: what the dialect adapters' unit tests resolve models in."""
+    from sdserve.engine.catalog import Catalog
+
+    return Catalog.builtin()
+
+
+def png_of(img: Image.Image) -> bytes:
+    """``img`` encoded as PNG."""
     buf = io.BytesIO()
-    Image.new(mode, size, color).save(buf, format="PNG")
+    img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (200, 40, 40), mode: str = "RGB") -> bytes:
+    return png_of(Image.new(mode, size, color))
 
 
 def mask_bytes(size: tuple[int, int] = (64, 64), box: tuple[int, int, int, int] = (16, 16, 48, 48)) -> bytes:
     """White square (repaint) on black (keep)."""
     m = Image.new("L", size, 0)
     m.paste(255, box)
-    buf = io.BytesIO()
-    m.save(buf, format="PNG")
-    return buf.getvalue()
+    return png_of(m)

@@ -16,7 +16,6 @@ the n=1 request with seed s+i (each image has its own generator, whatever shares
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pytest
 from PIL import Image
 
 from sdserve.engine.params import GenerationParams
+from tests.conftest import png_of
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "goldens"
 TOLERANCE = 2  # in 0-255 pixel units, i.e. 2/255
@@ -42,24 +42,18 @@ CASES = [(family, task) for family, (_, tasks) in FAMILIES.items() for task in t
 SEED = 1234
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def init_image() -> bytes:
     """A fixed gradient, so the VAE encodes something with structure."""
     y, x = np.mgrid[0:64, 0:64]
     rgb = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
-    return _png(Image.fromarray(rgb, "RGB"))
+    return png_of(Image.fromarray(rgb, "RGB"))
 
 
 def mask_image() -> bytes:
     """White (repaint) square in the middle, black (keep) around it."""
     m = Image.new("L", (64, 64), 0)
     m.paste(255, (16, 16, 48, 48))
-    return _png(m)
+    return png_of(m)
 
 
 def case_params(family: str, task: str, **overrides: Any) -> GenerationParams:

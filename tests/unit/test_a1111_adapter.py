@@ -38,30 +38,19 @@ from sdserve.api.dialects.a1111.inputs import (
 )
 from sdserve.api.dialects.a1111.protocol import Img2ImgRequest, Txt2ImgRequest
 from sdserve.api.errors import render_error
-from sdserve.engine.catalog import Catalog
 from sdserve.engine.params import MAX_SEED
 from sdserve.engine.schedulers import SCHEDULERS, get_scheduler
 from sdserve.errors import BadInput, GenerationFailed, NotFound, QueueFull
 from sdserve.images import encode_image, infotext
+from tests.conftest import png_of
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 INPAINT = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
 PX = 4096 * 4096
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.builtin()
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _b64(img: Image.Image) -> str:
-    return base64.b64encode(_png(img)).decode()
+    return base64.b64encode(png_of(img)).decode()
 
 
 def _mask(size=(64, 64), box=(16, 16, 48, 48)) -> Image.Image:
@@ -199,7 +188,7 @@ def test_inpainting_checkpoint_refuses_txt2img(catalog):
 # -- img2img inputs ---------------------------------------------------------------------
 
 def test_decode_b64_accepts_data_uris_and_names_the_field():
-    data = _png(Image.new("RGB", (8, 8)))
+    data = png_of(Image.new("RGB", (8, 8)))
     assert decode_b64(base64.b64encode(data).decode(), "f") == data
     assert decode_b64("data:image/png;base64," + base64.b64encode(data).decode(), "f") == data
     for bad in ("%%%", "data:image/png,abc", "https://example.com/a.png"):
@@ -242,7 +231,7 @@ def test_resize_modes_give_the_target_size(mode):
 
 
 def test_img2img_plan_without_mask(catalog):
-    raw = _png(Image.new("RGB", (100, 70)))
+    raw = png_of(Image.new("RGB", (100, 70)))
     plan = img2img_plan(Img2ImgRequest(init_images=[base64.b64encode(raw).decode()], width=64, height=64, seed=4,
                                        denoising_strength=0.5), catalog.get(SD15), "png", PX)
     p = plan.params

@@ -24,7 +24,6 @@ from sdserve.api.dialects.openai.adapter import (
 )
 from sdserve.api.dialects.openai.protocol import ImageEditForm, ImageGenerateRequest, ImageVariationForm
 from sdserve.api.errors import render_error
-from sdserve.engine.catalog import Catalog
 from sdserve.errors import (
     BadInput,
     Canceled,
@@ -37,28 +36,18 @@ from sdserve.errors import (
     UnknownModel,
 )
 from sdserve.service.jobs import Output
+from tests.conftest import png_of
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 INPAINT = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
 PX = 4096 * 4096
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.builtin()
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _rgba_with_hole(size=(64, 64), box=(16, 16, 48, 48), hole_alpha=0) -> bytes:
     """Opaque red with a (semi-)transparent square: OpenAI's 'edit here'."""
     img = Image.new("RGBA", size, (200, 40, 40, 255))
     img.paste((0, 0, 0, hole_alpha), box)
-    return _png(img)
+    return png_of(img)
 
 
 # -- models -----------------------------------------------------------------------------
@@ -150,7 +139,7 @@ def test_half_transparent_edges_follow_the_midpoint():
 
 
 def test_edit_with_mask_inpaints_and_converts_polarity(catalog):
-    image = _png(Image.new("RGB", (64, 64), (10, 200, 10)))
+    image = png_of(Image.new("RGB", (64, 64), (10, 200, 10)))
     p = edit_params(ImageEditForm(prompt="x", n=2), [image], _rgba_with_hole(), catalog.get(SD15), PX)
     assert (p.task, p.strength, p.n, p.width, p.height) == ("inpaint", 1.0, 2, 64, 64)
     assert p.init_image == image
@@ -166,7 +155,7 @@ def test_edit_without_mask_uses_the_images_transparency(catalog):
 
 
 def test_edit_of_an_opaque_image_without_mask_is_img2img(catalog):
-    image = _png(Image.new("RGB", (100, 70), (10, 200, 10)))
+    image = png_of(Image.new("RGB", (100, 70), (10, 200, 10)))
     p = edit_params(ImageEditForm(prompt="x", size="128x64", strength=0.4), [image], None, catalog.get(SD15), PX)
     assert (p.task, p.mask_image, p.strength, p.width, p.height) == ("img2img", None, 0.4, 128, 64)
     q = edit_params(ImageEditForm(prompt="x"), [image], None, catalog.get(SD15), PX)
@@ -178,7 +167,7 @@ def test_edit_of_an_opaque_image_without_mask_is_img2img(catalog):
     ("garbage_image", "image"), ("garbage_mask", "mask"), ("inpaint_model_no_mask", "mask"), ("stream", "stream"),
 ])
 def test_bad_edits_name_the_field(catalog, case, field):
-    good = _png(Image.new("RGB", (64, 64)))
+    good = png_of(Image.new("RGB", (64, 64)))
     form, images, mask, model = ImageEditForm(prompt="x"), [good], _rgba_with_hole(), SD15
     if case == "no_image":
         images = []
@@ -187,7 +176,7 @@ def test_bad_edits_name_the_field(catalog, case, field):
     elif case == "mask_size":
         mask = _rgba_with_hole(size=(32, 32), box=(0, 0, 8, 8))
     elif case == "opaque_mask":
-        mask = _png(Image.new("L", (64, 64), 255))
+        mask = png_of(Image.new("L", (64, 64), 255))
     elif case == "garbage_image":
         images = [b"not an image"]
     elif case == "garbage_mask":
@@ -202,7 +191,7 @@ def test_bad_edits_name_the_field(catalog, case, field):
 
 
 def test_variation_is_img2img_with_empty_prompt(catalog):
-    image = _png(Image.new("RGB", (64, 64)))
+    image = png_of(Image.new("RGB", (64, 64)))
     p = variation_params(ImageVariationForm(n="3"), image, catalog.get(SD15), PX)
     assert (p.task, p.prompt, p.strength, p.n, p.width) == ("img2img", "", VARIATION_STRENGTH, 3, 64)
     with pytest.raises(BadInput) as e:
