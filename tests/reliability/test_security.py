@@ -209,7 +209,8 @@ def test_cors_allow_list(settings, engine) -> None:  # type: ignore[no-untyped-d
         assert bad.status_code == 400 and "access-control-allow-origin" not in bad.headers
         r = c.get("/ai/run/nope", headers={"Origin": "https://app.example"})  # errors carry it too
         assert r.headers["access-control-allow-origin"] == "https://app.example"
-        assert "x-sdserve-seed" in r.headers["access-control-expose-headers"].lower()
+        exposed = r.headers["access-control-expose-headers"].lower()
+        assert "x-sdserve-seed" in exposed and "x-sdserve-warning" in exposed
         assert "access-control-allow-credentials" not in r.headers
 
 

@@ -61,7 +61,8 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
         # Closed unless configured. Outermost, so preflights and error responses carry the
         # headers too. Keys travel in headers (or ModelsLab bodies), never cookies: no credentials.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Sdserve-Seed", "X-Sdserve-Job", "x-request-id"])
+                           allow_headers=["*"], expose_headers=["X-Sdserve-Seed", "X-Sdserve-Job", "X-Sdserve-Warning",
+                                                               "X-Sdserve-Run-Ms", "Server-Timing", "x-request-id"])
     app.include_router(workers_ai_router)
     app.include_router(openai_router)
     app.include_router(a1111_router)
