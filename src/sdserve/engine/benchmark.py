@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .loading import PIPELINE_CLASSES
 
-__all__ = ["flops_per_image", "matmul_peak_flops", "Baseline"]
+__all__ = ["flops_per_image", "unet_passes", "matmul_peak_flops", "Baseline"]
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, reps: int = 5) -> float:
@@ -33,7 +33,8 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, r
 
 
 def flops_per_image(model_dir: Path, arch: str, width: int, height: int, steps: int, guidance: float) -> float:
-    """FLOPs to make one image: text encoder(s), ``steps`` UNet passes (x2 rows with CFG), VAE decode.
+    """FLOPs to make one image: text encoder(s), the UNet passes of ``steps`` steps (x2 rows
+    with CFG), VAE decode.
 
     Counted with torch.utils.flop_counter on meta-device copies built from the configs, so
     it costs no compute and no memory.
@@ -66,11 +67,25 @@ def flops_per_image(model_dir: Path, arch: str, width: int, height: int, steps: 
             extra["added_cond_kwargs"] = {"text_embeds": torch.zeros(cfg, pooled), "time_ids": torch.zeros(cfg, 6)}
         with FlopCounterMode(display=False) as fc:
             unet(torch.zeros(lat), torch.tensor(10), encoder_hidden_states=ctx, **extra)
-        total += fc.get_total_flops() * steps
+        total += fc.get_total_flops() * unet_passes(model_dir, steps)
         with FlopCounterMode(display=False) as fc:
             vae.decode(torch.zeros(1, 4, height // 8, width // 8))
         total += fc.get_total_flops()
     return float(total)
+
+
+def unet_passes(model_dir: Path, steps: int) -> int:
+    """UNet evaluations in ``steps`` steps of the model's own scheduler (the one the baseline
+    and the bench's server run): one per timestep, which is not always one per step. PLMS
+    (PNDM) evaluates its first step twice; second-order samplers (Heun) evaluate each twice."""
+    import json
+
+    import diffusers
+
+    config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
 
 
 class Baseline:
