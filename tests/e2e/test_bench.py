@@ -13,7 +13,7 @@ from tests.e2e.test_cli import cli_env, sdserve_cmd
 
 KEYS = {"baseline_images_per_s", "sdserve_images_per_s", "speedup", "latency_p50_s", "latency_p95_s", "mfu",
         "baseline_mfu", "overhead_ms_p50", "batch_invariant", "device", "dtype", "peak_flops", "flops_per_image",
-        "channels_last", "compile"}
+        "channels_last", "compile", "baseline_cpu_util", "sdserve_cpu_util"}
 
 
 @pytest.mark.slow
@@ -31,5 +31,6 @@ def test_bench_tiny_writes_every_key(tmp_path: Path) -> None:
     assert res["baseline_images_per_s"] > 0 and res["sdserve_images_per_s"] > 0
     assert res["speedup"] == pytest.approx(res["sdserve_images_per_s"] / res["baseline_images_per_s"])
     assert res["batch_invariant"] is True
+    assert 0 < res["baseline_cpu_util"] <= 1.5 and 0 < res["sdserve_cpu_util"] <= 1.5
     assert res["channels_last"] is False  # the --config reached the server (default: on)
     assert "speedup" in proc.stdout  # the readable table

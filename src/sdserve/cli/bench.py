@@ -66,7 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from ..config import UserModel, load_settings
-    from ..engine.benchmark import Baseline, flops_per_image, matmul_peak_flops
+    from ..engine.benchmark import Baseline, Phase, flops_per_image, matmul_peak_flops
     from ..engine.engine import pick_device, pick_dtype, resolve_dtype
 
     root = Path(args.data_dir or "data") / "bench"
@@ -91,10 +91,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # Baseline: plain diffusers, default dtype, one request at a time (after one warm-up).
     base = Baseline(model_dir, arch, device)
     base(reqs[0]["prompt"], args.size, args.size, args.steps, guidance, 0)
-    t0 = time.perf_counter()
-    for r in reqs:
-        base(r["prompt"], args.size, args.size, args.steps, guidance, r["seed"])
-    baseline_ips = len(reqs) / (time.perf_counter() - t0)
+    with Phase() as base_phase:
+        for r in reqs:
+            base(r["prompt"], args.size, args.size, args.steps, guidance, r["seed"])
+    baseline_ips = len(reqs) / base_phase.wall
     del base
 
     server, thread = _serve(settings)
@@ -113,10 +113,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             latencies.append(time.perf_counter() - t)
             images[i] = r.content
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
+        with Phase() as serve_phase, ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(one, range(len(reqs))))
-        sdserve_ips = len(reqs) / (time.perf_counter() - t0)
+        sdserve_ips = len(reqs) / serve_phase.wall
         alone = http.post(url, json={**body, **reqs[-1]}).content  # same request, nothing beside it
         # Overhead: end-to-end minus the job's run time, one request at a time (no queueing);
         # tiny models make 20 samples cheap, full-size ones take 5.
@@ -138,6 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "mfu": flops * sdserve_ips / peak,
         "baseline_mfu": flops * baseline_ips / peak_fp32,
         "overhead_ms_p50": statistics.median(overheads),
+        "baseline_cpu_util": base_phase.cpu_util,
+        "sdserve_cpu_util": serve_phase.cpu_util,
         "batch_invariant": diff <= 2,
         "batch_max_pixel_diff": diff,
         "flops_per_image": flops,
@@ -152,6 +153,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     }
     for k, v in result.items():
         print(f"  {k:24} {v:.4g}" if isinstance(v, float) else f"  {k:24} {v}")
+    if device.type == "cpu" and args.arch != "tiny" and min(base_phase.cpu_util, serve_phase.cpu_util) < 0.85:
+        print(f"WARNING: this process got only {base_phase.cpu_util:.0%} (baseline) and {serve_phase.cpu_util:.0%} "
+              "(sdserve) of the cores: other work was running, so the ratios above are not reliable.")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .loading import PIPELINE_CLASSES
 
-__all__ = ["flops_per_image", "unet_passes", "matmul_peak_flops", "Baseline"]
+__all__ = ["flops_per_image", "unet_passes", "matmul_peak_flops", "Phase", "Baseline"]
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, reps: int = 5) -> float:
@@ -86,6 +86,28 @@ def unet_passes(model_dir: Path, steps: int) -> int:
     scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
     scheduler.set_timesteps(steps)
     return len(scheduler.timesteps)
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Phase:
+    """Wall time of a phase and how much of the machine's cores this process got during it:
+    CPU seconds / (wall seconds x threads). Well below 1 means something else was running
+    (the ratios of such a run are not to be trusted)."""
+
+    def __enter__(self) -> Phase:
+        self.threads = torch.get_num_threads()
+        self.t0, self.c0 = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu_util = (_cpu_seconds() - self.c0) / (self.wall * self.threads)
 
 
 class Baseline:
