@@ -100,13 +100,18 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     return "\n".join(lines)
 
 
+# zlib level 4, not Pillow's 6: on a smooth 512² image level 6 took 3x as long (136 vs 45 ms
+# on one CPU core) for a file 2% smaller. At GPU speeds PNG encoding is the CPU's bottleneck.
+PNG_COMPRESS_LEVEL = 4
+
+
 def encode_image(img: Image.Image, fmt: str, parameters: str, quality: int = 95) -> bytes:
     """Encode ``img`` as png/jpeg/webp with ``parameters`` embedded (PNG text chunk or EXIF)."""
     buf = io.BytesIO()
     if fmt == "png":
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", parameters)
-        img.save(buf, format="PNG", pnginfo=info)
+        img.save(buf, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     elif fmt in ("jpeg", "webp"):
         exif = Image.Exif()
         # EXIF UserComment with the UNICODE charset prefix, as A1111 writes JPEG/WebP metadata.
