@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from the TOML file (if any), then SDSERVE_* env, then ``overrides``.
 
     ``overrides`` are CLI flags; ``None`` values mean "flag not given" and are dropped.

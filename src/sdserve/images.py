@@ -47,7 +47,7 @@ def decode_image(data: bytes, field: str, max_pixels: int, mode: str = "RGB") ->
     if not data:
         raise BadInput(field, "is empty; expected the bytes of a PNG, JPEG or WebP image")
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError):
         raise BadInput(field, "is not a decodable image (expected PNG, JPEG or WebP bytes)") from None
     except Image.DecompressionBombError:

@@ -14,11 +14,13 @@ __all__ = ["service_of", "settings_of", "owner_of", "warning_headers", "require_
 
 
 def service_of(request: Request) -> JobService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: JobService = request.app.state.service
+    return service
 
 
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def owner_of(request: Request, token: str | None = None) -> str | None:
@@ -28,7 +30,8 @@ def owner_of(request: Request, token: str | None = None) -> str | None:
     once per request, so calling it again is free. ``token`` is for dialects that carry
     the key outside the Authorization header.
     """
-    return request.app.state.keys.owner(request, token)  # type: ignore[no-any-return]
+    owner: str | None = request.app.state.keys.owner(request, token)
+    return owner
 
 
 def warning_headers(warnings: list[str]) -> dict[str, str]:

@@ -69,9 +69,10 @@ def _render_workers_ai(err: SdserveError) -> JSONResponse:
 
 
 def _render_native(err: SdserveError) -> JSONResponse:
-    body: dict[str, object] = {"error": {"type": err.kind, "message": err.message}}
+    error: dict[str, object] = {"type": err.kind, "message": err.message}
     if isinstance(err, BadInput):
-        body["error"]["field"] = err.field  # type: ignore[index]
+        error["field"] = err.field
+    body = {"error": error}
     return JSONResponse(body, status_code=err.status, headers=_headers(err))
 
 

@@ -12,7 +12,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engine.catalog import Arch
 
 __all__ = ["cmd_bench", "add_bench_parser"]
 
@@ -26,14 +29,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _model_dir(arch: str, root: Path) -> tuple[Path, str]:
+def _model_dir(arch: str, root: Path) -> tuple[Path, Arch]:
     if arch == "tiny":
         from ..engine.tiny import write_all_tiny
 
         return write_all_tiny(root / "tiny", ("sd15",))[0] / "base", "sd15"
     from ..engine.fullsize import write_full_size
 
-    return write_full_size(root / "full", arch), arch
+    return write_full_size(root / "full", arch), "sdxl" if arch == "sdxl" else "sd15"
 
 
 def _pixels(png: bytes) -> Any:
@@ -80,7 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
     guidance = 7.5
-    reqs = [{"prompt": _PROMPTS[i % len(_PROMPTS)], "seed": 1000 + i} for i in range(args.requests)]
+    reqs: list[dict[str, Any]] = [{"prompt": _PROMPTS[i % len(_PROMPTS)], "seed": 1000 + i} for i in range(args.requests)]
     print(f"bench: arch={args.arch} size={args.size} steps={args.steps} requests={args.requests} "
           f"concurrency={args.concurrency} device={device} sdserve dtype={str(dtype).removeprefix('torch.')}")
 

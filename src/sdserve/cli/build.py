@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 from ..config import Settings, UserModel
 from ..engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec, WeightSource
+
+if TYPE_CHECKING:  # imports torch: at run time only inside build_engine
+    from ..engine.engine import Engine
 
 __all__ = ["build_catalog", "build_engine", "build_service", "build_database", "build_artifacts",
            "build_fetcher", "service_options", "user_spec"]
@@ -34,7 +38,7 @@ def build_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-def build_engine(settings: Settings):  # type: ignore[no-untyped-def]
+def build_engine(settings: Settings) -> Engine:
     from ..engine.engine import Engine, EngineOptions  # imports torch: only when needed
 
     s = settings

@@ -70,7 +70,7 @@ def cmd_webhooks_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_key_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="Create, list and revoke API keys.")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     p = ksub.add_parser("create", help="Create a key and print it (once).")

@@ -68,21 +68,22 @@ def _serve_on_ray(settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine.params import GenerationParams
+    from ..engine.params import GenerationParams, OutputFormat, Task
     from ..service.outputs import encode_outputs
     from .build import build_engine
 
     settings = _load(args)
     engine = build_engine(settings)
-    fmt = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(args.output.suffix.lower(), "png")
+    formats: dict[str, OutputFormat] = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+    fmt = formats.get(args.output.suffix.lower(), "png")
     image = args.image.read_bytes() if args.image else None
     mask = args.mask.read_bytes() if args.mask else None
-    task = "inpaint" if mask else "img2img" if image else "txt2img"
+    task: Task = "inpaint" if mask else "img2img" if image else "txt2img"
     params = GenerationParams(
         model=args.model, task=task, prompt=args.prompt, negative_prompt=args.negative_prompt or "",
         width=args.width, height=args.height, steps=args.steps, guidance=args.guidance,
         strength=args.strength, seed=args.seed, n=args.n, scheduler=args.scheduler,
-        init_image=image, mask_image=mask, output_format=fmt,  # type: ignore[arg-type]
+        init_image=image, mask_image=mask, output_format=fmt,
     )
     bar = tqdm(desc="denoising", unit="step", leave=True)
 

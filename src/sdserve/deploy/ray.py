@@ -23,11 +23,11 @@ import math
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
 from ..cli.build import build_catalog, build_engine, build_service
@@ -49,7 +49,8 @@ REPLICA_HEADER = "x-sdserve-replica"
 
 
 def _replica_id() -> str:
-    return serve.get_replica_context().replica_id.unique_id
+    replica: str = serve.get_replica_context().replica_id.unique_id
+    return replica
 
 
 class _ReplicaHeader:
@@ -60,7 +61,8 @@ class _ReplicaHeader:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_header(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -75,7 +77,7 @@ class _ReplicaHeader:
 class ApiServer:
     """One HTTP API replica: the embedded app and job service, its engine remote."""
 
-    def __init__(self, settings: Settings, models: DeploymentHandle) -> None:
+    def __init__(self, settings: Settings, models: DeploymentHandle[ModelServer]) -> None:
         self.settings, self.models = settings, models
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -145,7 +147,7 @@ class ModelServer:
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         stop = threading.Event()
 
-        def on_step(index: int):  # type: ignore[no-untyped-def]
+        def on_step(index: int) -> Callable[[StepInfo], None]:
             def hook(info: StepInfo) -> None:  # in the engine's thread
                 ev: dict[str, Any] = {"event": "step", "index": index, "step": info.step, "total": info.total}
                 if preview_every and info.preview is not None and (
@@ -206,11 +208,12 @@ def build_ray_app(settings: Settings) -> Application:
         scaling = {"autoscaling_config": {"min_replicas": s.ray_model_min_replicas,
                                           "max_replicas": s.ray_model_max_replicas,
                                           "target_ongoing_requests": 1}}
-    models = ModelServer.options(
+    # ``@serve.deployment`` made both classes Deployments; mypy does not apply class decorators.
+    models = cast(Deployment, ModelServer).options(
         ray_actor_options={"num_cpus": s.ray_model_num_cpus, "num_gpus": s.ray_model_num_gpus},
         max_ongoing_requests=s.ray_model_max_ongoing_requests, **scaling,
     ).bind(s)
-    return ApiServer.options(
+    return cast(Deployment, ApiServer).options(
         num_replicas=s.ray_api_replicas, ray_actor_options={"num_cpus": s.ray_api_num_cpus},
         # Many requests wait on jobs (sync dialects, event streams): they cost no CPU.
         max_ongoing_requests=1000,
@@ -222,7 +225,7 @@ def app(args: dict[str, str]) -> Application:
     settings from the file, SDSERVE_* and these arguments (in rising precedence)."""
     args = dict(args)
     config = args.pop("config_file", None)
-    return build_ray_app(load_settings(config, **args))  # type: ignore[arg-type]
+    return build_ray_app(load_settings(config, **args))
 
 
 def serve_on_ray(settings: Settings) -> None:

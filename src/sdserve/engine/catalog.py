@@ -3,7 +3,7 @@ and the defaults each family wants. Torch-free, so every layer can read it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -185,7 +185,7 @@ class Catalog:
     def __contains__(self, name: object) -> bool:
         return name in self._index
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self.models)
 
     def with_models(self, extra: Iterable[ModelSpec]) -> Catalog:

@@ -117,7 +117,8 @@ class Engine:
         _quiet_libraries()
         o = self.options
         self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
-        self._models = ModelCache(o.memory_budget_bytes or default_budget_bytes(self.device), o.max_loaded_models)
+        self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
+                                               o.max_loaded_models)
         self._lock = threading.RLock()
 
     # -- models ---------------------------------------------------------------------------
@@ -234,6 +235,7 @@ class Engine:
         if image is not None and mask is not None and image.size != mask.size:
             raise BadInput("mask", f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
                                    "they must be the same size")
+        assert p.width is not None and p.height is not None, "prepare() resolves the size"
         size = (p.width, p.height)
         if image is not None and image.size != size:
             image = image.resize(size, Image.Resampling.LANCZOS)

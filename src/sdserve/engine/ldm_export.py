@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -115,8 +115,9 @@ def write_single_file(diffusers_dir: Path, out_file: Path, arch: Literal["sd15",
 # --------------------------------------------------------------------------- reading
 
 
-def _load_config(folder: Path) -> dict:
-    return json.loads((folder / "config.json").read_text())
+def _load_config(folder: Path) -> dict[str, Any]:
+    cfg: dict[str, Any] = json.loads((folder / "config.json").read_text())
+    return cfg
 
 
 def _load_weights(folder: Path) -> Tensors:
@@ -167,7 +168,7 @@ def _convert(sd: Tensors, rename: Callable[[str], str | None], what: str) -> Ten
 # --------------------------------------------------------------------------- UNet
 
 
-def _unet_to_ldm(sd: Tensors, cfg: dict) -> Tensors:
+def _unet_to_ldm(sd: Tensors, cfg: dict[str, Any]) -> Tensors:
     layers = cfg["layers_per_block"]
     if not isinstance(layers, int):
         # LDM's input/output block numbering (and diffusers' loader) assume one count for all levels.
@@ -234,7 +235,7 @@ def _unet_resnet(base: str, rest: list[str]) -> str | None:
 # --------------------------------------------------------------------------- VAE
 
 
-def _vae_to_ldm(sd: Tensors, cfg: dict) -> Tensors:
+def _vae_to_ldm(sd: Tensors, cfg: dict[str, Any]) -> Tensors:
     n_up = len(cfg["up_block_types"])
 
     def rename(key: str) -> str | None:
@@ -307,7 +308,7 @@ def _clip_to_ldm(sd: Tensors, prefix: str) -> Tensors:
     return _convert({k: v for k, v in sd.items() if not k.endswith("position_ids")}, rename, "text_encoder")
 
 
-def _openclip_to_ldm(sd: Tensors, cfg: dict) -> Tensors:
+def _openclip_to_ldm(sd: Tensors, cfg: dict[str, Any]) -> Tensors:
     """SDXL's second encoder in OpenCLIP's own layout (fused qkv, transposed text_projection)."""
     p = SDXL_OPENCLIP_PREFIX
     bare = {_strip_text_model(k): v for k, v in sd.items() if not k.endswith("position_ids")}

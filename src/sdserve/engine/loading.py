@@ -71,6 +71,7 @@ def _diffusers_folder(src: WeightSource) -> Path | None:
     else:
         from huggingface_hub import snapshot_download
 
+        assert src.repo is not None  # a WeightSource has a repo or a path
         try:
             folder = Path(snapshot_download(src.repo, revision=src.revision, local_files_only=True))
         except Exception:  # noqa: BLE001 - any miss (not cached, offline, bad id) means "not here"
@@ -161,6 +162,7 @@ def _resolve_file(src: WeightSource) -> Path:
         return src.path
     from huggingface_hub import hf_hub_download
 
+    assert src.repo is not None and src.filename is not None, "a hub UNet source names its file"
     return Path(hf_hub_download(src.repo, src.filename, revision=src.revision, local_files_only=True))
 
 
@@ -201,10 +203,12 @@ def pull(spec: ModelSpec) -> list[str]:
     elif src.path is not None:
         done.append(f"{src.path} (local, nothing to download)")
     else:
+        assert src.repo is not None  # a WeightSource has a repo or a path
         done.append(snapshot_download(src.repo, revision=src.revision, ignore_patterns=_PULL_IGNORE))
     if spec.unet is not None:
         if spec.unet.path is not None:
             done.append(f"{spec.unet.path} (local, nothing to download)")
         else:
+            assert spec.unet.repo is not None and spec.unet.filename is not None, "a hub UNet source names its file"
             done.append(hf_hub_download(spec.unet.repo, spec.unet.filename, revision=spec.unet.revision))
     return done

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -50,8 +50,11 @@ def pipeline_bytes(pipe: Any) -> int:
     return total
 
 
-class ModelCache:
-    """Loaded models by id in least-recently-used order, with their sizes.
+M = TypeVar("M")
+
+
+class ModelCache(Generic[M]):
+    """Loaded models (of type ``M``) by id in least-recently-used order, with their sizes.
 
     Its own small lock keeps readers (health, metrics) from waiting on a running loop.
     """
@@ -59,11 +62,11 @@ class ModelCache:
     def __init__(self, budget_bytes: int, max_models: int) -> None:
         self.budget_bytes = budget_bytes
         self.max_models = max(1, max_models)
-        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._models: OrderedDict[str, M] = OrderedDict()
         self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def get(self, model_id: str) -> Any | None:
+    def get(self, model_id: str) -> M | None:
         """The loaded model, marked as just used; None if it is not loaded."""
         with self._lock:
             model = self._models.get(model_id)
@@ -85,13 +88,13 @@ class ModelCache:
                          self._sizes.get(model_id, 0) / 1e9, need_bytes / 1e9, self.budget_bytes / 1e9)
         return evicted
 
-    def add(self, model_id: str, model: Any, size_bytes: int) -> None:
+    def add(self, model_id: str, model: M, size_bytes: int) -> None:
         with self._lock:
             self._models[model_id] = model
             self._models.move_to_end(model_id)
             self._sizes[model_id] = size_bytes
 
-    def discard(self, model_id: str, model: Any) -> bool:
+    def discard(self, model_id: str, model: M) -> bool:
         """Remove ``model_id`` if ``model`` is what is loaded under it; whether it was."""
         with self._lock:
             if self._models.get(model_id) is not model:

@@ -27,7 +27,7 @@ def latents_to_preview_png(latents: torch.Tensor, arch: str, index: int = 0) -> 
     factors, bias = _FACTORS.get(arch, _FACTORS["sd15"])
     lat = latents[index].detach().float().cpu()  # (4, h, w)
     rgb = torch.einsum("chw,cr->rhw", lat, torch.tensor(factors)) + torch.tensor(bias)[:, None, None]
-    rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy()
+    pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy()
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    Image.fromarray(pixels, "RGB").save(buf, format="PNG")
     return buf.getvalue()

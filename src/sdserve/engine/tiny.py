@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
 
 from .catalog import DEMO_LAYOUTS
+
+if TYPE_CHECKING:  # imported where used: writing models is the only job that needs them
+    from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 __all__ = ["write_tiny", "write_all_tiny", "write_tokenizer", "LIGHTNING_UNET_FILE"]
 
@@ -73,7 +78,8 @@ def write_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> int:
     return len(vocab)
 
 
-def _text_encoder(vocab_size: int, with_projection: bool, hidden: int = _HIDDEN):  # type: ignore[no-untyped-def]
+def _text_encoder(vocab_size: int, with_projection: bool,
+                  hidden: int = _HIDDEN) -> CLIPTextModel | CLIPTextModelWithProjection:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(
@@ -92,7 +98,7 @@ def _text_encoder(vocab_size: int, with_projection: bool, hidden: int = _HIDDEN)
     return CLIPTextModelWithProjection(cfg) if with_projection else CLIPTextModel(cfg)
 
 
-def _vae(scaling_factor: float):  # type: ignore[no-untyped-def]
+def _vae(scaling_factor: float) -> AutoencoderKL:
     from diffusers import AutoencoderKL
 
     # Four blocks, like the real VAE, so the latent is 1/8 of the image on each side.
@@ -110,7 +116,7 @@ def _vae(scaling_factor: float):  # type: ignore[no-untyped-def]
     )
 
 
-def _unet_sd15(in_channels: int):  # type: ignore[no-untyped-def]
+def _unet_sd15(in_channels: int) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -127,7 +133,7 @@ def _unet_sd15(in_channels: int):  # type: ignore[no-untyped-def]
     )
 
 
-def _unet_sdxl():  # type: ignore[no-untyped-def]
+def _unet_sdxl() -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     time_dim = 8
@@ -151,16 +157,18 @@ def _unet_sdxl():  # type: ignore[no-untyped-def]
     )
 
 
-def _sd15_pipe(layout: str):  # type: ignore[no-untyped-def]
-    from diffusers import LCMScheduler, PNDMScheduler, StableDiffusionPipeline
+def _sd15_pipe(layout: str) -> dict[str, Any]:
+    """The StableDiffusionPipeline components of ``layout`` but its text encoder and tokenizer."""
+    from diffusers import LCMScheduler, PNDMScheduler
     from transformers import CLIPTokenizer
 
     sched_kw = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    scheduler: SchedulerMixin
     if layout == "lcm":
         scheduler = LCMScheduler(**sched_kw, timestep_spacing="leading", set_alpha_to_one=True, steps_offset=1)
     else:
         scheduler = PNDMScheduler(**sched_kw, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-    return StableDiffusionPipeline, dict(
+    return dict(
         unet=_unet_sd15(9 if layout == "sd15-inpaint" else 4),
         vae=_vae(0.18215),
         text_encoder=None,
@@ -185,6 +193,7 @@ def write_tiny(root: Path, layout: str) -> Path:
     torch.manual_seed(0)
     vocab_size = write_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    pipe: DiffusionPipeline
     if layout.startswith("sdxl"):
         write_tokenizer(tok_dir / "2", pad_token="!")
         pipe = StableDiffusionXLPipeline(
@@ -201,7 +210,7 @@ def write_tiny(root: Path, layout: str) -> Path:
             force_zeros_for_empty_prompt=True,
         )
     else:
-        _, kw = _sd15_pipe(layout)
+        kw = _sd15_pipe(layout)
         kw["text_encoder"] = _text_encoder(vocab_size, with_projection=False)
         kw["tokenizer"] = tokenizer
         pipe = StableDiffusionPipeline(**kw)

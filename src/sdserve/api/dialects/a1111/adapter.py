@@ -20,7 +20,7 @@ from PIL import Image
 
 from .... import __version__
 from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import MAX_SEED, GenerationParams, Task, random_seed
+from ....engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, random_seed
 from ....engine.schedulers import SCHEDULERS, SchedulerEntry, a1111_label, lookup_a1111
 from ....errors import BadInput, NotFound
 from ....images import decode_image, encode_image
@@ -54,7 +54,7 @@ SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
                  "image": "init_images[0]"}
-_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+_FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 
 
@@ -101,7 +101,7 @@ def checkpoint_of(req: Txt2ImgRequest | Img2ImgRequest, current: str, catalog: C
     return resolve_checkpoint(name, catalog, "override_settings.sd_model_checkpoint")
 
 
-def output_format(value: Any, field: str = "samples_format") -> str:
+def output_format(value: Any, field: str = "samples_format") -> OutputFormat:
     """A1111's ``samples_format`` (png, jpg, webp) as an engine output format."""
     fmt = _FORMATS.get(str(value).lower()) if value is not None else None
     if fmt is None:
@@ -157,7 +157,7 @@ def _seed(seed: int) -> int:
     return random_seed() if seed == -1 else seed
 
 
-def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: str) -> Plan:
+def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Plan:
     _refuse_unsupported(req)
     if req.enable_hr:
         raise BadInput("enable_hr", "hires fix is not supported; ask for the final width and height directly")
@@ -170,12 +170,12 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: str) -> Plan:
     params = GenerationParams(
         model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt,
         width=req.width, height=req.height, steps=req.steps, guidance=req.cfg_scale, seed=_seed(req.seed),
-        n=req.batch_size, scheduler=entry.name, output_format=fmt,  # type: ignore[arg-type]
+        n=req.batch_size, scheduler=entry.name, output_format=fmt,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name))
 
 
-def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: str, max_pixels: int) -> Plan:
+def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int) -> Plan:
     """img2img, or inpaint when ``mask`` is given (A1111 polarity: white repaints)."""
     _refuse_unsupported(req)
     if not req.init_images:
@@ -220,7 +220,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: str, max_pixels: int
         model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, width=w, height=h,
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, init_image=init, mask_image=mask_png,
-        output_format=fmt,  # type: ignore[arg-type]
+        output_format=fmt,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop)
 
@@ -251,7 +251,7 @@ def generation_response(
     when there are any: A1111's own generation notes go to its UI, which an API caller lacks."""
     infotexts = [read_image_info(d)[0] or "" for d in images]
     subseed = seeds[0] if req.subseed == -1 and seeds else req.subseed
-    info = {
+    info: dict[str, Any] = {
         "prompt": req.prompt,
         "all_prompts": [req.prompt] * len(images),
         "negative_prompt": req.negative_prompt,

@@ -38,7 +38,7 @@ def read_image_info(data: bytes, field: str = "image") -> tuple[str | None, dict
         img = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, ValueError):
         raise BadInput(field, "is not a decodable image (expected PNG, JPEG or WebP)") from None
-    items: dict[str, Any] = {k: v for k, v in img.info.items() if isinstance(v, str)}
+    items: dict[str, Any] = {k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)}
     text = items.pop("parameters", None)
     if text is None:
         comment = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
@@ -53,7 +53,9 @@ def parse_infotext(text: str) -> dict[str, Any]:
     last = lines[-1] if len(_PARAM.findall(lines[-1])) >= 3 else ""
     if last:
         lines = lines[:-1]
-    prompt, negative, in_negative = [], [], False
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
     for line in lines:
         if line.startswith("Negative prompt:"):
             in_negative = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from ....engine.params import MAX_SEED
 
@@ -28,7 +29,7 @@ __all__ = [
 
 
 # The engine checks sides (64-4096, multiples of 8) so every dialect words it the same; the schema says so.
-_SIDE = {"minimum": 64, "maximum": 4096, "multipleOf": 8}
+_SIDE: JsonDict = {"minimum": 64, "maximum": 4096, "multipleOf": 8}
 _Seed = Annotated[int, Field(ge=-1, le=MAX_SEED)] | Literal[""] | None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from ....engine.catalog import ModelSpec
+from ....engine.params import OutputFormat
 from ....errors import BadInput, Canceled, NotFound
 from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
 from ...openapi import JOB_ERRORS
@@ -67,11 +68,11 @@ def _state(request: Request) -> A1111State:
         # The service's preview cadence is what show_progress_every_n_steps means here.
         every = settings_of(request).preview_every
         st = request.app.state.a1111_dialect = A1111State(options=default_options(current, every))
-    return st  # type: ignore[no-any-return]
+    return st
 
 
 async def _generate(request: Request, response: Response, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
-                    make_plan: Callable[[ModelSpec, str], Plan]) -> dict[str, Any]:
+                    make_plan: Callable[[ModelSpec, OutputFormat], Plan]) -> dict[str, Any]:
     owner = owner_of(request)
     service = service_of(request)
     st = _state(request)
@@ -105,6 +106,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
             resolved = job.params
             warnings += [w for w in job.warnings if w not in warnings]
             for out in job.outputs:
+                assert out.data is not None, "JobService.run returns outputs with their bytes"
                 images.append(await asyncio.to_thread(finish_output, out.data, plan))
                 seeds.append(out.seed)
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ....engine.catalog import Catalog, ModelSpec
 from ....engine.params import GenerationParams, Task
-from ....engine.schedulers import SCHEDULERS
+from ....engine.schedulers import SCHEDULERS, SchedulerEntry
 from ....errors import BadInput, UnknownModel
 from ....images import decode_base64, decode_image
 from .protocol import GenerateRequest
@@ -111,7 +111,7 @@ def resolve_scheduler(name: str | None, karras: bool | None) -> str | None:
         entry = own[name]
     else:
         # The first registry entry of a class is its plain (non-Karras, default algorithm) form.
-        by_class = {}
+        by_class: dict[str, SchedulerEntry] = {}
         for e in SCHEDULERS:
             by_class.setdefault(e.cls, e)
         if name not in by_class:

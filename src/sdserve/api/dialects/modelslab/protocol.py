@@ -82,20 +82,27 @@ _FlagText = Annotated[str, Field(pattern=r"^\s*([Yy][Ee][Ss]|[Nn][Oo]|[Tt][Rr][U
 Flag = Annotated[bool | None, BeforeValidator(parse_flag, json_schema_input_type=bool | Literal[0, 1] | _FlagText | None)]
 
 
-def _numeric(inner: Any, parse: Any) -> Any:
-    """An optional number within ``inner``'s limits, given as a number or a numeric string."""
-    return Annotated[inner | None, BeforeValidator(parse, json_schema_input_type=inner | _NumberText | None)]
-
-
-# Optional numbers within the documented limits (the constraint applies once the string is parsed).
-Side = _numeric(Annotated[int, Field(ge=64, le=1024, json_schema_extra={"multipleOf": 8})], parse_int)
-Samples = _numeric(Annotated[int, Field(ge=1, le=4)], parse_int)
+# Optional numbers within the documented limits (the constraint applies once the string is
+# parsed): each takes the bounded value, a numeric string or null. Spelled out one by one, not
+# built by a helper, so type checkers see them as types.
+_Side = Annotated[int, Field(ge=64, le=1024, json_schema_extra={"multipleOf": 8})]
+_Samples = Annotated[int, Field(ge=1, le=4)]
 # One upstream page lists 21/31/41/51 steps, another 1-50: accept the union 1..51.
-Steps = _numeric(Annotated[int, Field(ge=1, le=51)], parse_int)
-Seed = _numeric(Annotated[int, Field(ge=0, le=MAX_SEED)], parse_int)
-ClipSkip = _numeric(Annotated[int, Field(ge=1, le=12)], parse_int)
-Guidance = _numeric(Annotated[float, Field(ge=1, le=20)], parse_number)
-Fraction = _numeric(Annotated[float, Field(ge=0, le=1)], parse_number)
+_Steps = Annotated[int, Field(ge=1, le=51)]
+_Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+_ClipSkip = Annotated[int, Field(ge=1, le=12)]
+_Guidance = Annotated[float, Field(ge=1, le=20)]
+_Fraction = Annotated[float, Field(ge=0, le=1)]
+Side = Annotated[_Side | None, BeforeValidator(parse_int, json_schema_input_type=_Side | _NumberText | None)]
+Samples = Annotated[_Samples | None, BeforeValidator(parse_int, json_schema_input_type=_Samples | _NumberText | None)]
+Steps = Annotated[_Steps | None, BeforeValidator(parse_int, json_schema_input_type=_Steps | _NumberText | None)]
+Seed = Annotated[_Seed | None, BeforeValidator(parse_int, json_schema_input_type=_Seed | _NumberText | None)]
+ClipSkip = Annotated[_ClipSkip | None,
+                     BeforeValidator(parse_int, json_schema_input_type=_ClipSkip | _NumberText | None)]
+Guidance = Annotated[_Guidance | None,
+                     BeforeValidator(parse_number, json_schema_input_type=_Guidance | _NumberText | None)]
+Fraction = Annotated[_Fraction | None,
+                     BeforeValidator(parse_number, json_schema_input_type=_Fraction | _NumberText | None)]
 
 
 class KeyRequest(BaseModel):

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -212,10 +213,13 @@ _FETCH: dict[str, Any] = {"openapi_extra": _body_doc(KeyRequest, False), "respon
                           "responses": {200: {"model": FetchReply}}}
 
 
-def _post_all(name: str, doc: dict[str, Any]):  # type: ignore[no-untyped-def]
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _post_all(name: str, doc: dict[str, Any]) -> Callable[[_Handler], _Handler]:
     """Register one handler under every prefix (v3, v6 images, v6 realtime)."""
 
-    def deco(fn):  # type: ignore[no-untyped-def]
+    def deco(fn: _Handler) -> _Handler:
         for path in _routes(name):
             router.add_api_route(path, fn, methods=["POST"], **doc)
         return fn

@@ -11,6 +11,10 @@ from ....engine.params import MAX_SEED
 __all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
 
 
+def _completed_only() -> list[Literal["start", "completed"]]:
+    return ["completed"]
+
+
 class JobRequest(BaseModel):
     """Body of ``POST /v1/jobs``. The task follows from the inputs: image and mask is
     inpaint, image alone img2img, neither txt2img. Unset fields take the model's defaults."""
@@ -34,7 +38,7 @@ class JobRequest(BaseModel):
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the outputs.")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
     webhook_events: list[Literal["start", "completed"]] = Field(
-        default_factory=lambda: ["completed"], description="Which moments the webhook reports.")
+        default_factory=_completed_only, description="Which moments the webhook reports.")
     priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
 
 

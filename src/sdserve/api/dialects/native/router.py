@@ -46,7 +46,7 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
     service = service_of(request)
     params = to_params(body, service.catalog.get(body.model), settings_of(request).max_image_pixels)
     job = service.submit(params, owner, priority=body.priority, webhook=body.webhook,
-                         webhook_events=body.webhook_events)
+                         webhook_events=tuple(body.webhook_events))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _out(request, job)
 

@@ -113,10 +113,8 @@ def openai_mask(alpha_source: Image.Image) -> Image.Image | None:
     Pixels more than half transparent (alpha < 128) are edited; OpenAI documents fully
     transparent ones, and anti-aliased mask edges should not flip the rule.
     """
-    alpha = alpha_source.getchannel("A")
-    if alpha.getextrema()[0] >= 128:
-        return None
-    return alpha.point(lambda a: 255 if a < 128 else 0)
+    mask = alpha_source.getchannel("A").point(lambda a: 255 if a < 128 else 0)
+    return mask if mask.getbbox() is not None else None  # no bbox: no pixel to edit
 
 
 def _png(img: Image.Image) -> bytes:
@@ -215,6 +213,7 @@ def images_response(
     """
     data = []
     for out in outputs:
+        assert out.data is not None, "JobService.run returns outputs with their bytes"
         item: dict[str, Any] = (
             {"b64_json": base64.b64encode(out.data).decode("ascii")}
             if response_format == "b64_json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic.config import JsonDict
 
 from ....engine.params import MAX_SEED
 
@@ -27,7 +28,7 @@ __all__ = [
 
 ResponseFormat = Literal["url", "b64_json"]
 # What parse_size accepts (the adapter then checks the range and the 8-pixel grid).
-SIZE_PATTERN = {"pattern": r"^\s*([Aa][Uu][Tt][Oo]|\d{1,5}\s*[xX]\s*\d{1,5})\s*$"}
+SIZE_PATTERN: JsonDict = {"pattern": r"^\s*([Aa][Uu][Tt][Oo]|\d{1,5}\s*[xX]\s*\d{1,5})\s*$"}
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from ....engine.catalog import ModelSpec
 from ....engine.params import GenerationParams
 from ....errors import BadInput
 from ....service.jobs import Output
@@ -50,7 +51,7 @@ def _state(request: Request) -> _OpenAIState:
     st = getattr(request.app.state, "openai_dialect", None)
     if st is None:
         st = request.app.state.openai_dialect = _OpenAIState()
-    return st  # type: ignore[no-any-return]
+    return st
 
 
 def _publish(request: Request, out: Output) -> str:
@@ -71,7 +72,7 @@ async def _run(request: Request, response: Response, params: GenerationParams, r
     return images_response(job.outputs, response_format, int(time.time()), lambda o: _publish(request, o), job.params)
 
 
-def _spec(request: Request, model: str | None):  # type: ignore[no-untyped-def]
+def _spec(request: Request, model: str | None) -> ModelSpec:
     return resolve_model(model, service_of(request).catalog, settings_of(request).default_model)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 __all__ = ["TextToImageInput", "ByteArray", "ModelSearchItem", "ModelSearchResponse", "MAX_STEPS"]
@@ -18,7 +19,7 @@ MAX_STEPS = 20
 ByteArray = Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(min_length=1)]
 # Sides are checked against the 8-pixel latent grid by the engine (so the message is the same
 # in every dialect); the schema says so too.
-_GRID = {"multipleOf": 8}
+_GRID: JsonDict = {"multipleOf": 8}
 
 
 class TextToImageInput(BaseModel):
