@@ -1,0 +1,78 @@
+"""How the job service runs, and what it needs of an engine.
+
+Kept apart from JobService so the worker, housekeeping and the composition roots (cli,
+deploy) can name these types without the service that uses them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..engine.catalog import Catalog
+from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
+from ..errors import SdserveError
+from .jobs import Job
+from .webhooks import WebhookPolicy
+
+__all__ = ["GenerationEngine", "ServiceOptions", "Observer", "WebhookFormat"]
+
+
+class GenerationEngine(Protocol):
+    """What the service needs of the engine (``sdserve.engine.engine.Engine`` provides it)."""
+
+    catalog: Catalog
+
+    def prepare(self, params: GenerationParams) -> GenerationParams: ...
+
+    def generate(
+        self,
+        params: GenerationParams,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def loaded_models(self) -> list[str]: ...
+
+    def is_available(self, name: str) -> bool: ...
+
+    def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]: ...
+
+    def max_batch_images(self, width: int, height: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How the service runs; the CLI fills it from Settings."""
+
+    max_attempts: int = 3
+    preview_every: int = 5
+    retention_s: float | None = 7 * 24 * 3600.0
+    url_ttl_s: int = 3600
+    # Base of output links where no request supplies one (webhook payloads).
+    public_url: str = "http://127.0.0.1:8000"
+    poll_s: float = 1.0
+    heartbeat_s: float = 5.0
+    lease_s: float = 30.0
+    cleanup_every_s: float = 300.0
+    # How long a claimed job waits for compatible company while requests arrive concurrently.
+    batch_wait_s: float = 0.005
+    webhook: WebhookPolicy = field(default_factory=WebhookPolicy)
+    # Batches this process runs at once. One suits a local engine (it runs one loop at a
+    # time); an engine that hands batches to remote replicas (Ray) keeps several in flight.
+    workers: int = 1
+    # This server's name on the jobs it claims (Ray: the API replica's id).
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # How often a running job's progress reaches a database other servers read (not SQLite).
+    progress_s: float = 1.0
+
+
+# Told "submitted", "started" and "finished" with the job (metrics).
+Observer = Callable[[str, Job], None]
+# A dialect's completion-webhook body for a finished job (see register_webhook_format).
+WebhookFormat = Callable[[Job], dict[str, Any]]
