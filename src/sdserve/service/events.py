@@ -100,7 +100,7 @@ async def follow(hub: EventHub, jobs: JobSource, running_here: Container[str], j
             elif job.step > last_step and job.id not in running_here:
                 # Another server runs it: its progress as that server last stored it.
                 last_step = job.step
-                ev = {"event": "step", "step": job.step, "total": job.total_steps}
+                ev: dict[str, Any] = {"event": "step", "step": job.step, "total": job.total_steps}
                 if job.preview is not None and job.preview != last_preview:
                     last_preview = job.preview
                     ev["preview"] = data_uri(job.preview)

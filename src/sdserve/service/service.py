@@ -10,6 +10,7 @@ recording (``recording.py``) and lease recovery with output expiry (``housekeepi
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -252,7 +253,7 @@ class JobService:
         /progress reports it."""
         return next(iter(self._worker.running.values()), None)
 
-    def running_jobs(self) -> list[Job]:
+    def running_jobs(self) -> builtins.list[Job]:  # ``list`` here is the method above
         """Every job of the batch running now."""
         return list(self._worker.running.values())
 
