@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -67,11 +67,11 @@ class KeyStore:
         if credits is not None and credits < 0:
             raise ValueError("credits must be 0 or more")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        row = {"id": "key_" + secrets.token_hex(6), "name": name, "hash": hash_key(key), "prefix": key[:10],
-               "created_at": time.time(), "rate_limit": rate_limit, "credits": credits, "credits_used": 0}
+        record = ApiKey(id="key_" + secrets.token_hex(6), name=name, prefix=key[:10], created_at=time.time(),
+                        revoked_at=None, rate_limit=rate_limit, credits=credits, credits_used=0)
         with self.db.tx() as conn:
-            conn.execute(insert(api_keys).values(**row))
-        return ApiKey(revoked_at=None, **{k: v for k, v in row.items() if k != "hash"}), key
+            conn.execute(insert(api_keys).values(hash=hash_key(key), **asdict(record)))
+        return record, key
 
     def list(self) -> list[ApiKey]:
         with self.db.tx() as conn:

@@ -172,7 +172,7 @@ class JobService:
 
     def list(self, owner: str | None = None, limit: int = 50) -> list[Job]:
         """The caller's newest jobs (everyone's on an open server)."""
-        return self.store.list(owner, limit, all_owners=owner is None)
+        return self.store.newest(owner, limit, all_owners=owner is None)
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel: a queued job ends now; a running one stops at its next step."""

@@ -98,7 +98,7 @@ class JobStore:
             outs = conn.execute(select(outputs).where(outputs.c.job_id == job_id)).all()
         return _job(row, outs)
 
-    def list(self, owner: str | None, limit: int = 50, all_owners: bool = False) -> list[Job]:
+    def newest(self, owner: str | None, limit: int = 50, all_owners: bool = False) -> list[Job]:
         """The newest jobs of ``owner`` (of everyone with ``all_owners``), newest first."""
         q = select(jobs).order_by(jobs.c.seq.desc()).limit(limit)
         if not all_owners:
@@ -117,9 +117,9 @@ class JobStore:
 
     def queue_by_model(self) -> dict[str, int]:
         with self.db.tx() as conn:
-            rows = conn.execute(select(jobs.c.model, func.count()).where(jobs.c.status == "queued")
+            rows = conn.execute(select(jobs.c.model, func.count().label("n")).where(jobs.c.status == "queued")
                                 .group_by(jobs.c.model)).all()
-        return {m: int(n) for m, n in rows}
+        return {r.model: int(r.n) for r in rows}
 
     def waiting(self) -> list[Waiting]:
         """Every queued job, as much as the fairness policy needs to order them."""
@@ -131,8 +131,8 @@ class JobStore:
     def params_of(self, job_ids: list[str]) -> dict[str, GenerationParams]:
         """The resolved parameters (without images) of queued jobs, in ``job_ids`` order."""
         with self.db.tx() as conn:
-            rows = dict(conn.execute(select(jobs.c.id, jobs.c.params)
-                                     .where(jobs.c.id.in_(job_ids), jobs.c.status == "queued")).all())
+            rows: dict[str, str] = {r.id: r.params for r in conn.execute(
+                select(jobs.c.id, jobs.c.params).where(jobs.c.id.in_(job_ids), jobs.c.status == "queued"))}
         return {i: GenerationParams.model_validate_json(rows[i]) for i in job_ids if i in rows}
 
     # -- the worker's side ----------------------------------------------------------------
