@@ -4,6 +4,7 @@ the real engine, wrapped to inject the interruption."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sdserve.errors import Interrupted
@@ -49,7 +50,7 @@ def test_interruptions_stop_at_max_attempts(settings, engine, tmp_path):
     assert flaky.batches == 2
 
 
-def test_several_workers_keep_batches_in_flight(settings, engine, tmp_path):
+def test_several_workers_keep_batches_in_flight(settings, engine, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
     from sdserve.api.app import build_app
@@ -59,11 +60,25 @@ def test_several_workers_keep_batches_in_flight(settings, engine, tmp_path):
     s = job_settings(settings, tmp_path)
     service = build_service(s, engine, workers=2)
     in_flight: list[int] = []
-    service.observe(lambda kind, job: in_flight.append(len(service.running_jobs())) if kind == "started" else None)
+    now = [0]
+    lock = threading.Lock()
+    real = service.engine.generate_batch
+
+    def counting(requests):  # type: ignore[no-untyped-def]
+        with lock:
+            now[0] += 1
+            in_flight.append(now[0])
+        try:
+            return real(requests)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(service.engine, "generate_batch", counting)  # the real engine, its calls counted
     with TestClient(build_app(s, service)) as c:
         assert len(service._workers) == 2 and c.get("/readyz").json()["worker"] == "running"
         # Different guidance: no two share a loop, so each is a batch of its own.
         ids = [c.post("/v1/jobs", json={**FAST, "steps": 8, "guidance": 4.0 + i}).json()["id"] for i in range(4)]
         done = [wait_done(c, j) for j in ids]
     assert all(d["status"] == "succeeded" and d["attempts"] == 1 for d in done), done
-    assert max(in_flight) == 2  # two batches at once, never more
+    assert max(in_flight) == 2  # two batches on the engine at once, never more

@@ -281,3 +281,26 @@ def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
         assert not waiter._ended and not runner._ended  # no waiter left behind
 
     asyncio.run(scenario())
+
+
+def test_the_next_batch_runs_while_the_last_one_stores_its_outputs(settings, engine, tmp_path):
+    """Encoding and storing outputs overlaps the next batch on the engine: with a store that
+    takes a second per file, the second job starts before the first is recorded as ended."""
+    from fastapi.testclient import TestClient
+
+    from sdserve.api.app import build_app
+    from sdserve.service.artifacts import LocalArtifacts
+
+    class Slow(LocalArtifacts):
+        def put(self, key: str, data: bytes, content_type: str) -> None:
+            time.sleep(1.0)
+            super().put(key, data, content_type)
+
+    s, service = make_service(settings, engine, tmp_path)
+    service.artifacts = Slow(tmp_path / "outputs")
+    with TestClient(build_app(s, service)) as c:
+        # Different guidance: two batches, one after the other.
+        first, second = (c.post("/v1/jobs", json={**FAST, "guidance": g}).json()["id"] for g in (5.0, 6.0))
+        a, b = (wait_done(c, j) for j in (first, second))
+    assert a["status"] == b["status"] == "succeeded"
+    assert b["started_at"] < a["finished_at"]

@@ -249,12 +249,12 @@ class JobService:
         return job
 
     def running(self) -> Job | None:
-        """The job the worker is running now (the first of its batch), if any; A1111's
-        /progress reports it."""
-        return next(iter(self._worker.running.values()), None)
+        """The job started last (one of the batch on the engine now; the previous batch may
+        still be storing its outputs), if any; A1111's /progress reports it."""
+        return next(reversed(self._worker.running.values()), None)
 
     def running_jobs(self) -> builtins.list[Job]:  # ``list`` here is the method above
-        """Every job of the batch running now."""
+        """Every job started here and not yet recorded as ended."""
         return list(self._worker.running.values())
 
     def queue_length(self) -> int:

@@ -68,35 +68,55 @@ class BatchWorker:
         return fair_order(self.store.waiting(), self.served)
 
     async def run(self) -> None:
-        while not self.stopping:
-            self.wake.clear()
-            try:
-                first = await asyncio.to_thread(self._claim_next)
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: retry
-                log.exception("could not claim a job")
-                first = None
-            if first is None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.options.poll_s)
-                continue
-            self.served[first.owner] = next(self._serve_order)
-            batch = [first]
-            try:
-                if self.options.batch_wait_s and (self._last_batch_size > 1
-                                                 or await asyncio.to_thread(self.store.queue_length)):
-                    # Requests are arriving together: give the rest of a burst a moment to
-                    # land so they share this loop. A lone sequential client never waits.
-                    await asyncio.sleep(self.options.batch_wait_s)
-                batch += await asyncio.to_thread(self._claim_companions, first)
-            except Exception:  # noqa: BLE001 - batching is an optimisation: run the first job alone
-                log.exception("could not gather a batch for job %s", first.id)
-            for job in batch[1:]:
-                self.served[job.owner] = next(self._serve_order)
-            self._last_batch_size = len(batch)
-            try:
-                await self._run_batch(batch)
-            except Exception:  # noqa: BLE001 - the worker must outlive any one batch
-                log.exception("worker failed around jobs %s", [j.id for j in batch])
+        # The previous batch's outputs are encoded and stored while the next batch runs on
+        # the engine (PNG encoding is real CPU work; on a GPU it would otherwise leave the
+        # device idle). At most one batch is being concluded at a time, so memory stays bounded.
+        concluding: asyncio.Task[None] | None = None
+        try:
+            while not self.stopping:
+                concluding = await self._next_batch(concluding)
+        finally:
+            if concluding is not None:
+                await concluding
+
+    async def _next_batch(self, concluding: asyncio.Task[None] | None) -> asyncio.Task[None] | None:
+        """Claim and run one batch. Returns the task concluding the newest batch run (the
+        one passed in when there was nothing to run)."""
+        self.wake.clear()
+        try:
+            first = await asyncio.to_thread(self._claim_next)
+        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: retry
+            log.exception("could not claim a job")
+            first = None
+        if first is None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.options.poll_s)
+            return concluding
+        self.served[first.owner] = next(self._serve_order)
+        batch = [first]
+        try:
+            if self.options.batch_wait_s and (self._last_batch_size > 1
+                                             or await asyncio.to_thread(self.store.queue_length)):
+                # Requests are arriving together: give the rest of a burst a moment to
+                # land so they share this loop. A lone sequential client never waits.
+                await asyncio.sleep(self.options.batch_wait_s)
+            batch += await asyncio.to_thread(self._claim_companions, first)
+        except Exception:  # noqa: BLE001 - batching is an optimisation: run the first job alone
+            log.exception("could not gather a batch for job %s", first.id)
+        for job in batch[1:]:
+            self.served[job.owner] = next(self._serve_order)
+        self._last_batch_size = len(batch)
+        try:
+            results, heartbeat = await self._run_batch(batch)
+        except Exception:  # noqa: BLE001 - the worker must outlive any one batch
+            # They stay claimed without a heartbeat: lease recovery queues them again.
+            log.exception("worker failed around jobs %s", [j.id for j in batch])
+            for job in batch:
+                self.running.pop(job.id, None)
+            return concluding
+        if concluding is not None:
+            await concluding
+        return asyncio.create_task(self._conclude_batch(batch, results, heartbeat))
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -152,7 +172,9 @@ class BatchWorker:
     def _cancel_hook(self, job: Job) -> Callable[[], bool]:
         return lambda: job.id in self.canceled or self.stopping
 
-    async def _run_batch(self, jobs: list[Job]) -> None:
+    async def _run_batch(self, jobs: list[Job]) -> tuple[list[GenerationResult | SdserveError], asyncio.Task[None]]:
+        """Start ``jobs`` and run them on the engine: a result or an error per job, and the
+        heartbeat that keeps their leases until they are concluded."""
         for job in jobs:
             if job.attempts > 1:
                 await asyncio.to_thread(drop_orphans, self.artifacts, job.id)
@@ -169,14 +191,24 @@ class BatchWorker:
         except Exception as e:  # noqa: BLE001 - a bug must fail the jobs, not kill the worker
             log.exception("jobs %s crashed", [j.id for j in jobs])
             results = [GenerationFailed(f"internal error: {type(e).__name__}") for _ in jobs]
+        self.run_ema_s = 0.8 * self.run_ema_s + 0.2 * (time.time() - t0)
+        return results, heartbeat
+
+    async def _conclude_batch(self, jobs: list[Job], results: list[GenerationResult | SdserveError],
+                              heartbeat: asyncio.Task[None]) -> None:
+        """Conclude a batch's jobs side by side (their outputs encode in parallel threads)."""
+        try:
+            await asyncio.gather(*(self._conclude_one(job, result) for job, result in zip(jobs, results, strict=True)))
         finally:
             heartbeat.cancel()
-        self.run_ema_s = 0.8 * self.run_ema_s + 0.2 * (time.time() - t0)
-        for job, result in zip(jobs, results, strict=True):
-            try:
-                await self._conclude(job, result)
-            finally:
-                self.running.pop(job.id, None)
+
+    async def _conclude_one(self, job: Job, result: GenerationResult | SdserveError) -> None:
+        try:
+            await self._conclude(job, result)
+        except Exception:  # noqa: BLE001 - one job's bad end must not keep the others from theirs
+            log.exception("concluding job %s failed", job.id)
+        finally:
+            self.running.pop(job.id, None)
 
     async def _conclude(self, job: Job, result: GenerationResult | SdserveError) -> None:
         """Record one job's outcome: outputs stored, or why not."""
