@@ -165,6 +165,9 @@ def test_health_readiness_and_metrics(settings, engine, tmp_path):
         assert f'sdserve_images_generated_total{{model="{model}"}} 2.0' in text
         assert f'sdserve_job_run_seconds_count{{model="{model}"}} 1.0' in text
         assert f'sdserve_job_wait_seconds_count{{model="{model}"}} 1.0' in text
+        # Its two images shared one loop: in the le=2 bucket, not in le=1.
+        assert f'sdserve_job_batch_images_bucket{{le="1.0",model="{model}"}} 0.0' in text
+        assert f'sdserve_job_batch_images_bucket{{le="2.0",model="{model}"}} 1.0' in text
         assert f'sdserve_model_loaded{{model="{model}"}} 1.0' in text
         assert "process_resident_memory_bytes" in text
         assert "# TYPE sdserve_job_errors_total counter" in text
@@ -178,7 +181,7 @@ def test_compatible_queued_jobs_share_one_denoising_loop(settings, engine, tmp_p
 
     _, service = make_service(settings, engine, tmp_path)
     together: list[int] = []
-    service.observe(lambda kind, job: together.append(len(service.running_jobs())) if kind == "started" else None)
+    service.observe(lambda kind, job: together.append(job.batch_images) if kind == "started" else None)
 
     async def scenario() -> tuple[bytes, bytes]:
         jobs = [service.submit(GenerationParams(**FAST, seed=s), f"key_{s}") for s in (1, 2, 3)]
@@ -194,7 +197,7 @@ def test_compatible_queued_jobs_share_one_denoising_loop(settings, engine, tmp_p
         return alone.outputs[0].data or b"", batched
 
     alone, batched = asyncio.run(scenario())
-    assert together[:4] == [1, 2, 3, 1]  # three compatible jobs started as one batch; the 3-step one alone
+    assert together[:4] == [3, 3, 3, 1]  # three compatible jobs started as one batch; the 3-step one alone
     a = np.asarray(Image.open(io.BytesIO(alone)).convert("RGB")).astype(int)
     b = np.asarray(Image.open(io.BytesIO(batched)).convert("RGB")).astype(int)
     assert np.abs(a - b).max() <= 2  # batching changes no image beyond float rounding

@@ -77,6 +77,9 @@ class Metrics:
                               buckets=_BUCKETS, registry=r)
         self.run = Histogram("sdserve_job_run_seconds", "Time from start to end.", ["model"], buckets=_BUCKETS,
                              registry=r)
+        # How well cross-request batching works: 1 everywhere means no job had company.
+        self.batch = Histogram("sdserve_job_batch_images", "Images in the denoising loop each job ran in.",
+                               ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         r.register(_Live(service))
         # Process memory and CPU: on CPU-only machines this is the device memory.
         ProcessCollector(registry=r)
@@ -88,6 +91,8 @@ class Metrics:
             self.submitted.labels(model).inc()
         elif kind == "started" and job.started_at is not None:
             self.wait.labels(model).observe(max(0.0, job.started_at - job.created_at))
+            if job.batch_images:
+                self.batch.labels(model).observe(job.batch_images)
         elif kind == "finished":
             self.finished.labels(model, job.status).inc()
             if job.started_at is not None and job.finished_at is not None:

@@ -87,6 +87,9 @@ class Job:
     # (None: the Standard Webhooks envelope around job_view).
     reply: dict[str, Any] = field(default_factory=dict)
     webhook_format: str | None = None
+    # Images in the denoising loop this attempt shares with other jobs (its own included);
+    # set by the worker that runs it, not stored (metrics read it when the job starts).
+    batch_images: int = 0
 
     @property
     def done(self) -> bool:

@@ -175,10 +175,11 @@ class BatchWorker:
     async def _run_batch(self, jobs: list[Job]) -> tuple[list[GenerationResult | SdserveError], asyncio.Task[None]]:
         """Start ``jobs`` and run them on the engine: a result or an error per job, and the
         heartbeat that keeps their leases until they are concluded."""
+        images = sum(job.params.n for job in jobs)
         for job in jobs:
             if job.attempts > 1:
                 await asyncio.to_thread(drop_orphans, self.artifacts, job.id)
-            job.step, job.total_steps = 0, job.params.steps or 0
+            job.step, job.total_steps, job.batch_images = 0, job.params.steps or 0, images
             self.running[job.id] = job
             if job.webhook and "start" in job.webhook_events:
                 await asyncio.to_thread(self.recorder.record_start, job)
