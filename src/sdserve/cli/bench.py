@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import socket
 import statistics
 import threading
@@ -74,6 +75,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     root = Path(args.data_dir or "data") / "bench"
     model_dir, arch = _model_dir(args.arch, root)
+    # A fresh job database each run: jobs an interrupted run left queued would run in this one.
+    shutil.rmtree(root / "server", ignore_errors=True)
     # The server runs with the settings a user would run it with (``--config``: compile,
     # channels_last, batch limits...), over the bench model, on its own data dir and port.
     settings = load_settings(

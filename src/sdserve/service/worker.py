@@ -56,6 +56,7 @@ class BatchWorker:
         self.wake = asyncio.Event()
         self.run_ema_s = 5.0  # how long a batch takes (QueueFull's Retry-After)
         self._last_batch_size = 1
+        self._drained = False  # the queue held nothing more when the last batch was formed
 
     def reset(self) -> None:
         """Before the tasks (re)start: events bind to the loop that first waits on them, and a
@@ -82,6 +83,14 @@ class BatchWorker:
     async def _next_batch(self, concluding: asyncio.Task[None] | None) -> asyncio.Task[None] | None:
         """Claim and run one batch. Returns the task concluding the newest batch run (the
         one passed in when there was nothing to run)."""
+        if self._drained:
+            # Nothing else was queued when the last batch formed: unless a job arrived here
+            # since (wake), wait like an idle worker instead of querying the queue right
+            # away, while the last batch's results are recorded and answered.
+            self._drained = False
+            if not self.wake.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.options.poll_s)
         self.wake.clear()
         try:
             first = await asyncio.to_thread(self._claim_next)
@@ -146,6 +155,7 @@ class BatchWorker:
                     room -= params.n
                     if room <= 0:
                         break
+        self._drained = len(order) < 64 and len(companions) == len(order)
         return companions
 
     # -- running --------------------------------------------------------------------------
