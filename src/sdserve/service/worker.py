@@ -91,6 +91,8 @@ class BatchWorker:
             if not self.wake.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.options.poll_s)
+            if self.stopping:
+                return concluding
         self.wake.clear()
         try:
             first = await asyncio.to_thread(self._claim_next)
