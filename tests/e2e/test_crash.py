@@ -42,13 +42,18 @@ def _start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise AssertionError(f"server did not become ready:\n{log.read_text()[-3000:]}")
 
 
-def test_sigkill_mid_job_then_restart_runs_every_job_exactly_once(tiny_dir, tmp_path):
+def _server_place(tiny_dir: Path, tmp_path: Path) -> tuple[Path, int, str, Path]:
+    """A data dir serving the session's tiny models as demo models, a free port, its base
+    URL and the log file: where a test's server runs, before and after the kill."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "demo-models").symlink_to(tiny_dir, target_is_directory=True)
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
+    return data, port, f"http://127.0.0.1:{port}", tmp_path / "server.log"
+
+
+def test_sigkill_mid_job_then_restart_runs_every_job_exactly_once(tiny_dir, tmp_path):
+    data, port, base, log = _server_place(tiny_dir, tmp_path)
     job = {"model": "sd15", "prompt": "crash test", "width": 64, "height": 64}
 
     proc = _start(data, port, log)
@@ -125,12 +130,7 @@ def test_sigkill_under_load_then_restart_completes_every_accepted_job_exactly_on
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
 
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "demo-models").symlink_to(tiny_dir, target_is_directory=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
+    data, port, base, log = _server_place(tiny_dir, tmp_path)
     os.environ["SDSERVE_ALLOW_PRIVATE_URLS"] = "1"  # the webhook receiver is on loopback
     try:
         proc = _start(data, port, log)

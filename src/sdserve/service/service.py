@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from ..engine.catalog import Catalog
@@ -63,6 +63,14 @@ class _Shared(Generic[T]):
                 setattr(part, self._name, value)
 
 
+@dataclass
+class _Waiters:
+    """Who waits in this process for one job to end, and the ended job once it has."""
+
+    ended: asyncio.Future[Job]
+    count: int = 0
+
+
 class JobService:
     """Durable queue, worker, outputs, webhooks and keys over one engine."""
 
@@ -85,8 +93,7 @@ class JobService:
         self.fetcher = fetcher or Fetcher()
         self._tasks: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
-        # Per job someone waits on: [future of the ended job, number of waiters].
-        self._ended: dict[str, list[Any]] = {}
+        self._ended: dict[str, _Waiters] = {}  # by job id, while someone waits on it
         self._hub = EventHub()
         self._recorder = Recorder(self.store, self.output_url)
         self._worker = BatchWorker(engine, self.store, artifacts, options, self._hub, self._recorder,
@@ -199,10 +206,10 @@ class JobService:
         """The ended job: handed over by this process's worker the moment it is recorded,
         or read from the store, which is polled for jobs another process runs. Without
         ``check_first`` the first read waits a poll period (the caller just queued it)."""
-        ended = self._ended.get(job_id)
-        if ended is None:
-            ended = self._ended[job_id] = [asyncio.get_running_loop().create_future(), 0]
-        ended[1] += 1
+        waiters = self._ended.get(job_id)
+        if waiters is None:
+            waiters = self._ended[job_id] = _Waiters(asyncio.get_running_loop().create_future())
+        waiters.count += 1
         try:
             checked = -float("inf") if check_first else time.monotonic()
             while True:
@@ -213,12 +220,12 @@ class JobService:
                         raise NotFound(f"no job {job_id}")
                     if fresh.done:
                         return fresh
-                done, _ = await asyncio.wait({ended[0]}, timeout=self.options.poll_s - (time.monotonic() - checked))
+                done, _ = await asyncio.wait({waiters.ended}, timeout=self.options.poll_s - (time.monotonic() - checked))
                 if done:
-                    return ended[0].result()  # type: ignore[no-any-return]
+                    return waiters.ended.result()
         finally:
-            ended[1] -= 1
-            if not ended[1] and self._ended.get(job_id) is ended:
+            waiters.count -= 1
+            if not waiters.count and self._ended.get(job_id) is waiters:
                 del self._ended[job_id]
 
     async def run(
@@ -311,8 +318,8 @@ class JobService:
         """Tell this process a job ended: waiters, event streams, observers, webhooks."""
         self._worker.canceled.discard(job.id)
         self._hub.notify("finished", job)
-        ended = self._ended.pop(job.id, None)
-        if ended is not None and not ended[0].done():
-            ended[0].set_result(job)  # the waiters get this very object, outputs' bytes included
+        waiters = self._ended.pop(job.id, None)
+        if waiters is not None and not waiters.ended.done():
+            waiters.ended.set_result(job)  # the waiters get this very object, outputs' bytes included
         if job.webhook:
             self._recorder.wake_sender()
