@@ -52,10 +52,11 @@ def engine(settings):  # type: ignore[no-untyped-def]
 
 def make_app(settings, engine, **overrides):  # type: ignore[no-untyped-def]
     from sdserve.api.app import build_app
+    from sdserve.cli.build import service_options
     from sdserve.service.service import JobService
 
     s = settings.model_copy(update=overrides) if overrides else settings
-    return build_app(s, JobService(engine, max_queue=s.max_queue))
+    return build_app(s, JobService(engine, max_queue=s.max_queue, options=service_options(s)))
 
 
 @pytest.fixture
@@ -73,6 +74,15 @@ def catalog():  # type: ignore[no-untyped-def]
     from sdserve.engine.catalog import Catalog
 
     return Catalog.builtin()
+
+
+def make_params(**fields):  # type: ignore[no-untyped-def]
+    """GenerationParams from keyword fields, with ``init_image``/``mask_image`` bytes taken
+    as its ``inputs`` by role (the shape tests describe requests in)."""
+    from sdserve.engine.params import GenerationParams, input_images
+
+    init, mask = fields.pop("init_image", None), fields.pop("mask_image", None)
+    return GenerationParams(**fields, inputs=input_images(init=init, mask=mask))
 
 
 def png_of(img: Image.Image) -> bytes:

@@ -7,6 +7,8 @@ model share one copy of the weights.
 
 from __future__ import annotations
 
+from sdserve.engine.pipelines import Needs
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,7 +16,7 @@ from PIL import Image
 from sdserve.engine.params import GenerationParams, StepInfo
 from sdserve.engine.schedulers import SCHEDULERS
 from sdserve.errors import BadInput, Canceled
-from tests.conftest import mask_bytes, png_bytes
+from tests.conftest import make_params, mask_bytes, png_bytes
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 INPAINTING = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
@@ -34,7 +36,7 @@ def params(model: str, task: str, **kw) -> GenerationParams:  # type: ignore[no-
         fields.update(init_image=png_bytes(), strength=1.0)
     if task == "inpaint":
         fields.update(mask_image=mask_bytes())
-    return GenerationParams(**{**fields, **kw})
+    return make_params(**{**fields, **kw})
 
 
 def pixels(img: Image.Image) -> np.ndarray:
@@ -90,12 +92,12 @@ def _param_ptrs(module) -> list[int]:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("model", [SD15, SDXL, LIGHTNING])
 def test_the_three_tasks_share_one_copy_of_the_weights(engine, model: str) -> None:  # type: ignore[no-untyped-def]
     loaded = engine.load(model)
-    base = loaded.pipeline("txt2img")
+    base = loaded.pipeline(Needs("txt2img"))
     components = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if loaded.spec.arch == "sdxl" else [])
     for task in ("img2img", "inpaint"):
-        view = loaded.pipeline(task)
+        view = loaded.pipeline(Needs(task))
         assert view is not base and type(view).__name__ != type(base).__name__
-        assert loaded.pipeline(task) is view  # built once, then reused
+        assert loaded.pipeline(Needs(task)) is view  # built once, then reused
         for name in components:
             ours, theirs = getattr(view, name), getattr(base, name)
             assert ours is theirs, f"{task}.{name} is a different module"
@@ -162,7 +164,7 @@ def test_missing_inputs_are_bad_input(engine) -> None:  # type: ignore[no-untype
         engine.generate(GenerationParams(model=SD15, task="img2img", prompt="x", width=64, height=64, steps=2))
     assert e.value.field == "image"
     with pytest.raises(BadInput) as e:
-        engine.generate(GenerationParams(model=SD15, task="inpaint", prompt="x", width=64, height=64, steps=2,
+        engine.generate(make_params(model=SD15, task="inpaint", prompt="x", width=64, height=64, steps=2,
                                          init_image=png_bytes()))
     assert e.value.field == "mask"
 

@@ -127,7 +127,8 @@ def test_the_warning_reaches_the_caller_in_each_api(settings, engine):  # type: 
         assert r.status_code == 200 and "prompt is " in r.headers["x-sdserve-warning"]
         r = c.post("/v1/images/generations", json={"prompt": LONG, "size": "256x256", "model": SD15})
         assert r.status_code == 200 and "prompt is " in r.headers["x-sdserve-warning"]
-        job = c.post("/v1/jobs", json={"model": SD15, "prompt": LONG, "steps": 1, "width": 64, "height": 64}).json()
+        job = c.post("/v1/jobs", json={"model": SD15, "prompt": LONG, "steps": 1, "width": 64, "height": 64,
+                                       "prompt_syntax": "plain"}).json()
         done = wait_done(c, job["id"])
         assert done["status"] == "succeeded" and done["warnings"][0].startswith("prompt is ")
 

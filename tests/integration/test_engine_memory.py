@@ -3,6 +3,8 @@ unload first, one copy of the weights per model, and sizes show in /readyz and /
 
 from __future__ import annotations
 
+from sdserve.engine.pipelines import Needs
+
 import torch
 
 from sdserve.cli.build import build_engine
@@ -25,7 +27,7 @@ def test_pipeline_bytes_counts_every_tensor_once(engine):  # type: ignore[no-unt
     assert pipeline_bytes(pipe) <= expected  # tied/shared tensors once
     assert pipeline_bytes(pipe) > 0.95 * expected
     # The inpaint view shares the base's modules: same bytes, not twice as many.
-    view = engine.load(SD15).pipeline("inpaint")
+    view = engine.load(SD15).pipeline(Needs("inpaint"))
     assert pipeline_bytes(view) == pipeline_bytes(pipe)
 
 

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from sdserve.engine.params import GenerationParams
-from tests.conftest import png_of
+from tests.conftest import make_params, png_of
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "goldens"
 TOLERANCE = 2  # in 0-255 pixel units, i.e. 2/255
@@ -66,7 +66,7 @@ def case_params(family: str, task: str, **overrides: Any) -> GenerationParams:
         fields.update(init_image=init_image(), strength=1.0)
     if task == "inpaint":
         fields.update(mask_image=mask_image())
-    return GenerationParams(**{**fields, **overrides})
+    return make_params(**{**fields, **overrides})
 
 
 def pixel_slice(img: Image.Image) -> list[int]:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from sdserve.engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec, WeightSource
-from sdserve.engine.params import GenerationParams
+from sdserve.engine.params import GenerationParams, input_images
 from sdserve.engine.tiny import LIGHTNING_UNET_FILE
 from sdserve.errors import ModelUnavailable
 from tests.conftest import make_app, mask_bytes, png_bytes
@@ -256,7 +256,7 @@ def test_corrupt_single_file_is_unavailable_not_a_crash(hf_cache, tiny_dir, tmp_
 def test_builtin_model_without_weights_names_sdserve_pull(hf_cache, model: str) -> None:  # type: ignore[no-untyped-def]
     eng = engine_for(*BUILTIN_MODELS)
     assert not eng.is_available(model)
-    inputs = dict(task="inpaint", init_image=png_bytes(), mask_image=mask_bytes()) if "inpainting" in model else {}
+    inputs = dict(task="inpaint", inputs=input_images(init=png_bytes(), mask=mask_bytes())) if "inpainting" in model else {}
     with pytest.raises(ModelUnavailable) as e:
         eng.generate(GenerationParams(model=model, prompt="x", **inputs))
     assert f"sdserve pull {model}" in e.value.message

@@ -332,15 +332,16 @@ def test_modelslab_py_sdk_against_a_live_server(settings, engine, tmp_path) -> N
             api.text_to_image(Text2Image(prompt="x", samples=5))
 
 
-# 120 words: well past the 75 tokens (77 with the start and end markers) CLIP reads.
-LONG = " ".join(f"word{i}" for i in range(120))
+# These dialects read A1111 prompt syntax: a long prompt is read in 75-token chunks (nothing
+# dropped, no warning); an unclosed bracket is read as A1111 reads it, with a warning.
+LONG = "a (cat in a hat, " + " ".join(f"word{i}" for i in range(120))
 
 
 def test_a_long_prompt_warns_in_the_reply_and_header_a_short_one_does_not(client) -> None:  # type: ignore[no-untyped-def]
     r = client.post("/api/v3/text2img", json={**FAST, "prompt": LONG, "seed": 8})
     assert r.status_code == 200 and r.json()["status"] == "success", r.text
     warnings = r.json()["warnings"]
-    assert len(warnings) == 1 and warnings[0].startswith("prompt is ") and "reads 75" in warnings[0]
+    assert len(warnings) == 1 and warnings[0].startswith("prompt: ") and "never closed" in warnings[0]
     assert r.headers["x-sdserve-warning"] == warnings[0]
     assert r.json()["meta"]["prompt"] == LONG  # meta still echoes what was sent
     short = client.post("/api/v3/text2img", json={**FAST, "seed": 8})
@@ -370,7 +371,7 @@ def test_long_prompt_warnings_on_fetch_and_in_the_webhook_through_the_sdk(settin
         done = api.fetch(first["id"])
         assert done["status"] == "success", done
         warnings = done["warnings"]
-        assert len(warnings) == 1 and warnings[0].startswith("prompt is "), done
+        assert len(warnings) == 1 and warnings[0].startswith("prompt: "), done
         fetched = httpx.post(f"{url}/api/v3/fetch/{first['id']}", json={"key": "sdk-key"}, timeout=60)
         assert fetched.json()["warnings"] == warnings and fetched.headers["x-sdserve-warning"] == warnings[0]
         deadline = time.time() + 60

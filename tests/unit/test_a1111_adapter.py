@@ -39,6 +39,7 @@ from sdserve.api.dialects.a1111.inputs import (
 from sdserve.api.dialects.a1111.protocol import Img2ImgRequest, Txt2ImgRequest
 from sdserve.api.errors import render_error
 from sdserve.engine.params import MAX_SEED
+from sdserve.engine.prepare import prepare
 from sdserve.engine.schedulers import SCHEDULERS, get_scheduler
 from sdserve.errors import BadInput, GenerationFailed, NotFound, QueueFull
 from sdserve.images import encode_image, infotext
@@ -284,9 +285,10 @@ def test_bad_img2img_inputs(catalog, fields, field, cls):
 
 
 def test_inpainting_checkpoint_needs_a_mask(catalog):
+    # The adapter translates; prepare() checks the task for every dialect (as the service does).
     with pytest.raises(BadInput) as e:
-        img2img_plan(Img2ImgRequest(init_images=[_b64(Image.new("RGB", (64, 64)))], width=64, height=64),
-                     catalog.get(INPAINT), "png", PX)
+        prepare(catalog, img2img_plan(Img2ImgRequest(init_images=[_b64(Image.new("RGB", (64, 64)))], width=64,
+                                                     height=64), catalog.get(INPAINT), "png", PX).params)
     assert e.value.field == "mask"
 
 

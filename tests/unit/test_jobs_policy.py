@@ -57,11 +57,11 @@ def test_retry_after_as_seconds_or_http_date():
 
 
 def test_job_view_shows_outputs_and_errors():
-    from sdserve.engine.params import GenerationParams
+    from sdserve.engine.params import GenerationParams, input_images
     from sdserve.errors import BadInput
     from sdserve.service.jobs import Job, Output, job_view
 
-    p = GenerationParams(model="m", prompt="p", seed=4, n=2, init_image=b"\x89PNG...")
+    p = GenerationParams(model="m", prompt="p", seed=4, n=2, inputs=input_images(init=b"\x89PNG..."))
     job = Job(id="j", params=p, status="succeeded", created_at=0.0, finished_at=1.5,
               outputs=[Output(0, 4, "image/png", token="t0"), Output(1, 5, "image/png", token="t1", removed=True)])
     view = job_view(job, lambda o: f"https://x/{o.token}")

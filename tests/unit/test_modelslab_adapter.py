@@ -24,14 +24,25 @@ from sdserve.api.dialects.modelslab.adapter import (
     resolve_scheduler,
     success_body,
     system_load_body,
-    to_params,
 )
+from sdserve.api.dialects.modelslab import adapter
 from sdserve.api.dialects.modelslab.protocol import GenerateRequest
 from sdserve.engine.catalog import Catalog
+from sdserve.engine.params import GenerationParams
+from sdserve.engine.prepare import settle_inputs
 from sdserve.errors import BadInput
 from tests.conftest import mask_bytes, png_bytes
 
 CATALOG = Catalog.builtin()
+
+
+def to_params(req, task, spec, init, mask, max_pixels) -> GenerationParams:  # type: ignore[no-untyped-def]
+    """The adapter, then the input checks every dialect shares (prepare's first phase), with
+    field names renamed as the router does: what a ModelsLab request turns into."""
+    try:
+        return settle_inputs(CATALOG, adapter.to_params(req, task, spec, init, mask), max_pixels)[0]
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
 SD15 = CATALOG.get("sd15")
 INPAINT_ONLY = CATALOG.get("@cf/runwayml/stable-diffusion-v1-5-inpainting")
 PX = 4096 * 4096

@@ -12,15 +12,13 @@ import json
 import pytest
 from PIL import Image
 
+from sdserve.api.dialects.openai import adapter
 from sdserve.api.dialects.openai.adapter import (
     VARIATION_STRENGTH,
-    edit_params,
-    generation_params,
     images_response,
     openai_mask,
     parse_size,
     resolve_model,
-    variation_params,
 )
 from sdserve.api.dialects.openai.protocol import ImageEditForm, ImageGenerateRequest, ImageVariationForm
 from sdserve.api.errors import render_error
@@ -36,11 +34,35 @@ from sdserve.errors import (
     UnknownModel,
 )
 from sdserve.service.jobs import Output
+from sdserve.engine.catalog import Catalog
+from sdserve.engine.params import GenerationParams
+from sdserve.engine.prepare import settle_inputs
 from tests.conftest import png_of
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 INPAINT = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
 PX = 4096 * 4096
+
+
+def _checked(params: GenerationParams, max_pixels: int = 4096 * 4096) -> GenerationParams:
+    """The input checks every dialect shares (prepare's first phase), with the engine's field
+    names renamed as the router does: what an OpenAI request turns into."""
+    try:
+        return settle_inputs(Catalog.builtin(), params, max_pixels)[0]
+    except BadInput as e:
+        raise adapter.in_dialect_terms(e) from None
+
+
+def generation_params(req, spec):  # type: ignore[no-untyped-def]
+    return _checked(adapter.generation_params(req, spec))
+
+
+def edit_params(form, images, mask, spec, max_pixels):  # type: ignore[no-untyped-def]
+    return _checked(adapter.edit_params(form, images, mask, spec, max_pixels), max_pixels)
+
+
+def variation_params(form, image, spec, max_pixels):  # type: ignore[no-untyped-def]
+    return _checked(adapter.variation_params(form, image, spec), max_pixels)
 
 
 def _rgba_with_hole(size=(64, 64), box=(16, 16, 48, 48), hole_alpha=0) -> bytes:
@@ -78,9 +100,9 @@ def test_parse_size(size, expected):
 
 
 @pytest.mark.parametrize("size", ["512", "512x", "big", "513x512", "0x0", "8192x512", "512*512", "-64x64"])
-def test_bad_sizes_name_the_size_field(size):
+def test_bad_sizes_name_the_size_field(size, catalog):
     with pytest.raises(BadInput) as e:
-        parse_size(size)
+        generation_params(ImageGenerateRequest(prompt="x", size=size), catalog.get(SD15))
     assert e.value.field == "size"
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 from pydantic import ValidationError
 
 from sdserve.engine.catalog import Catalog
-from sdserve.engine.params import MAX_SEED, GenerationParams, random_seed
+from sdserve.engine.params import (
+    MAX_SEED,
+    PER_ROW,
+    GenerationParams,
+    batch_key,
+    input_images,
+    per_row_fields,
+    random_seed,
+)
 
 CATALOG = Catalog.builtin()
 SD15 = CATALOG.get("sd15")
@@ -31,7 +41,8 @@ def test_resolve_uses_each_family_s_own_defaults() -> None:
 
 def test_resolve_keeps_what_the_caller_chose() -> None:
     p = GenerationParams(model="sd15", prompt="x", width=64, height=128, steps=3, guidance=0.0,
-                         strength=0.4, seed=0, scheduler="euler", task="img2img", init_image=b"png").resolve(SD15)
+                         strength=0.4, seed=0, scheduler="euler", task="img2img",
+                         inputs=input_images(init=b"png")).resolve(SD15)
     # guidance 0 and seed 0 are real choices, not "missing".
     assert (p.width, p.height, p.steps, p.guidance, p.strength, p.seed, p.scheduler) == (64, 128, 3, 0.0, 0.4, 0, "euler")
 
@@ -75,7 +86,8 @@ def test_params_are_frozen() -> None:
 
 
 def test_summary_leaves_out_image_bytes() -> None:
-    p = GenerationParams(model="m", prompt="x", task="inpaint", init_image=b"\x89PNG" * 1000, mask_image=b"m")
+    p = GenerationParams(model="m", prompt="x", task="inpaint",
+                         inputs=input_images(init=b"\x89PNG" * 1000, mask=b"m"))
     s = p.summary()
     assert "init_image" not in s and "mask_image" not in s
     assert s["has_init_image"] is True and s["has_mask_image"] is True
@@ -103,3 +115,50 @@ def test_summary_of_params_read_back_without_image_bytes_still_shows_the_inputs(
     assert s["has_init_image"] is True and s["has_mask_image"] is True
     s = GenerationParams(model="m", prompt="p", task="txt2img").summary()
     assert s["has_init_image"] is False and s["has_mask_image"] is False
+
+
+# -- the batch key is derived from the field declarations ---------------------------------
+
+def test_batch_key_keeps_apart_requests_that_differ_in_a_shared_field() -> None:
+    a = GenerationParams(model="m", prompt="x", width=64, height=64, steps=2, guidance=7.0, scheduler="euler")
+    assert batch_key(a) == batch_key(a.model_copy(update={"prompt": "y", "seed": 9, "n": 3, "output_format": "webp"}))
+    for field, value in {"width": 128, "steps": 3, "guidance": 1.0, "scheduler": "ddim", "task": "img2img",
+                         "strength": 0.5, "model": "other"}.items():
+        assert batch_key(a) != batch_key(a.model_copy(update={field: value})), field
+
+
+def test_a_new_field_is_part_of_the_batch_key_unless_marked_per_row() -> None:
+    """What a contributor adding an add-on's field gets without thinking about batching:
+    requests that differ only in it never share a loop."""
+
+    class WithAddOn(GenerationParams):
+        tone: str = "warm"
+        caption: Annotated[str, PER_ROW] = ""
+
+    warm = WithAddOn(model="m", prompt="x", seed=1)
+    assert batch_key(warm) != batch_key(warm.model_copy(update={"tone": "cold"}))
+    assert batch_key(warm) == batch_key(warm.model_copy(update={"caption": "per image"}))
+    assert "tone" not in per_row_fields(WithAddOn) and "caption" in per_row_fields(WithAddOn)
+
+
+def test_per_row_fields_are_exactly_what_may_differ_inside_a_loop() -> None:
+    assert per_row_fields() == {"prompt", "negative_prompt", "prompt_syntax", "seed", "n", "inputs", "output_format"}
+
+
+def test_whether_a_negative_prompt_is_given_is_shared() -> None:
+    # SDXL encodes "no negative prompt" as zeros, not as the empty string's embedding.
+    a = GenerationParams(model="m", prompt="x", negative_prompt="blur")
+    assert batch_key(a) == batch_key(a.model_copy(update={"negative_prompt": "fog"}))
+    assert batch_key(a) != batch_key(a.model_copy(update={"negative_prompt": ""}))
+
+
+def test_inputs_by_role_and_the_image_shorthands() -> None:
+    p = GenerationParams(model="m", prompt="x", inputs=input_images(init=b"img", mask=b"msk"))
+    assert [(i.role, i.index, i.data) for i in p.inputs] == [("init", 0, b"img"), ("mask", 0, b"msk")]
+    assert (p.init_image, p.mask_image, p.input("control")) == (b"img", b"msk", None)  # type: ignore[arg-type]
+    assert p.inferred_task == "inpaint" and p.task is None
+    assert GenerationParams(model="m", prompt="x", inputs=input_images(init=b"img")).inferred_task == "img2img"
+    assert GenerationParams(model="m", prompt="x").inferred_task == "txt2img"
+    assert input_images(init=None, mask=None) == ()
+    with pytest.raises(ValidationError):
+        GenerationParams(model="m", prompt="x", inputs=[{"role": "bogus", "data": b"x"}])

@@ -14,10 +14,13 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from sdserve.api.dialects.workers_ai.adapter import TEXT_TO_IMAGE_TASK, search_item, to_params
+from sdserve.api.dialects.workers_ai import adapter
+from sdserve.api.dialects.workers_ai.adapter import TEXT_TO_IMAGE_TASK, search_item
 from sdserve.api.dialects.workers_ai.protocol import MAX_STEPS, TextToImageInput
 from sdserve.api.errors import render_error
 from sdserve.engine.catalog import Catalog
+from sdserve.engine.params import GenerationParams
+from sdserve.engine.prepare import settle_inputs
 from sdserve.errors import (
     BadInput,
     GenerationFailed,
@@ -35,6 +38,16 @@ SD15 = CAT.get("@cf/runwayml/stable-diffusion-v1-5-img2img")
 INPAINTING = CAT.get("@cf/runwayml/stable-diffusion-v1-5-inpainting")
 SDXL = CAT.get("@cf/stabilityai/stable-diffusion-xl-base-1.0")
 PIXELS = 4096 * 4096
+
+
+def to_params(inp: TextToImageInput, spec, max_pixels: int) -> GenerationParams:  # type: ignore[no-untyped-def]
+    """The adapter, then the input checks every dialect shares (prepare's first phase), with
+    field names as the router renames them: what a Workers AI request turns into."""
+    params = adapter.to_params(inp, spec)
+    try:
+        return settle_inputs(CAT, params, max_pixels)[0]
+    except BadInput as e:
+        raise e.renamed(adapter.field_names(inp)) from None
 
 
 def _inp(**fields) -> TextToImageInput:  # type: ignore[no-untyped-def]

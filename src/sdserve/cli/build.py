@@ -85,7 +85,7 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         max_attempts=settings.max_attempts, preview_every=settings.preview_every,
         retention_s=settings.output_retention_hours * 3600 or None, url_ttl_s=settings.output_url_ttl_s,
         public_url=settings.public_url or f"http://{host}:{settings.port}",
-        batch_wait_s=settings.batch_wait_ms / 1000,
+        batch_wait_s=settings.batch_wait_ms / 1000, max_image_pixels=settings.max_image_pixels,
         lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
     )

@@ -68,7 +68,7 @@ def _serve_on_ray(settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..engine.params import GenerationParams, OutputFormat, Task
+    from ..engine.params import GenerationParams, OutputFormat, input_images
     from ..service.outputs import encode_outputs
     from .build import build_engine
 
@@ -78,12 +78,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     fmt = formats.get(args.output.suffix.lower(), "png")
     image = args.image.read_bytes() if args.image else None
     mask = args.mask.read_bytes() if args.mask else None
-    task: Task = "inpaint" if mask else "img2img" if image else "txt2img"
-    params = GenerationParams(
-        model=args.model, task=task, prompt=args.prompt, negative_prompt=args.negative_prompt or "",
+    params = GenerationParams(  # the task follows from the images (engine.prepare)
+        model=args.model, prompt=args.prompt, negative_prompt=args.negative_prompt or "",
         width=args.width, height=args.height, steps=args.steps, guidance=args.guidance,
         strength=args.strength, seed=args.seed, n=args.n, scheduler=args.scheduler,
-        init_image=image, mask_image=mask, output_format=fmt,
+        inputs=input_images(init=image, mask=mask), output_format=fmt,
     )
     bar = tqdm(desc="denoising", unit="step", leave=True)
 

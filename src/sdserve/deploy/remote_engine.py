@@ -64,8 +64,8 @@ class RemoteEngine:
 
     # -- what the service asks of any engine ----------------------------------------------
 
-    def prepare(self, params: GenerationParams) -> GenerationParams:
-        return prepare(self.catalog, params)
+    def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
+        return prepare(self.catalog, params, *([max_pixels] if max_pixels else []))
 
     def generate(self, params: GenerationParams, on_step: Callable[[StepInfo], None] | None = None,
                  cancel: Callable[[], bool] | None = None) -> GenerationResult:

@@ -1,9 +1,13 @@
 """Which requests can share a denoising loop, and running them together.
 
-Requests share one loop when everything that shapes the loop is equal: model, task, size,
-steps, scheduler, strength and guidance (diffusers takes one CFG scale per call), and
-whether a negative prompt is given (SDXL encodes "no negative prompt" as zeros, not as the
-empty string). Prompts, negative prompts, seeds and input images may all differ.
+Requests share one loop when their batch keys are equal (``params.batch_key``: every field
+not marked per row). Prompts, negative prompts, seeds and input images may all differ.
+
+The denoising call is built as a recipe: a short, ordered list of contributions, each a small
+function that adds the pipeline arguments of one concern, in the order diffusers' pipelines
+number their steps (prompts, size, timesteps, image + strength, mask, noise, progress). An
+add-on (LoRA, ControlNet, a second pass) adds a contribution here, not a branch in a long
+function.
 
 Batching does not change anyone's image: every image has its own CPU generator (seed+i) for
 its initial noise, image-encoding noise and any per-step noise, so an image made in a batch
@@ -13,46 +17,114 @@ matches the same request made alone, up to float rounding of the batched kernels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from PIL import Image
 
 from ..errors import Canceled
-from .params import BatchItem, StepInfo, batch_key
+from .params import BatchItem, GenerationParams, StepInfo, batch_key
+from .pipelines import LoadedModel, Needs
 from .preview import latents_to_preview_png
+from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
 
-__all__ = ["run_batch"]
+__all__ = ["run_batch", "Rows", "Call", "RECIPE"]
 
 
-def run_batch(model: Any, items: Sequence[BatchItem], make_scheduler: Callable[[str, Any], Any]) -> list[list[Image.Image]]:
-    """Run ``items`` (equal batch keys) in one loop on ``model`` (a LoadedModel); images per item.
+@dataclass(frozen=True)
+class Rows:
+    """The batch flattened to one row per image: which item it belongs to, and its seed."""
 
-    The loop stops early (raising Canceled) only when every item is canceled; a single
-    canceled item in a live batch is dropped by the caller afterwards.
-    """
-    first = items[0].params
-    if any(batch_key(it.params) != batch_key(first) for it in items):
-        raise ValueError("run_batch needs items with equal batch keys")
-    pipe = model.pipeline(first.task)
-    pipe.scheduler = make_scheduler(first.scheduler or "euler", model.scheduler_config)
-    prompts: list[str] = []
-    negatives: list[str] = []
-    generators: list[torch.Generator] = []
-    images: list[Image.Image] = []
-    masks: list[Image.Image] = []
-    owner: list[int] = []  # which item each row of the batch belongs to
-    for idx, it in enumerate(items):
-        for seed in it.params.seeds:
-            prompts.append(it.params.prompt)
-            negatives.append(it.params.negative_prompt)
-            generators.append(torch.Generator("cpu").manual_seed(seed))
-            owner.append(idx)
-            if it.image is not None:
-                images.append(it.image)
-            if it.mask is not None:
-                masks.append(it.mask)
-    arch = model.spec.arch
+    items: Sequence[BatchItem]
+    owner: list[int]  # row -> index of its item
+    seeds: list[int]
+    # Per item, when any item's prompts need embeddings (A1111 syntax); empty: text for all.
+    conditioning: list[Conditioning] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, items: Sequence[BatchItem], conditioning: list[Conditioning] | None = None) -> Rows:
+        owner, seeds = [], []
+        for idx, it in enumerate(items):
+            for seed in it.params.seeds:
+                owner.append(idx)
+                seeds.append(seed)
+        return cls(items, owner, seeds, conditioning or [])
+
+    def per_row(self, value: Callable[[BatchItem], Any]) -> list[Any]:
+        """``value(item)`` repeated for each of the item's rows."""
+        per_item = [value(it) for it in self.items]
+        return [per_item[i] for i in self.owner]
+
+    def images(self, role: str) -> list[Image.Image]:
+        """The decoded input images of ``role``, one per row."""
+        return self.per_row(lambda it: it.images[role])
+
+
+@dataclass
+class Call:
+    """One denoising call being assembled: which pipeline it needs and its arguments."""
+
+    needs: Needs
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+Contribution = Callable[[Call, GenerationParams, Rows, LoadedModel], None]
+
+
+def prompts(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """1. Text: one prompt and negative prompt per row (None: SDXL encodes "none" as zeros),
+    as text, or as embeddings when a row's A1111 syntax needs them (prompt_encoding)."""
+    call.kwargs.update(num_images_per_prompt=1, guidance_scale=first.guidance)
+    if not rows.conditioning:
+        call.kwargs.update(prompt=rows.per_row(lambda it: plain_text(it.params.prompt, it.params.prompt_syntax)),
+                           negative_prompt=rows.per_row(
+                               lambda it: plain_text(it.params.negative_prompt, it.params.prompt_syntax))
+                           if first.negative_prompt else None)
+        return
+    conds = [rows.conditioning[i] for i in rows.owner]
+    call.kwargs.update(prompt_embeds=torch.cat([c.prompt for c in conds]))
+    if conds[0].negative is not None:
+        call.kwargs.update(negative_prompt_embeds=torch.cat([c.negative for c in conds if c.negative is not None]))
+    if conds[0].pooled is not None:
+        call.kwargs.update(pooled_prompt_embeds=torch.cat([c.pooled for c in conds if c.pooled is not None]))
+    if conds[0].negative_pooled is not None:
+        call.kwargs.update(negative_pooled_prompt_embeds=torch.cat(
+            [c.negative_pooled for c in conds if c.negative_pooled is not None]))
+
+
+def size(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """2. Output size: txt2img and inpaint take it explicitly; img2img keeps the image's."""
+    if first.task in ("txt2img", "inpaint"):
+        call.kwargs.update(width=first.width, height=first.height)
+
+
+def timesteps(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """3. The schedule: step count (img2img/inpaint run its last ``strength`` share)."""
+    call.kwargs.update(num_inference_steps=first.steps)
+
+
+def init_image(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """4. img2img/inpaint: the image each row starts from, and how much of it is redrawn."""
+    if first.task != "txt2img":
+        call.kwargs.update(image=rows.images("init"), strength=first.strength)
+
+
+def inpaint_mask(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """5. inpaint: each row's mask (white = repaint)."""
+    if first.task == "inpaint":
+        call.kwargs.update(mask_image=rows.images("mask"))
+
+
+def noise(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """6. One CPU generator per row, so no image depends on its batch or the device."""
+    call.kwargs.update(generator=[torch.Generator("cpu").manual_seed(s) for s in rows.seeds], output_type="pil")
+
+
+def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """7. Step hooks: progress and lazy previews per item; stop when every item is canceled."""
+    items, arch = rows.items, model.spec.arch
+    first_row = {idx: rows.owner.index(idx) for idx in range(len(items))}
 
     def callback(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
         if all(it.cancel is not None and it.cancel() for it in items):
@@ -62,30 +134,55 @@ def run_batch(model: Any, items: Sequence[BatchItem], make_scheduler: Callable[[
         for idx, it in enumerate(items):
             if it.on_step is None:
                 continue
-            row = owner.index(idx)
+            row = first_row[idx]
             preview = (lambda r=row: latents_to_preview_png(latents, arch, r)) if latents is not None else None
             it.on_step(StepInfo(step=i + 1, total=total, preview=preview))
         return kw
 
-    kwargs: dict[str, Any] = dict(
-        prompt=prompts,
-        negative_prompt=negatives if first.negative_prompt else None,
-        num_inference_steps=first.steps,
-        guidance_scale=first.guidance,
-        num_images_per_prompt=1,
-        generator=generators,
-        output_type="pil",
-        callback_on_step_end=callback,
-    )
-    if first.task == "txt2img":
-        kwargs.update(width=first.width, height=first.height)
-    else:
-        kwargs.update(image=images, strength=first.strength)
-    if first.task == "inpaint":
-        kwargs.update(mask_image=masks, width=first.width, height=first.height)
-    with torch.inference_mode():
-        out = pipe(**kwargs).images
+    call.kwargs.update(callback_on_step_end=callback)
+
+
+# The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress)
+
+
+def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:
+    """Run ``items`` (equal batch keys, inputs decoded) in one loop on ``model``; images per item.
+
+    The loop stops early (raising Canceled) only when every item is canceled; a single
+    canceled item in a live batch is dropped by the caller afterwards.
+    """
+    first = items[0].params
+    if any(batch_key(it.params) != batch_key(first) for it in items):
+        raise ValueError("run_batch needs items with equal batch keys")
+    assert first.task is not None, "prepare() resolves the task"
+    if not any(needs_embeddings(model.base, it.params) for it in items):
+        return _run(items, [], model)
+    conditioning = [encode_item(model.base, it.params) for it in items]
+    # One loop takes one sequence length: prompts of different chunk counts run in loops of
+    # their own (padding them to a common length would change their images).
     per_item: list[list[Image.Image]] = [[] for _ in items]
-    for img, idx in zip(out, owner, strict=True):
+    for length in sorted({c.length for c in conditioning}):
+        idx = [i for i, c in enumerate(conditioning) if c.length == length]
+        for i, images in zip(idx, _run([items[i] for i in idx], [conditioning[i] for i in idx], model), strict=True):
+            per_item[i] = images
+    return per_item
+
+
+def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: LoadedModel) -> list[list[Image.Image]]:
+    """One denoising call for ``items`` (with their embeddings, or none: prompts as text)."""
+    first = items[0].params
+    assert first.task is not None
+    rows = Rows.of(items, conditioning)
+    call = Call(Needs(task=first.task))
+    for contribute in RECIPE:
+        contribute(call, first, rows, model)
+    pipe = model.pipeline(call.needs)
+    pipe.scheduler = model.scheduler(first.scheduler or "euler")
+    with torch.inference_mode():
+        out = pipe(**call.kwargs).images
+    per_item: list[list[Image.Image]] = [[] for _ in items]
+    for img, idx in zip(out, rows.owner, strict=True):
         per_item[idx].append(img)
     return per_item
+

@@ -16,16 +16,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import BadInput, Canceled, GenerationFailed, ModelUnavailable, SdserveError
-from ..images import decode_image
+from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
-from .pipelines import LoadedModel, make_scheduler, prompt_warnings
-from .prepare import prepare
+from .pipelines import LoadedModel, prompt_warnings
+from .prepare import prepare, prepare_with_images
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
@@ -174,7 +173,7 @@ class Engine:
         """Compile the model's default shape now, so its first request does not wait for it."""
         t0 = time.perf_counter()
         p = self.prepare(GenerationParams(model=model.spec.id, prompt="warm-up", steps=2, seed=0))
-        run_batch(model, [BatchItem(p)], make_scheduler)
+        run_batch(model, [BatchItem(p)])
         log.info("compiled %s at %dx%d in %.1fs", model.spec.id, p.width, p.height, time.perf_counter() - t0)
 
     def _ensure_demo(self, spec: ModelSpec) -> None:
@@ -224,24 +223,20 @@ class Engine:
 
     # -- generation -----------------------------------------------------------------------
 
-    def prepare(self, params: GenerationParams) -> GenerationParams:
+    def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params)
+        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
 
-    def _decode_inputs(self, p: GenerationParams) -> tuple[Image.Image | None, Image.Image | None]:
-        px = self.options.max_image_pixels
-        image = decode_image(p.init_image, "image", px) if p.init_image is not None else None
-        mask = decode_image(p.mask_image, "mask", px, mode="L") if p.mask_image is not None else None
-        if image is not None and mask is not None and image.size != mask.size:
-            raise BadInput("mask", f"is {mask.width}x{mask.height} but the image is {image.width}x{image.height}; "
-                                   "they must be the same size")
+    def _prepare_item(self, req: BatchItem) -> BatchItem:
+        """``req`` resolved, with its input images decoded and sized to the output."""
+        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         size = (p.width, p.height)
-        if image is not None and image.size != size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
-        if mask is not None and mask.size != size:
-            mask = mask.resize(size, Image.Resampling.NEAREST)
-        return image, mask
+        # Masks keep hard edges (NEAREST); images are resampled smoothly.
+        sized = {role: img if img.size == size else
+                 img.resize(size, Image.Resampling.NEAREST if role == "mask" else Image.Resampling.LANCZOS)
+                 for role, img in images.items()}
+        return BatchItem(p, sized, req.on_step, req.cancel)
 
     def max_batch_images(self, width: int, height: int) -> int:
         """How many images of this size fit one loop, from free device memory (at least 1)."""
@@ -276,13 +271,11 @@ class Engine:
         groups: dict[tuple[Any, ...], list[tuple[int, BatchItem]]] = {}
         for i, req in enumerate(requests):
             try:
-                p = self.prepare(req.params)
-                image, mask = self._decode_inputs(p)
+                item = self._prepare_item(req)
             except SdserveError as e:
                 results[i] = e
                 continue
-            item = BatchItem(p, image, mask, req.on_step, req.cancel)
-            groups.setdefault(batch_key(p), []).append((i, item))
+            groups.setdefault(batch_key(item.params), []).append((i, item))
         for members in groups.values():
             try:
                 model = self.load(members[0][1].params.model)
@@ -300,7 +293,7 @@ class Engine:
         try:
             with self._lock:
                 tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
-                per_item = run_batch(model, items, make_scheduler)
+                per_item = run_batch(model, items)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:

@@ -6,10 +6,11 @@ them, neither of which may import torch.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,13 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Task",
     "OutputFormat",
+    "InputRole",
+    "PromptSyntax",
+    "InputImage",
+    "input_images",
+    "PER_ROW",
+    "PerRow",
+    "per_row_fields",
     "GenerationParams",
     "GenerationResult",
     "StepInfo",
@@ -32,6 +40,13 @@ __all__ = [
 
 Task = Literal["txt2img", "img2img", "inpaint"]
 OutputFormat = Literal["png", "jpeg", "webp"]
+# What an input image is for. Add-ons add roles (``control``, ``ip_adapter``, ...); the store
+# keeps one row per (job, role, index), so a new role needs no new column or migration.
+InputRole = Literal["init", "mask"]
+# How a prompt is read: "a1111" is AUTOMATIC1111's syntax (weights, BREAK, chunks beyond 75
+# tokens; engine.prompt_syntax), "plain" is text as the hosted services read it (truncated
+# at the encoder's 75 tokens, with a warning).
+PromptSyntax = Literal["plain", "a1111"]
 
 # Seeds are drawn below 2**32 so they survive every dialect's integer type (A1111 and
 # ModelsLab clients store them in 32-bit fields) and seed+i for a batch stays in range.
@@ -43,45 +58,105 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED - 16)
 
 
+class PerRow:
+    """Field marker: the value may differ between the requests that share one denoising loop.
+
+    Every field of GenerationParams WITHOUT this marker is part of :func:`batch_key`, so a
+    new field is kept apart by default: forgetting to think about batching can cost speed,
+    never someone else's image. Mark a field per row only when the loop takes one value per
+    image (prompts, seeds, input images) or when it is applied after the loop.
+    """
+
+    def __repr__(self) -> str:
+        return "PerRow()"
+
+
+PER_ROW = PerRow()
+
+
+class InputImage(BaseModel):
+    """One input image of a request, by role (encoded bytes; PNG after a dialect re-encodes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: InputRole
+    data: bytes
+    # Several images of one role (e.g. one per ControlNet unit) are told apart by index.
+    index: int = Field(default=0, ge=0)
+
+
+def input_images(init: bytes | None = None, mask: bytes | None = None) -> tuple[InputImage, ...]:
+    """``GenerationParams.inputs`` for an init image and a mask (None: not given)."""
+    roles: tuple[tuple[InputRole, bytes | None], ...] = (("init", init), ("mask", mask))
+    return tuple(InputImage(role=role, data=b) for role, b in roles if b is not None)
+
+
 class GenerationParams(BaseModel):
     """What to generate, in sdserve's own terms.
 
     Optional fields are ``None`` until :meth:`resolve` fills them from the model's family
     defaults; the service stores the resolved copy, so a job records what actually ran.
-    Images travel as encoded bytes (PNG after validation) so the type stays serialisable.
+    Images travel as encoded bytes in ``inputs`` (by role) so the type stays serialisable;
+    :func:`input_images` builds them from an init image and a mask.
+
+    Fields marked ``PER_ROW`` may differ inside a batch; every other field is part of the
+    batch key (see :class:`PerRow`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
-    task: Task = "txt2img"
-    prompt: str
-    negative_prompt: str = ""
+    # None: follows from the inputs (mask -> inpaint, image -> img2img, none -> txt2img).
+    task: Task | None = None
+    prompt: Annotated[str, PER_ROW]
+    negative_prompt: Annotated[str, PER_ROW] = ""
+    # Per row: each row's prompts are encoded on their own (engine.prompt_encoding).
+    prompt_syntax: Annotated[PromptSyntax, PER_ROW] = "plain"
     width: int | None = None
     height: int | None = None
     steps: int | None = None
     guidance: float | None = None
     strength: float | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    n: int = Field(default=1, ge=1, le=16)
+    seed: Annotated[int | None, PER_ROW] = Field(default=None, ge=0, le=MAX_SEED)
+    n: Annotated[int, PER_ROW] = Field(default=1, ge=1, le=16)
     scheduler: str | None = None
-    init_image: bytes | None = None
-    mask_image: bytes | None = None
-    output_format: OutputFormat = "png"
+    inputs: Annotated[tuple[InputImage, ...], PER_ROW] = ()
+    output_format: Annotated[OutputFormat, PER_ROW] = "png"
+
+    def input(self, role: InputRole, index: int = 0) -> bytes | None:
+        """The bytes of the input image with ``role`` (and ``index``), or None."""
+        return next((i.data for i in self.inputs if i.role == role and i.index == index), None)
+
+    @property
+    def init_image(self) -> bytes | None:
+        return self.input("init")
+
+    @property
+    def mask_image(self) -> bytes | None:
+        return self.input("mask")
+
+    @property
+    def inferred_task(self) -> Task:
+        """``task``, or what the inputs imply when it was left out."""
+        if self.task is not None:
+            return self.task
+        return "inpaint" if self.mask_image is not None else "img2img" if self.init_image is not None else "txt2img"
 
     def resolve(self, spec: ModelSpec) -> GenerationParams:
         """A copy with every default filled from ``spec`` and a seed drawn if missing."""
         d = spec.defaults
+        task = self.inferred_task
         # ``is None``, not ``or``: a 0 the caller sent is theirs to be told about (the engine
         # rejects it), not silently replaced by a default.
         return self.model_copy(
             update={
                 "model": spec.id,
+                "task": task,
                 "width": d.width if self.width is None else self.width,
                 "height": d.height if self.height is None else self.height,
                 "steps": d.steps if self.steps is None else self.steps,
                 "guidance": d.guidance if self.guidance is None else self.guidance,
-                "strength": (1.0 if self.task == "txt2img" else d.strength)
+                "strength": (1.0 if task == "txt2img" else d.strength)
                 if self.strength is None
                 else self.strength,
                 "scheduler": self.scheduler or d.scheduler,
@@ -97,12 +172,43 @@ class GenerationParams(BaseModel):
 
     def summary(self) -> dict[str, Any]:
         """The parameters without image bytes, for logs, metadata and job records."""
-        out = self.model_dump(exclude={"init_image", "mask_image"})
+        out = self.model_dump(exclude={"inputs"})
         # Image bytes are kept apart from stored params (and dropped when a job ends), so
         # the task, which requires them, also counts: a job read back still shows its inputs.
-        out["has_init_image"] = self.init_image is not None or self.task in ("img2img", "inpaint")
-        out["has_mask_image"] = self.mask_image is not None or self.task == "inpaint"
+        task = self.inferred_task
+        out["has_init_image"] = self.init_image is not None or task in ("img2img", "inpaint")
+        out["has_mask_image"] = self.mask_image is not None or task == "inpaint"
         return out
+
+
+@functools.cache
+def per_row_fields(cls: type[GenerationParams] = GenerationParams) -> frozenset[str]:
+    """The fields of ``cls`` marked ``PER_ROW`` (the rest make up the batch key)."""
+    return frozenset(name for name, f in cls.model_fields.items() if any(isinstance(m, PerRow) for m in f.metadata))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return (type(value).__name__, *(_hashable(v) for _, v in value))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def batch_key(p: GenerationParams) -> tuple[Any, ...]:
+    """Requests with equal keys can share one denoising loop (see ``engine.batching``).
+
+    Derived from the field declarations: every field not marked ``PER_ROW`` (model, task,
+    size, steps, scheduler, strength, guidance, and any field added later), plus whether a
+    negative prompt is given: the negative prompt itself is per row, but SDXL encodes "none"
+    as zeros, not as the empty string. Torch-free, so the service's worker can group queued
+    jobs without importing the engine's runtime.
+    """
+    per_row = per_row_fields(type(p))
+    shared = tuple((name, _hashable(getattr(p, name))) for name in type(p).model_fields if name not in per_row)
+    return (*shared, ("has_negative_prompt", bool(p.negative_prompt)))
 
 
 @dataclass(frozen=True)
@@ -129,26 +235,14 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def batch_key(p: GenerationParams) -> tuple[Any, ...]:
-    """Requests with equal keys can share one denoising loop (see ``engine.batching``).
-
-    Everything that shapes the loop must match: model, task, size, steps, scheduler,
-    strength, guidance (one CFG scale per call), and whether a negative prompt is given
-    (SDXL encodes "none" as zeros, not as the empty string). Torch-free, so the service's
-    worker can group queued jobs without importing the engine's runtime.
-    """
-    return (p.model, p.task, p.width, p.height, p.steps, p.scheduler, p.strength, p.guidance, bool(p.negative_prompt))
-
-
 @dataclass
 class BatchItem:
     """One request for ``Engine.generate_batch``, with its own progress and cancel hooks.
 
-    ``image``/``mask`` are filled by the engine after decoding ``params``' bytes.
+    ``images`` is filled by the engine: ``params``' inputs decoded and sized, by role.
     """
 
     params: GenerationParams
-    image: Image | None = None
-    mask: Image | None = None
+    images: dict[str, Image] = field(default_factory=dict)
     on_step: Callable[[StepInfo], None] | None = None
     cancel: Callable[[], bool] | None = None

@@ -26,7 +26,8 @@ class GenerationEngine(Protocol):
 
     catalog: Catalog
 
-    def prepare(self, params: GenerationParams) -> GenerationParams: ...
+    def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
+        """Resolve and check ``params`` (input images up to ``max_pixels``, else the engine's cap)."""
 
     def generate(
         self,
@@ -70,6 +71,8 @@ class ServiceOptions:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # How often a running job's progress reaches a database other servers read (not SQLite).
     progress_s: float = 1.0
+    # Largest input image (pixels) a request may bring; checked before decoding.
+    max_image_pixels: int = 4096 * 4096
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

@@ -152,7 +152,7 @@ class JobService:
         """
         if webhook_format is not None and webhook_format not in self._recorder.formats:
             raise ValueError(f"webhook format {webhook_format!r} is not registered")
-        resolved = self.engine.prepare(params)
+        resolved = self.engine.prepare(params, self.options.max_image_pixels)
         events = tuple(dict.fromkeys(webhook_events))
         bad = [e for e in events if e not in WEBHOOK_EVENTS]
         if bad:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..engine.params import GenerationParams
+from ..engine.params import GenerationParams, InputImage
 from ..errors import QueueFull
 from .db import Database
 from .fairness import Waiting
@@ -25,14 +25,13 @@ from .tables import job_inputs, jobs, meta, outputs, webhook_deliveries
 
 __all__ = ["JobStore"]
 
-_IMAGES = {"init_image", "mask_image"}
 # A job that stops running (finished, or back in line) has no live progress.
 _NO_PROGRESS: dict[str, Any] = {"progress_step": None, "progress_total": None, "preview": None}
 
 
 def _has_inputs(p: GenerationParams) -> bool:
-    """Whether a job keeps input images (job_inputs): txt2img ignores any it was sent, so
-    its hot path neither stores, reads nor deletes them."""
+    """Whether a job keeps input images (job_inputs): prepare() drops any a txt2img request
+    was sent, so its hot path neither stores, reads nor deletes them."""
     return p.task != "txt2img"
 
 
@@ -79,13 +78,14 @@ class JobStore:
             job.credits = charge(conn, job.owner, p.n)
             conn.execute(insert(jobs).values(
                 id=job.id, owner=job.owner, status="queued", priority=job.priority, model=p.model,
-                request=json.dumps(job.request), params=p.model_dump_json(exclude=_IMAGES),
+                request=json.dumps(job.request), params=p.model_dump_json(exclude={"inputs"}),
                 created_at=job.created_at, attempts=0, credits=job.credits, webhook=job.webhook,
                 webhook_events=",".join(job.webhook_events), webhook_format=job.webhook_format,
                 reply=json.dumps(job.reply) if job.reply else None,
             ))
-            if _has_inputs(p) and (p.init_image is not None or p.mask_image is not None):
-                conn.execute(insert(job_inputs).values(job_id=job.id, init_image=p.init_image, mask_image=p.mask_image))
+            if _has_inputs(p) and p.inputs:
+                conn.execute(insert(job_inputs), [dict(job_id=job.id, role=i.role, position=i.index, data=i.data)
+                                                  for i in p.inputs])
         return job
 
     # -- reading --------------------------------------------------------------------------
@@ -150,12 +150,13 @@ class JobStore:
             if row is None:
                 return None
             job = _job(row)
-            inputs = None
+            rows: Sequence[Any] = []
             if _has_inputs(job.params):
-                inputs = conn.execute(select(job_inputs).where(job_inputs.c.job_id == job_id)).first()
-        if inputs is not None:
-            job.params = job.params.model_copy(update={"init_image": inputs.init_image,
-                                                       "mask_image": inputs.mask_image})
+                rows = conn.execute(select(job_inputs).where(job_inputs.c.job_id == job_id)
+                                    .order_by(job_inputs.c.role, job_inputs.c.position)).all()
+        if rows:
+            job.params = job.params.model_copy(update={"inputs": tuple(
+                InputImage(role=r.role, index=r.position, data=r.data) for r in rows)})
         return job
 
     def heartbeat(self, job_id: str, attempt: int, progress: tuple[int, int] | None = None,

@@ -65,13 +65,15 @@ jobs = Table(
 Index("ix_jobs_status_owner", jobs.c.status, jobs.c.owner)
 
 # Input images live apart from the job row so listing jobs never loads megabytes, and are
-# deleted when the job ends.
+# deleted when the job ends. One row per image, by role (init, mask, and the add-ons' roles),
+# so a new kind of input needs no new column.
 job_inputs = Table(
     "job_inputs",
     metadata,
     Column("job_id", String(64), ForeignKey("jobs.id"), primary_key=True),
-    Column("init_image", LargeBinary, nullable=True),
-    Column("mask_image", LargeBinary, nullable=True),
+    Column("role", String(32), primary_key=True),
+    Column("position", Integer, primary_key=True, server_default="0"),  # index among images of one role
+    Column("data", LargeBinary, nullable=False),
 )
 
 outputs = Table(

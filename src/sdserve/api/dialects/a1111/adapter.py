@@ -20,7 +20,7 @@ from PIL import Image
 
 from .... import __version__
 from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, random_seed
+from ....engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
 from ....engine.schedulers import SCHEDULERS, SchedulerEntry, a1111_label, lookup_a1111
 from ....errors import BadInput, NotFound
 from ....images import decode_image, encode_image
@@ -168,7 +168,7 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Pla
     _check_side(req.height, "height")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
     params = GenerationParams(
-        model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt,
+        model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
         width=req.width, height=req.height, steps=req.steps, guidance=req.cfg_scale, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, output_format=fmt,
     )
@@ -213,13 +213,11 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         elif req.resize_mode not in (0, 3):
             mask = resize_image(req.resize_mode, mask, w, h)
         mask_png = to_png(mask)
-    if task != "inpaint" and spec.tasks == ("inpaint",):
-        raise BadInput("mask", f"{spec.id} is an inpainting model: send a mask (white = repaint)")
-    spec.check_task(task)
     params = GenerationParams(
-        model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, width=w, height=h,
+        model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
+        width=w, height=h,
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
-        n=req.batch_size, scheduler=entry.name, init_image=init, mask_image=mask_png,
+        n=req.batch_size, scheduler=entry.name, inputs=input_images(init=init, mask=mask_png),
         output_format=fmt,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop)

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import GenerationParams, Task
+from ....engine.params import GenerationParams, Task, input_images
+from ....engine.prepare import size_from_inputs
 from ....engine.schedulers import SCHEDULERS, SchedulerEntry
 from ....errors import BadInput, UnknownModel
-from ....images import decode_base64, decode_image
+from ....images import decode_base64
 from .protocol import GenerateRequest
+
+# ModelsLab's largest side (its schema caps width and height at 1024).
+MAX_SIDE = 1024
 
 __all__ = [
     "ENHANCE_SUFFIX",
@@ -140,52 +144,39 @@ def _check_supported(req: GenerateRequest) -> None:
         raise BadInput("clip_skip", "is not supported by this server; leave it out (or 1)")
 
 
-def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None, mask: bytes | None,
-              max_pixels: int) -> GenerationParams:
+def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None,
+              mask: bytes | None) -> GenerationParams:
     """Translate a ModelsLab request for the route's ``task`` into GenerationParams.
 
-    ``init``/``mask`` are the image bytes already fetched or decoded from the request; they
-    are decoded here so a bad image is reported under its own field name. Width and height
-    left out mean the model's defaults (txt2img) or the input image's size (img2img/inpaint).
+    ``init``/``mask`` are the image bytes already fetched or decoded from the request;
+    prepare() checks them, their sizes and the task as for every dialect. Width and height
+    left out mean the model's defaults (txt2img) or the input image's size (img2img/inpaint),
+    which ModelsLab caps at its own 1024 limit: a parameter of the one rule, not a copy.
     """
     _check_supported(req)
     if spec.tasks == ("inpaint",) and task != "inpaint":
         raise BadInput("model_id", f"model {spec.id} only inpaints: use /inpaint with init_image and mask_image")
-    spec.check_task(task)
-    if task != "txt2img" and init is None:
-        raise BadInput("init_image", f"{task} needs init_image (an image URL, data: URI or base64)")
-    if task == "inpaint" and mask is None:
-        raise BadInput("mask_image", "inpaint needs mask_image (white = repaint, black = keep)")
-    width, height = req.width, req.height
-    if init is not None:
-        img = decode_image(init, "init_image", max_pixels)
-        width = max(64, min(1024, img.width // 8 * 8)) if width is None else width
-        height = max(64, min(1024, img.height // 8 * 8)) if height is None else height
-        if mask is not None:
-            m = decode_image(mask, "mask_image", max_pixels, mode="L")
-            if m.size != img.size:
-                raise BadInput("mask_image", f"is {m.width}x{m.height} but init_image is {img.width}x{img.height}; "
-                                             "they must be the same size")
     strength = req.strength if req.strength is not None else req.prompt_strength
     if task != "txt2img" and strength is not None and strength <= 0:
         raise BadInput("strength", "0 would leave the image unchanged: use a number above 0 and at most 1")
-    return GenerationParams(
+    params = GenerationParams(
         model=spec.id,
         task=task,
         prompt=enhance_prompt(req.prompt) if req.enhance_prompt else req.prompt,
         negative_prompt=req.negative_prompt or "",
-        width=width,
-        height=height,
+        prompt_syntax="a1111",  # what ModelsLab's own servers read (A1111-based)
+        width=req.width,
+        height=req.height,
         steps=req.num_inference_steps,
         guidance=req.guidance_scale,
         strength=strength if task != "txt2img" else None,
         seed=req.seed,
         n=req.samples or 1,
         scheduler=resolve_scheduler(req.scheduler, req.use_karras_sigmas),
-        init_image=init if task != "txt2img" else None,
-        mask_image=mask if task == "inpaint" else None,
+        inputs=input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
         output_format="png",
     )
+    return size_from_inputs(params, max_side=MAX_SIDE)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ async def _generate(request: Request, response: Response, task: Task, prefix: st
     base = _base(request)
     x = extras_of(req, base)
     try:
-        params = to_params(req, task, spec, init, mask, settings.max_image_pixels)
+        params = to_params(req, task, spec, init, mask)
         job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
                              webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:

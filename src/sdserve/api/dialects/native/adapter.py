@@ -5,40 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams, Task
+from ....engine.params import GenerationParams, input_images
 from ....errors import BadInput
-from ....images import decode_base64, decode_image
+from ....images import decode_base64
 from ....service.jobs import Job, Output, job_view
 from .protocol import CatalogModel, JobOut, JobRequest, ModelDefaults
 
 __all__ = ["to_params", "job_out", "catalog_model"]
 
 
-def to_params(req: JobRequest, spec: ModelSpec, max_pixels: int) -> GenerationParams:
-    """Translate a job request for ``spec``; images are decoded here so a bad one is
-    reported under its own field name."""
+def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
+    """Translate a job request for ``spec``. The task follows from the inputs, and each side
+    left out takes the input image's; ``prepare`` decides and checks both."""
     image = decode_base64(req.image, "image") if req.image is not None else None
     mask = decode_base64(req.mask, "mask") if req.mask is not None else None
-    if mask is not None and image is None:
-        raise BadInput("mask", "a mask needs an input image (image)")
-    img = decode_image(image, "image", max_pixels) if image is not None else None
-    if mask is not None and img is not None:
-        m = decode_image(mask, "mask", max_pixels, mode="L")
-        if m.size != img.size:
-            raise BadInput("mask", f"is {m.width}x{m.height} but the image is {img.width}x{img.height}; "
-                                   "they must be the same size")
-    task: Task = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
-    spec.check_task(task)
-    width, height = req.width, req.height
-    if img is not None and width is None and height is None:
-        # An input image keeps its size (rounded down to the latent grid) unless asked otherwise.
-        width, height = max(64, img.width // 8 * 8), max(64, img.height // 8 * 8)
-    if task == "txt2img" and req.strength is not None:
+    if image is None and req.strength is not None:
         raise BadInput("strength", "applies only with an input image (img2img or inpaint)")
     return GenerationParams(
-        model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, width=width,
-        height=height, steps=req.steps, guidance=req.guidance, strength=req.strength, seed=req.seed, n=req.n,
-        scheduler=req.scheduler, init_image=image, mask_image=mask, output_format=req.output_format,
+        model=spec.id, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax=req.prompt_syntax,
+        width=req.width,
+        height=req.height, steps=req.steps, guidance=req.guidance, strength=req.strength, seed=req.seed, n=req.n,
+        scheduler=req.scheduler, inputs=input_images(init=image, mask=mask), output_format=req.output_format,
     )
 
 

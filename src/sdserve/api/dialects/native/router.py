@@ -44,7 +44,7 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
     """Queue a generation; answers at once with the job (poll it, stream its events, or get a webhook)."""
     owner = owner_of(request)
     service = service_of(request)
-    params = to_params(body, service.catalog.get(body.model), settings_of(request).max_image_pixels)
+    params = to_params(body, service.catalog.get(body.model))
     job = service.submit(params, owner, priority=body.priority, webhook=body.webhook,
                          webhook_events=tuple(body.webhook_events))
     response.headers["Location"] = f"/v1/jobs/{job.id}"

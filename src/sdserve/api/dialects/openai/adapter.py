@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import GenerationParams, Task
+from ....engine.params import GenerationParams, input_images
 from ....errors import BadInput
 from ....images import decode_image
 from ....service.jobs import Output
@@ -49,7 +49,6 @@ VARIATION_STRENGTH = 0.7
 # Engine field names that OpenAI calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"width": "size", "height": "size"}
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$", re.ASCII)
-_MIN_SIDE, _MAX_SIDE = 64, 4096
 
 
 def resolve_model(name: str | None, catalog: Catalog, default_model: str) -> ModelSpec:
@@ -61,11 +60,6 @@ def resolve_model(name: str | None, catalog: Catalog, default_model: str) -> Mod
     return catalog.get(name)  # raises UnknownModel listing what exists
 
 
-def _check_side(value: int, field: str, what: str) -> None:
-    if value % 8 or not _MIN_SIDE <= value <= _MAX_SIDE:
-        raise BadInput(field, f"{what} {value} is not allowed: use a multiple of 8 between {_MIN_SIDE} and {_MAX_SIDE}")
-
-
 def parse_size(size: str | None, field: str = "size") -> tuple[int | None, int | None]:
     """'WxH' to (width, height); None or 'auto' to (None, None) (the model's or image's size)."""
     if size is None or size.strip().lower() == "auto":
@@ -73,18 +67,9 @@ def parse_size(size: str | None, field: str = "size") -> tuple[int | None, int |
     m = _SIZE.match(size)
     if not m:
         raise BadInput(field, f"{size!r} is not a size: use 'WIDTHxHEIGHT' such as '512x512', or 'auto'")
-    width, height = int(m.group(1)), int(m.group(2))
-    _check_side(width, field, "width")
-    _check_side(height, field, "height")
-    return width, height
-
-
-def _size_from_image(img: Image.Image) -> tuple[int, int]:
-    # Keep the input's size, rounded down to the 8-pixel latent grid.
-    w, h = max(_MIN_SIDE, img.width // 8 * 8), max(_MIN_SIDE, img.height // 8 * 8)
-    _check_side(w, "image", "width")
-    _check_side(h, "image", "height")
-    return w, h
+    # The 8-px grid and the range are checked by prepare(), as for every dialect ("width" and
+    # "height" are renamed to "size").
+    return int(m.group(1)), int(m.group(2))
 
 
 def generation_params(req: ImageGenerateRequest, spec: ModelSpec) -> GenerationParams:
@@ -134,30 +119,20 @@ def edit_params(
     if len(images) > 1:
         raise BadInput("image", f"got {len(images)} images; Stable Diffusion edits one image per request")
     image = images[0]
+    # OpenAI marks the area to edit by transparency: the alpha channel becomes the mask here;
+    # the sizes, the task and the model are checked by prepare() as for every dialect.
     img = decode_image(image, "image", max_pixels, mode="RGBA")
     if mask is not None:
-        m = decode_image(mask, "mask", max_pixels, mode="RGBA")
-        if m.size != img.size:
-            raise BadInput("mask", f"is {m.width}x{m.height} but the image is {img.width}x{img.height}; "
-                                   "they must be the same size")
-        sd_mask = openai_mask(m)
+        sd_mask = openai_mask(decode_image(mask, "mask", max_pixels, mode="RGBA"))
         if sd_mask is None:
             raise BadInput("mask", "has no transparent pixels: an OpenAI mask marks the area to edit with "
                                    "fully transparent pixels (alpha 0) and keeps the opaque ones")
     else:
         sd_mask = openai_mask(img)
-    task: Task = "inpaint" if sd_mask is not None else "img2img"
-    if spec.tasks == ("inpaint",) and task != "inpaint":
-        raise BadInput("mask", f"model {spec.id} is an inpainting model: send a mask, or an image with "
-                               "transparent pixels where it should paint")
-    spec.check_task(task)
     width, height = parse_size(form.size)
-    if width is None or height is None:
-        width, height = _size_from_image(img)
-    strength = form.strength if form.strength is not None else (1.0 if task == "inpaint" else None)
+    strength = form.strength if form.strength is not None else (1.0 if sd_mask is not None else None)
     return GenerationParams(
         model=spec.id,
-        task=task,
         prompt=form.prompt,
         negative_prompt=form.negative_prompt or "",
         width=width,
@@ -167,22 +142,18 @@ def edit_params(
         strength=strength,
         seed=form.seed,
         n=form.n or 1,
-        init_image=image,
-        mask_image=_png(sd_mask) if sd_mask is not None else None,
+        inputs=input_images(init=image, mask=_png(sd_mask) if sd_mask is not None else None),
         output_format=form.output_format or "png",
     )
 
 
-def variation_params(form: ImageVariationForm, image: bytes | None, spec: ModelSpec, max_pixels: int) -> GenerationParams:
+def variation_params(form: ImageVariationForm, image: bytes | None, spec: ModelSpec) -> GenerationParams:
     """A variation: img2img of the image with an empty (or the extension) prompt."""
     if image is None:
         raise BadInput("image", "is required: upload the image to vary as a file")
-    img = decode_image(image, "image", max_pixels)
     if spec.tasks == ("inpaint",):
         raise BadInput("model", f"model {spec.id} only inpaints; variations need an img2img model")
     width, height = parse_size(form.size)
-    if width is None or height is None:
-        width, height = _size_from_image(img)
     return GenerationParams(
         model=spec.id,
         task="img2img",
@@ -195,7 +166,7 @@ def variation_params(form: ImageVariationForm, image: bytes | None, spec: ModelS
         strength=VARIATION_STRENGTH if form.strength is None else form.strength,
         seed=form.seed,
         n=form.n or 1,
-        init_image=image,
+        inputs=input_images(init=image),
         output_format=form.output_format or "png",
     )
 

@@ -152,7 +152,7 @@ async def create_image_variation(request: Request, response: Response) -> dict[s
     if len(images) > 1:
         raise BadInput("image", f"got {len(images)} images; send one")
     spec = _spec(request, fields.model)
-    params = variation_params(fields, images[0] if images else None, spec, settings_of(request).max_image_pixels)
+    params = variation_params(fields, images[0] if images else None, spec)
     return await _run(request, response, params, fields.response_format, owner)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 
 from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams, Task
+from ....engine.params import GenerationParams, input_images
 from ....errors import BadInput
-from ....images import decode_base64, decode_image
+from ....images import decode_base64
 from .protocol import ModelSearchItem, TextToImageInput
 
-__all__ = ["to_params", "search_item", "TEXT_TO_IMAGE_TASK"]
+__all__ = ["to_params", "field_names", "search_item", "TEXT_TO_IMAGE_TASK"]
 
 TEXT_TO_IMAGE_TASK = {
     "id": "3d6e1f35-341b-4915-a6c8-9a7142a9033a",
@@ -28,51 +28,35 @@ def _image_bytes(inp: TextToImageInput) -> bytes | None:
     return None
 
 
-def to_params(inp: TextToImageInput, spec: ModelSpec, max_pixels: int) -> GenerationParams:
+def to_params(inp: TextToImageInput, spec: ModelSpec) -> GenerationParams:
     """Translate a Workers AI request for ``spec`` into GenerationParams.
 
-    The task follows from the inputs: image+mask is inpaint, image alone img2img, neither
-    txt2img. Images are decoded here so a bad one is reported under its own field name.
+    The task follows from the inputs (image+mask is inpaint, image alone img2img, neither
+    txt2img) and each side left out takes the input image's: ``prepare`` decides and checks
+    both, for every dialect alike. A problem with the image is reported as ``image``;
+    :func:`field_names` renames it when the caller sent ``image_b64``.
     """
     image = _image_bytes(inp)
-    mask = bytes(inp.mask) if inp.mask is not None else None
-    field = "image_b64" if inp.image_b64 is not None else "image"
-    img = decode_image(image, field, max_pixels) if image is not None else None
-    if mask is not None:
-        if img is None:
-            raise BadInput("mask", "a mask needs an input image (image or image_b64)")
-        m = decode_image(mask, "mask", max_pixels, mode="L")
-        if m.size != img.size:
-            raise BadInput("mask", f"is {m.width}x{m.height} but the image is {img.width}x{img.height}; "
-                                   "they must be the same size")
-    task: Task = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
-    if spec.tasks == ("inpaint",) and task != "inpaint":
-        raise BadInput("mask" if image is not None else "image",
-                       f"model {spec.id} is an inpainting model: send image (or image_b64) and mask")
-    spec.check_task(task)
-    width, height = inp.width, inp.height
-    if img is not None:
-        # img2img keeps the input's size (rounded down to the latent grid) in each dimension
-        # the caller leaves out.
-        width = max(64, img.width // 8 * 8) if width is None else width
-        height = max(64, img.height // 8 * 8) if height is None else height
     return GenerationParams(
         model=spec.id,
-        task=task,
         prompt=inp.prompt,
         negative_prompt=inp.negative_prompt or "",
-        width=width,
-        height=height,
+        width=inp.width,
+        height=inp.height,
         # The schema's default of 20 steps / guidance 7.5 suits the full models; the few-step
         # models (Lightning, LCM) keep their own defaults when the caller does not choose.
         steps=inp.num_steps,
         guidance=inp.guidance,
-        strength=(1.0 if inp.strength is None else inp.strength) if task != "txt2img" else None,
+        strength=(1.0 if inp.strength is None else inp.strength) if image is not None else None,
         seed=inp.seed,
-        init_image=image,
-        mask_image=mask,
+        inputs=input_images(init=image, mask=bytes(inp.mask) if inp.mask is not None else None),
         output_format="png",
     )
+
+
+def field_names(inp: TextToImageInput) -> dict[str, str]:
+    """Engine field names -> this request's (the image came as ``image`` or ``image_b64``)."""
+    return {"image": "image_b64"} if inp.image_b64 is not None else {}
 
 
 def search_item(spec: ModelSpec) -> ModelSearchItem:

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ....errors import UnknownModel
-from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
+from ....errors import BadInput, UnknownModel
+from ...deps import owner_of, require_key, service_of, warning_headers
 from ...openapi import BINARY, JOB_ERRORS
-from .adapter import search_item, to_params
+from .adapter import field_names, search_item, to_params
 from .protocol import ModelSearchResponse, TextToImageInput
 
 __all__ = ["router"]
@@ -28,8 +28,11 @@ async def _run(model: str, body: TextToImageInput, request: Request) -> Response
         spec = service.catalog.get(model)
     except UnknownModel:
         raise UnknownModel(f"{model} or task") from None
-    params = to_params(body, spec, settings_of(request).max_image_pixels)
-    job = await service.run(params, owner, disconnected=request.is_disconnected)
+    params = to_params(body, spec)
+    try:
+        job = await service.run(params, owner, disconnected=request.is_disconnected)
+    except BadInput as e:
+        raise e.renamed(field_names(body)) from None
     out = job.outputs[0]
     run_ms = ((job.finished_at or 0) - (job.started_at or 0)) * 1000
     return Response(content=out.data, media_type=out.content_type,

@@ -1,0 +1,161 @@
+"""AUTOMATIC1111's prompt syntax, parsed without torch: emphasis, BREAK and add-on tags.
+
+What it reads (as A1111 1.10 does):
+- ``(text)`` multiplies the weight of ``text`` by 1.1, ``((text))`` by 1.21, ``[text]`` divides
+  by 1.1; ``(text:1.3)`` sets the factor to 1.3 (nested groups multiply);
+- ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\\\`` are the literal characters;
+- ``BREAK`` (upper case, a word on its own) starts a new 75-token chunk;
+- ``<lora:name:weight>`` and ``<lyco:name:weight>`` tags name LoRAs and are removed from the text;
+- an unclosed ``(`` or ``[`` applies to the end of the prompt, a stray ``)`` or ``]`` is text.
+
+Scheduled prompts (``[from:to:when]``, ``[a|b]``) change the conditioning during the loop;
+they are refused with a message instead of being read as plain text.
+
+The parser is torch-free so that ``prepare`` can check a prompt where the request arrives;
+``prompt_encoding`` turns its fragments into text-encoder embeddings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import BadInput
+
+__all__ = ["Fragment", "ParsedPrompt", "LoraTag", "parse_prompt", "EMPHASIS", "BREAK"]
+
+EMPHASIS = 1.1
+# A fragment with this text marks a chunk boundary.
+BREAK = "\x00BREAK"
+
+_TAG = re.compile(r"<(lora|lyco):([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>", re.IGNORECASE)
+# One token of the syntax: an escape, a bracket, a ":weight)" close, BREAK, or plain text.
+_TOKEN = re.compile(r"""
+    \\[()\[\]\\]                # escaped bracket or backslash
+  | \(|\[                       # open
+  | :\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)   # ":1.3)" closes a weighted group
+  | \)|\]                       # close
+  | \bBREAK\b                   # chunk break
+  | [^\\()\[\]:B]+              # plain text (B and ':' are taken one at a time below)
+  | .                           # anything else, one character
+""", re.VERBOSE | re.DOTALL)
+# [from:to:when], [to:when] and [a|b]: the conditioning changes during the loop.
+_SCHEDULED = re.compile(r"\[[^\[\]]*(?::\s*[\d.]+\s*\]|\|[^\[\]]*\])")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A run of text and the weight its tokens get (or the BREAK marker)."""
+
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoraTag:
+    """A ``<lora:name:weight>`` tag found in a prompt."""
+
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt as fragments with weights, plus the add-on tags taken out of it."""
+
+    fragments: tuple[Fragment, ...]
+    loras: tuple[LoraTag, ...] = ()
+    # How the text was read where A1111 silently guesses (an unclosed bracket).
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The text without syntax (what the text encoder reads when no weight differs)."""
+        return "".join(f.text for f in self.fragments if f.text != BREAK)
+
+    @property
+    def plain(self) -> bool:
+        """True when encoding ``text`` as it is gives the same conditioning: every weight is
+        1 and there is no BREAK (a long prompt still needs chunks; the encoder decides)."""
+        return all(f.weight == 1.0 and f.text != BREAK for f in self.fragments)
+
+
+def _tags(prompt: str, field: str) -> tuple[str, tuple[LoraTag, ...]]:
+    tags = []
+    for m in _TAG.finditer(prompt):
+        weight_text = (m.group(3) or "1").strip() or "1"
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise BadInput(field, f"{m.group(0)!r}: the LoRA weight {weight_text!r} is not a number") from None
+        tags.append(LoraTag(m.group(2).strip(), weight))
+    return _TAG.sub("", prompt), tuple(tags)
+
+
+def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
+    """Parse A1111 syntax; BadInput naming ``field`` for what sdserve cannot apply."""
+    text, loras = _tags(prompt, field)
+    if _SCHEDULED.search(text.replace("\\[", "").replace("\\]", "")):
+        raise BadInput(field, "scheduled prompts ([from:to:when], [a|b]) are not supported yet; "
+                              "write the prompt without them")
+    out: list[list[object]] = []  # [text, weight] pairs, merged when weights match
+    opens: list[tuple[str, int]] = []  # (bracket, index into out where the group starts)
+
+    def add(s: str, weight: float = 1.0) -> None:
+        out.append([s, weight])
+
+    def close(kind: str, factor: float) -> bool:
+        if not opens or opens[-1][0] != kind:
+            return False
+        _, start = opens.pop()
+        for frag in out[start:]:
+            frag[1] = float(frag[1]) * factor  # type: ignore[arg-type]
+        return True
+
+    for m in _TOKEN.finditer(text):
+        tok = m.group(0)
+        if tok.startswith("\\"):
+            add(tok[1:])
+        elif tok in ("(", "["):
+            opens.append((tok, len(out)))
+        elif m.group(1) is not None:  # ":w)"
+            if not close("(", float(m.group(1))):
+                add(tok)
+        elif tok == ")":
+            if not close("(", EMPHASIS):
+                add(tok)
+        elif tok == "]":
+            if not close("[", 1 / EMPHASIS):
+                add(tok)
+        elif tok == "BREAK":
+            add(BREAK)
+        else:
+            add(tok)
+    warnings = []
+    if opens:
+        kinds = "".join(k for k, _ in opens)
+        warnings.append(f"{field}: {len(opens)} bracket(s) {kinds!r} never closed; as in A1111, the emphasis runs "
+                        "to the end of the prompt (close it, or write \\( for a literal bracket)")
+    while opens:  # unclosed groups apply to the end of the prompt
+        kind, _ = opens[-1]
+        close(kind, EMPHASIS if kind == "(" else 1 / EMPHASIS)
+    merged: list[Fragment] = []
+    for s, w in out:
+        s, w = str(s), float(w)  # type: ignore[arg-type]
+        if merged and merged[-1].weight == w and s != BREAK and merged[-1].text != BREAK:
+            merged[-1] = Fragment(merged[-1].text + s, w)
+        elif s:
+            merged.append(Fragment(s, w))
+    # A BREAK swallows the spaces around it, as A1111's does.
+    cleaned = []
+    for i, f in enumerate(merged):
+        t = f.text
+        if t != BREAK:
+            if i > 0 and merged[i - 1].text == BREAK:
+                t = t.lstrip()
+            if i + 1 < len(merged) and merged[i + 1].text == BREAK:
+                t = t.rstrip()
+            if not t:
+                continue
+        cleaned.append(Fragment(t, f.weight))
+    return ParsedPrompt(tuple(cleaned), loras, tuple(warnings))

@@ -1,0 +1,69 @@
+"""A1111 prompt syntax, parsed without torch: weights, escapes, BREAK, LoRA tags, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdserve.engine.prompt_syntax import BREAK, Fragment, LoraTag, parse_prompt
+from sdserve.errors import BadInput
+
+
+def _frags(text: str) -> list[tuple[str, float]]:
+    return [(f.text, round(f.weight, 4)) for f in parse_prompt(text).fragments]
+
+
+def test_plain_text_is_one_fragment_of_weight_one():
+    p = parse_prompt("a cat in a garden")
+    assert p.fragments == (Fragment("a cat in a garden", 1.0),) and p.plain and p.text == "a cat in a garden"
+
+
+@pytest.mark.parametrize("text", ["(a cat in a garden:1.0)", "(a cat in a garden:1)", "( a cat in a garden :1.0 )"])
+def test_weight_one_reads_as_plain_text(text):
+    p = parse_prompt(text)
+    assert p.plain and p.text.strip() == "a cat in a garden"
+
+
+def test_emphasis_nests_and_multiplies():
+    assert _frags("a (b) ((c)) [d] (e:1.5) ((f:2)) [[g]]") == [
+        ("a ", 1.0), ("b", 1.1), (" ", 1.0), ("c", 1.21), (" ", 1.0), ("d", 0.9091), (" ", 1.0), ("e", 1.5),
+        (" ", 1.0), ("f", 2.2), (" ", 1.0), ("g", 0.8264)]
+
+
+def test_escapes_are_literal_brackets():
+    p = parse_prompt(r"a \(b\) \[c\] \\ d")
+    assert p.plain and p.text == "a (b) [c] \\ d"
+
+
+def test_unclosed_brackets_run_to_the_end_with_a_warning_stray_closers_are_text():
+    p = parse_prompt("a (b c")
+    assert _frags("a (b c") == [("a ", 1.0), ("b c", 1.1)]
+    assert p.warnings and "never closed" in p.warnings[0]
+    assert parse_prompt("a) b]").plain and parse_prompt("a) b]").text == "a) b]"
+    assert parse_prompt("a) b]").warnings == ()
+
+
+def test_break_splits_and_swallows_the_spaces_around_it():
+    assert _frags("city BREAK night") == [("city", 1.0), (BREAK, 1.0), ("night", 1.0)]
+    assert not parse_prompt("city BREAK night").plain
+    assert parse_prompt("BREAKFAST and break").plain  # only the word BREAK, in capitals
+
+
+def test_lora_tags_are_taken_out_of_the_text():
+    p = parse_prompt("a cat <lora:add_detail:0.7>, <lyco:style> night")
+    assert p.loras == (LoraTag("add_detail", 0.7), LoraTag("style", 1.0))
+    assert p.text == "a cat ,  night"
+    with pytest.raises(BadInput) as e:
+        parse_prompt("<lora:x:strong>", "negative_prompt")
+    assert e.value.field == "negative_prompt"
+
+
+@pytest.mark.parametrize("text", ["[cat:dog:0.5]", "[cat:10]", "[cat|dog]", "a [b:c:3] d"])
+def test_scheduled_prompts_are_refused_not_read_as_text(text):
+    with pytest.raises(BadInput) as e:
+        parse_prompt(text)
+    assert e.value.field == "prompt" and "scheduled" in e.value.detail
+
+
+def test_colons_outside_a_weight_are_text():
+    assert parse_prompt("ratio 16:9, time 12:30").text == "ratio 16:9, time 12:30"
+    assert parse_prompt(r"\[cat:dog:0.5\]").text == "[cat:dog:0.5]"
