@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import httpx
 import numpy as np
@@ -206,3 +207,14 @@ def test_a_stream_whose_job_is_canceled_ends_with_an_error_the_sdk_raises(oa: op
     with pytest.raises(openai.APIError) as e:
         list(stream)
     assert "cancel" in e.value.message
+
+
+def test_closing_a_stream_cancels_its_job(base_url: str) -> None:
+    body = {"prompt": "slow", "size": "64x64", "stream": True, "steps": 200, "seed": 1}
+    with httpx.stream("POST", f"{base_url}/v1/images/generations", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        job = r.headers["x-sdserve-job"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{base_url}/v1/jobs/{job}").json()["status"] != "canceled":
+        assert time.monotonic() < deadline, "the job went on after its client left"
+        time.sleep(0.1)
