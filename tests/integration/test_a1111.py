@@ -277,3 +277,24 @@ def test_memory_extensions_and_unknown_routes(api: webuiapi.WebUIApi, base_url: 
         r = httpx.request(method, base_url + "/sdapi/v1/no-such-route", json={})
         assert r.status_code == 404 and r.json()["errors"].startswith("404: "), (method, r.text)
     assert httpx.post(base_url + "/sdapi/v1/upscalers", json={}).status_code == 405  # a known route, GET only
+
+
+def test_live_previews_can_be_switched_off_per_request(api: webuiapi.WebUIApi) -> None:
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        result["r"] = api.txt2img(prompt="no previews", seed=2, width=64, height=64, steps=200,
+                                  override_settings={"live_previews_enable": False})
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 120
+    seen = None
+    while time.monotonic() < deadline and seen is None:
+        p = api.get_progress()
+        seen = p if p["state"]["sampling_step"] >= 11 else None  # previews come every 5 steps
+        time.sleep(0.05)
+    api.interrupt()
+    t.join(60)
+    assert seen is not None and seen["current_image"] is None
+    assert "warnings" not in result["r"].info  # applied, so nothing to report
