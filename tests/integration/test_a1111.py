@@ -269,7 +269,8 @@ def test_a_side_off_the_grid_is_rounded_down_like_a1111(api: webuiapi.WebUIApi) 
 
 def test_memory_extensions_and_unknown_routes(api: webuiapi.WebUIApi, base_url: str) -> None:
     mem = api.get_memory()
-    assert mem["ram"]["total"] > mem["ram"]["used"] > 0 and mem["ram"]["free"] == mem["ram"]["total"] - mem["ram"]["used"]
+    ram = mem["ram"]
+    assert ram["total"] > ram["used"] > 0 and ram["free"] == ram["total"] - ram["used"]
     assert mem["cuda"] == {"error": "unavailable"}  # the tests run on the CPU
     assert httpx.get(base_url + "/sdapi/v1/extensions").json() == []
     assert httpx.get(base_url + "/sdapi/v1/sd-vae").json() == []
