@@ -188,7 +188,7 @@ def test_bad_input_gets_a1111_error_bodies(api: webuiapi.WebUIApi, base_url: str
     assert status == 400 and "sampler_name" in text and "DPM++ 2M" in text
     cases = [
         ("/sdapi/v1/txt2img", {"steps": "many"}, 400, "steps"),
-        ("/sdapi/v1/txt2img", {"width": 100}, 400, "width"),
+        ("/sdapi/v1/txt2img", {"width": 4100}, 400, "width"),
         ("/sdapi/v1/txt2img", {"cfg_scale": 99}, 400, "cfg_scale"),
         ("/sdapi/v1/txt2img", {"enable_hr": True}, 400, "enable_hr"),
         ("/sdapi/v1/txt2img", {"script_name": "x/y/z plot"}, 422, "script_name"),
@@ -239,3 +239,64 @@ def test_a_long_prompt_warns_in_info_and_header_a_short_one_does_not(api: webuia
                        json={"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 7})
     assert short.status_code == 200, short.text
     assert "warnings" not in json.loads(short.json()["info"]) and "x-sdserve-warning" not in short.headers
+
+
+def test_options_list_every_a1111_setting_and_report_what_is_not_applied(api: webuiapi.WebUIApi,
+                                                                         base_url: str) -> None:
+    opts = api.get_options()
+    assert opts["send_seed"] is True and opts["send_size"] is True and opts["CLIP_stop_at_last_layers"] == 1
+    assert len(opts) > 250 and opts["sd_model_checkpoint"] == SD15
+    assert api.set_options(opts) is None  # posting GET's dict back changes nothing and applies all
+    res = api.set_options({"CLIP_stop_at_last_layers": 2, "send_seed": False, "live_previews_enable": False})
+    assert set(res["not_applied"]) == {"CLIP_stop_at_last_layers", "send_seed"}
+    after = api.get_options()
+    assert after["CLIP_stop_at_last_layers"] == 1 and after["send_seed"] is True  # the values in effect
+    try:
+        assert after["live_previews_enable"] is False
+        r = api.txt2img(prompt="x", seed=3, width=64, height=64,
+                        override_settings={"CLIP_stop_at_last_layers": 2, "sd_vae": "Automatic"})
+        assert r.info["warnings"] == ["override_settings.CLIP_stop_at_last_layers was not applied: "
+                                      "clip skip is not implemented yet"]
+    finally:
+        api.set_options({"live_previews_enable": True})
+    bad = httpx.post(base_url + "/sdapi/v1/options", json={"live_previews_enable": "sure", "send_seed": False})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("live_previews_enable: ")
+
+
+def test_a_side_off_the_grid_is_rounded_down_like_a1111(api: webuiapi.WebUIApi) -> None:
+    r = api.txt2img(prompt="x", seed=5, width=71, height=64)  # Open WebUI sends what the user typed
+    assert r.image.size == (64, 64) and r.info["width"] == 64 and "Size: 64x64" in r.info["infotexts"][0]
+
+
+def test_memory_extensions_and_unknown_routes(api: webuiapi.WebUIApi, base_url: str) -> None:
+    mem = api.get_memory()
+    ram = mem["ram"]
+    assert ram["total"] > ram["used"] > 0 and ram["free"] == ram["total"] - ram["used"]
+    assert mem["cuda"] == {"error": "unavailable"}  # the tests run on the CPU
+    assert httpx.get(base_url + "/sdapi/v1/extensions").json() == []
+    assert httpx.get(base_url + "/sdapi/v1/sd-vae").json() == []
+    for method in ("GET", "POST"):
+        r = httpx.request(method, base_url + "/sdapi/v1/no-such-route", json={})
+        assert r.status_code == 404 and r.json()["errors"].startswith("404: "), (method, r.text)
+    assert httpx.post(base_url + "/sdapi/v1/upscalers", json={}).status_code == 405  # a known route, GET only
+
+
+def test_live_previews_can_be_switched_off_per_request(api: webuiapi.WebUIApi) -> None:
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        result["r"] = api.txt2img(prompt="no previews", seed=2, width=64, height=64, steps=200,
+                                  override_settings={"live_previews_enable": False})
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 120
+    seen = None
+    while time.monotonic() < deadline and seen is None:
+        p = api.get_progress()
+        seen = p if p["state"]["sampling_step"] >= 11 else None  # previews come every 5 steps
+        time.sleep(0.05)
+    api.interrupt()
+    t.join(60)
+    assert seen is not None and seen["current_image"] is None
+    assert "warnings" not in result["r"].info  # applied, so nothing to report

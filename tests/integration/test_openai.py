@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import httpx
 import numpy as np
@@ -169,3 +170,51 @@ def test_every_response_has_a_request_id_and_errors_have_the_openai_shape(client
             assert 400 <= r.status_code < 500
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     assert "x-request-id" not in client.get("/healthz").headers
+
+
+def test_stream_sends_partial_images_then_the_completed_ones(oa: openai.OpenAI) -> None:
+    # 10 steps, a preview every 5: partial images at steps 5 and 10, then the final images.
+    stream = oa.images.generate(prompt="a red fox", n=2, size="64x64", stream=True, partial_images=2,
+                                quality="high", extra_body={"steps": 10, "seed": 21})
+    events = list(stream)
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"] * 2
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    for e in events:
+        img = Image.open(io.BytesIO(base64.b64decode(e.b64_json)))
+        assert img.format == "PNG" and img.size == (64, 64) and e.size == "64x64" and e.quality == "high"
+    done = events[2:]
+    assert [e.seed for e in done] == [21, 22] and done[0].usage.total_tokens == 0
+    same = oa.images.generate(prompt="a red fox", n=2, size="64x64", response_format="b64_json",
+                              extra_body={"steps": 10, "seed": 21})  # the same request, not streamed
+    for e, d in zip(done, same.data, strict=True):
+        assert np.array_equal(_pixels(base64.b64decode(e.b64_json)), _pixels(base64.b64decode(d.b64_json)))
+
+
+def test_stream_edits_and_refuses_bad_input_before_streaming(oa: openai.OpenAI) -> None:
+    events = list(oa.images.edit(image=("in.png", png_bytes()), mask=("m.png", _rgba_mask()), prompt="a door",
+                                 stream=True, output_format="webp", extra_body={"steps": 2, "seed": 4}))
+    assert [e.type for e in events] == ["image_edit.completed"]  # partial_images defaults to 0
+    assert Image.open(io.BytesIO(base64.b64decode(events[0].b64_json))).format == "WEBP"
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.images.generate(prompt="x", size="100x100", stream=True, partial_images=1)
+    assert e.value.param == "size"
+
+
+def test_a_stream_whose_job_is_canceled_ends_with_an_error_the_sdk_raises(oa: openai.OpenAI, base_url: str) -> None:
+    stream = oa.images.generate(prompt="slow", size="64x64", stream=True, extra_body={"steps": 200, "seed": 1})
+    job = stream.response.headers["x-sdserve-job"]
+    assert httpx.delete(f"{base_url}/v1/jobs/{job}").status_code == 200
+    with pytest.raises(openai.APIError) as e:
+        list(stream)
+    assert "cancel" in e.value.message
+
+
+def test_closing_a_stream_cancels_its_job(base_url: str) -> None:
+    body = {"prompt": "slow", "size": "64x64", "stream": True, "steps": 200, "seed": 1}
+    with httpx.stream("POST", f"{base_url}/v1/images/generations", json=body, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        job = r.headers["x-sdserve-job"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{base_url}/v1/jobs/{job}").json()["status"] != "canceled":
+        assert time.monotonic() < deadline, "the job went on after its client left"
+        time.sleep(0.1)

@@ -359,3 +359,23 @@ def test_after_every_bad_request_the_server_still_serves(client) -> None:  # typ
     assert decode(client.post(SHORT + SDXL, json=body)).size == (256, 256)
     img = decode(client.post(ACCOUNT + SD15, json={"prompt": "x", "image": list(png_bytes()), "num_steps": 2}))
     assert img.size == (64, 64)
+
+
+def test_cloudflare_sdk_reads_sdserves_error_messages(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    import cloudflare
+
+    from tests.integration.live_server import live_server
+
+    with live_server(make_app(settings, engine)) as url:
+        cf = cloudflare.Cloudflare(api_token="any", base_url=url + "/client/v4", max_retries=0)
+        with pytest.raises(cloudflare.BadRequestError) as e:
+            cf.ai.run(SD15, account_id="acc", prompt="x", num_steps=99)
+        assert (e.value.errors[0].code, e.value.status_code) == (5006, 400)
+        assert e.value.errors[0].message.startswith("AiError: Bad input: Error: num_steps: ")
+        with pytest.raises(cloudflare.APIStatusError) as e:
+            cf.ai.run("@cf/nope/nope", account_id="acc", prompt="x")
+        assert e.value.errors[0].code == 5007 and "@cf/nope/nope" in e.value.errors[0].message
+        # Binary output: the SDK's own ai.run cannot unwrap it, from Cloudflare either
+        # (cloudflare-typescript #2695); the raw response is how SDK users read the PNG.
+        raw = cf.ai.with_raw_response.run(SD15, account_id="acc", prompt="x", num_steps=2, seed=3)
+        assert raw.headers["content-type"] == "image/png" and Image.open(io.BytesIO(raw.http_response.content)).size

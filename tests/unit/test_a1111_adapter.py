@@ -15,7 +15,6 @@ from PIL import Image
 
 from sdserve.api.dialects.a1111.adapter import (
     Plan,
-    default_options,
     finish_output,
     generation_response,
     img2img_plan,
@@ -36,6 +35,7 @@ from sdserve.api.dialects.a1111.inputs import (
     prepare_mask,
     resize_image,
 )
+from sdserve.api.dialects.a1111.options import A1111_DEFAULTS, apply_options, effective_options
 from sdserve.api.dialects.a1111.protocol import Img2ImgRequest, Txt2ImgRequest
 from sdserve.api.errors import render_error
 from sdserve.engine.params import MAX_SEED
@@ -170,7 +170,7 @@ def test_blank_seed_is_random():
     ({"restore_faces": True}, "restore_faces", 400),
     ({"tiling": True}, "tiling", 400),
     ({"subseed_strength": 0.3}, "subseed_strength", 400),
-    ({"width": 500}, "width", 400),
+    ({"width": 5000}, "width", 400),
     ({"height": 32}, "height", 400),
     ({"sampler_name": "Euler b"}, "sampler_name", 400),
 ])
@@ -334,9 +334,43 @@ def test_progress_formula():
     assert (busy["state"]["sampling_step"], busy["state"]["sampling_steps"], busy["state"]["job_no"]) == (5, 10, 1)
 
 
-def test_options_defaults():
-    o = default_options(SD15)
+def test_options_defaults_are_a1111s_with_sdserves_effective_values():
+    o = effective_options(SD15, 5)
     assert o["sd_model_checkpoint"] == SD15 and o["samples_format"] == "png"
+    assert o["send_seed"] is True and o["send_size"] is True and o["CLIP_stop_at_last_layers"] == 1
+    assert o["show_progress_every_n_steps"] == 5 and o["jpeg_quality"] == 95  # what sdserve does
+    assert len(o) == len(A1111_DEFAULTS) > 250
+
+
+def test_apply_options_applies_what_sdserve_honours_and_reports_the_rest():
+    current = effective_options(SD15, 5)
+
+    def check(key, value):
+        if key == "live_previews_enable" and not isinstance(value, bool):
+            raise BadInput(key, "must be true or false")
+        return value
+
+    skipped = apply_options(current, {"live_previews_enable": False, "send_seed": True, "CLIP_stop_at_last_layers": 2,
+                                      "no_such_option": 1}, check)
+    assert current["live_previews_enable"] is False
+    assert set(skipped) == {"CLIP_stop_at_last_layers", "no_such_option"}  # send_seed: already true
+    assert current["CLIP_stop_at_last_layers"] == 1 and "no_such_option" not in current
+    assert "AUTOMATIC1111" in skipped["no_such_option"]
+    with pytest.raises(BadInput):
+        apply_options(current, {"live_previews_enable": "yes", "samples_format": "png"}, check)
+    assert current["live_previews_enable"] is False
+
+
+def test_sides_off_the_grid_round_down_as_a1111s_latents_do(catalog):
+    # Open WebUI sends what the user typed (500x500); A1111's latent is 500 // 8 = 62, so 496 px.
+    plan = txt2img_plan(Txt2ImgRequest(prompt="x", width=500, height=343), catalog.get(SD15), "png")
+    assert (plan.params.width, plan.params.height) == (496, 336)
+    init = _b64(Image.new("RGB", (70, 70)))
+    plan = img2img_plan(Img2ImgRequest(init_images=[init], width=71, height=64), catalog.get(SD15), "png", 10**7)
+    assert (plan.params.width, plan.params.height) == (64, 64)
+    for side in (63, 4097):
+        with pytest.raises(BadInput, match="width"):
+            txt2img_plan(Txt2ImgRequest(prompt="x", width=side), catalog.get(SD15), "png")
 
 
 def test_plan_iteration_keeps_everything_but_the_seed(catalog):

@@ -121,12 +121,6 @@ def test_generation_defaults_are_the_models(catalog):
     assert (p.width, p.height, p.steps, p.guidance, p.seed, p.n, p.output_format) == (None, None, None, None, None, 1, "png")
 
 
-def test_stream_true_is_refused_by_name(catalog):
-    with pytest.raises(BadInput) as e:
-        generation_params(ImageGenerateRequest(prompt="x", stream=True), catalog.get(SD15))
-    assert e.value.field == "stream"
-
-
 @pytest.mark.parametrize("body,field", [({"prompt": ""}, "prompt"), ({"prompt": "x", "n": 0}, "n"),
                                         ({"prompt": "x", "n": 11}, "n"), ({"prompt": "x", "response_format": "file"}, "response_format"),
                                         ({"prompt": "x", "output_format": "gif"}, "output_format"),
@@ -186,7 +180,7 @@ def test_edit_of_an_opaque_image_without_mask_is_img2img(catalog):
 
 @pytest.mark.parametrize("case,field", [
     ("no_image", "image"), ("two_images", "image"), ("mask_size", "mask"), ("opaque_mask", "mask"),
-    ("garbage_image", "image"), ("garbage_mask", "mask"), ("inpaint_model_no_mask", "mask"), ("stream", "stream"),
+    ("garbage_image", "image"), ("garbage_mask", "mask"), ("inpaint_model_no_mask", "mask"),
 ])
 def test_bad_edits_name_the_field(catalog, case, field):
     good = png_of(Image.new("RGB", (64, 64)))
@@ -205,8 +199,6 @@ def test_bad_edits_name_the_field(catalog, case, field):
         mask = b"\x89PNG broken"
     elif case == "inpaint_model_no_mask":
         mask, model = None, INPAINT
-    elif case == "stream":
-        form = ImageEditForm(prompt="x", stream=True)
     with pytest.raises(BadInput) as e:
         edit_params(form, images, mask, catalog.get(model), PX)
     assert e.value.field == field
@@ -269,3 +261,24 @@ def test_engine_errors_are_renamed_to_the_dialects_fields():
     assert (renamed.field, renamed.message) == ("size", "size: 70 is not a multiple of 8")
     same = BadInput("steps", "too many")
     assert in_dialect_terms(same) is same
+
+
+def test_partial_images_are_spread_evenly_before_the_final_image():
+    from sdserve.api.dialects.openai.streaming import partial_due
+
+    due = [s for s in range(1, 31) if partial_due(s, 30, 2, sum(1 for t in range(1, s) if partial_due(t, 30, 2, 0)))]
+    assert due[0] == 10 and not partial_due(30, 30, 0, 0) and not partial_due(30, 30, 3, 3)
+    assert [partial_due(s, 30, 3, 1) for s in (14, 15)] == [False, True]
+
+
+def test_stream_event_bodies_match_the_openai_sdk_types():
+    import openai.types as t
+
+    from sdserve.api.dialects.openai.streaming import image_event
+
+    fields = {"size": "64x64", "output_format": "png", "quality": "auto", "background": "auto"}
+    partial = image_event("image_generation", b"\x89PNG", fields=fields, created=1, partial_index=0)
+    done = image_event("image_edit", b"\x89PNG", fields=fields, created=1, seed=7)
+    assert t.ImageGenPartialImageEvent.model_validate(partial).partial_image_index == 0
+    assert t.ImageEditCompletedEvent.model_validate(done).usage.total_tokens == 0
+    assert done["seed"] == 7 and done["type"] == "image_edit.completed"

@@ -5,6 +5,8 @@ Stored on ``app.state`` by ``build_app``; nothing here is global.
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
 
 from ..config import Settings
@@ -34,13 +36,18 @@ def owner_of(request: Request, token: str | None = None) -> str | None:
     return owner
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def warning_headers(warnings: list[str]) -> dict[str, str]:
     """``X-Sdserve-Warning``: the job's warnings in a header, the one place every dialect's
     client can read them, body or not (header values are Latin-1: anything else in a quoted
     prompt is escaped)."""
     if not warnings:
         return {}
-    return {"X-Sdserve-Warning": " | ".join(warnings).encode("ascii", "backslashreplace").decode()}
+    text = " | ".join(warnings).encode("ascii", "backslashreplace").decode()
+    # Control characters (a caller's option name, a prompt's newline) are invalid in a header too.
+    return {"X-Sdserve-Warning": _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)}
 
 
 async def require_key(request: Request) -> None:

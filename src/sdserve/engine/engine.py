@@ -219,6 +219,7 @@ class Engine:
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
             info["memory_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
+            info["device_memory"] = _cuda_memory(self.device)
         return info
 
     # -- generation -----------------------------------------------------------------------
@@ -326,3 +327,16 @@ class Engine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _cuda_memory(device: torch.device) -> dict[str, int]:
+    """Device memory in bytes: the driver's free/total and the caching allocator's counters
+    (current and peak), for monitors such as A1111's /sdapi/v1/memory."""
+    free, total = torch.cuda.mem_get_info(device)
+    s = torch.cuda.memory_stats(device)
+    out = {"free": free, "total": total, "alloc_retries": s.get("num_alloc_retries", 0), "ooms": s.get("num_ooms", 0)}
+    for name, key in (("active", "active_bytes"), ("allocated", "allocated_bytes"), ("reserved", "reserved_bytes"),
+                      ("inactive", "inactive_split_bytes")):
+        out[name] = s.get(f"{key}.all.current", 0)
+        out[f"{name}_peak"] = s.get(f"{key}.all.peak", 0)
+    return out

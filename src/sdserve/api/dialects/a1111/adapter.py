@@ -42,7 +42,6 @@ __all__ = [
     "sd_model_item",
     "sampler_items",
     "scheduler_items",
-    "default_options",
     "progress_body",
     "ENGINE_FIELDS",
     "in_dialect_terms",
@@ -148,9 +147,12 @@ def _unprocessable(field: str, message: str) -> BadInput:
     return err
 
 
-def _check_side(value: int, field: str) -> None:
-    if value % 8 or not 64 <= value <= 4096:
-        raise BadInput(field, f"{value} is not allowed: use a multiple of 8 between 64 and 4096")
+def _on_grid(value: int, field: str) -> int:
+    """The side A1111 gives: its latent is ``width // 8``, so 500 makes a 496-pixel image.
+    (Local to this dialect for now; the others refuse sides off the 8-pixel grid.)"""
+    if not 64 <= value <= 4096:
+        raise BadInput(field, f"{value} is not allowed: use a side between 64 and 4096 pixels")
+    return value // 8 * 8
 
 
 def _seed(seed: int) -> int:
@@ -164,12 +166,11 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Pla
     if "txt2img" not in spec.tasks:
         raise BadInput("sd_model_checkpoint", f"{spec.id} is an inpainting model: use /sdapi/v1/img2img with a "
                                               "mask, or switch checkpoint")
-    _check_side(req.width, "width")
-    _check_side(req.height, "height")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
     params = GenerationParams(
         model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
-        width=req.width, height=req.height, steps=req.steps, guidance=req.cfg_scale, seed=_seed(req.seed),
+        width=_on_grid(req.width, "width"), height=_on_grid(req.height, "height"), steps=req.steps,
+        guidance=req.cfg_scale, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, output_format=fmt,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name))
@@ -185,9 +186,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
                                       "request (use batch_size for several outputs)")
     if req.latent_mask:
         raise BadInput("latent_mask", "a separate latent mask is not supported; send only mask")
-    w, h = req.width, req.height
-    _check_side(w, "width")
-    _check_side(h, "height")
+    w, h = _on_grid(req.width, "width"), _on_grid(req.height, "height")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
     raw = decode_b64(req.init_images[0], "init_images[0]")
     img = decode_image(raw, "init_images[0]", max_pixels)
@@ -317,21 +316,6 @@ def sampler_items() -> list[dict[str, Any]]:
 def scheduler_items() -> list[dict[str, Any]]:
     return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
             {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False}]
-
-
-def default_options(checkpoint: str, preview_every: int = 5) -> dict[str, Any]:
-    """``/sdapi/v1/options`` as a fresh server reports it (the settings sdserve honours first)."""
-    return {
-        "sd_model_checkpoint": checkpoint,
-        "sd_checkpoint_hash": None,
-        "samples_format": "png",
-        "live_previews_enable": True,
-        "show_progress_every_n_steps": preview_every,
-        "CLIP_stop_at_last_layers": 1,
-        "sd_vae": "Automatic",
-        "eta_noise_seed_delta": 0,
-        "save_images_default": False,
-    }
 
 
 def progress_body(

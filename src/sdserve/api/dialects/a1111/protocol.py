@@ -25,11 +25,14 @@ __all__ = [
     "SDModelItem",
     "SamplerItem",
     "SchedulerItem",
+    "MemoryResponse",
+    "OptionsNotApplied",
 ]
 
 
-# The engine checks sides (64-4096, multiples of 8) so every dialect words it the same; the schema says so.
-_SIDE: JsonDict = {"minimum": 64, "maximum": 4096, "multipleOf": 8}
+# 64-4096; a side off the 8-pixel grid is rounded down, as A1111's latents are (width // 8).
+_SIDE: JsonDict = {"minimum": 64, "maximum": 4096}
+_SIDE_DOC = "Pixels, 64-4096; rounded down to a multiple of 8 (A1111's latent is width // 8)."
 _Seed = Annotated[int, Field(ge=-1, le=MAX_SEED)] | Literal[""] | None
 
 
@@ -52,8 +55,8 @@ class _Common(BaseModel):
     n_iter: int = Field(1, ge=1, le=100, description="Batches, run one after another; seeds continue.")
     steps: int = Field(50, ge=1, le=200)
     cfg_scale: float = Field(7.0, ge=0, le=50, allow_inf_nan=False)
-    width: int = Field(512, json_schema_extra=_SIDE)
-    height: int = Field(512, json_schema_extra=_SIDE)
+    width: int = Field(512, json_schema_extra=_SIDE, description=_SIDE_DOC)
+    height: int = Field(512, json_schema_extra=_SIDE, description=_SIDE_DOC)
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
@@ -175,3 +178,18 @@ class SchedulerItem(BaseModel):
     aliases: list[str] | None = None
     default_rho: float = -1
     need_inner_model: bool = False
+
+
+class MemoryResponse(BaseModel):
+    """``GET /sdapi/v1/memory``: each part is the numbers or ``{"error": ...}``."""
+
+    ram: dict[str, Any] = Field(description="free, used (this process's resident size), total: bytes.")
+    cuda: dict[str, Any] = Field(description="system {free, used, total}, active/allocated/reserved/inactive "
+                                             "{current, peak}, events {retries, oom}; {error} off CUDA.")
+
+
+class OptionsNotApplied(BaseModel):
+    """``POST /sdapi/v1/options`` when some keys were not applied (null when all were)."""
+
+    not_applied: dict[str, str] = Field(description="Each key sdserve did not apply, with why; GET shows the "
+                                                    "value in effect.")

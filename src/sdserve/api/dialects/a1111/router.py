@@ -17,13 +17,12 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from ....engine.catalog import ModelSpec
 from ....engine.params import OutputFormat
-from ....errors import BadInput, Canceled, NotFound
+from ....errors import BadInput, Canceled
 from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
 from ...openapi import JOB_ERRORS
 from .adapter import (
     Plan,
     checkpoint_of,
-    default_options,
     finish_output,
     generation_response,
     img2img_plan,
@@ -37,9 +36,13 @@ from .adapter import (
     txt2img_plan,
 )
 from .infotext import parse_infotext, read_image_info
+from .memory import cuda_info, ram_info
+from .options import APPLIED, apply_options, effective_options, not_applied_reason
 from .inputs import decode_b64
 from .protocol import (
     GenerationResponse,
+    MemoryResponse,
+    OptionsNotApplied,
     Img2ImgRequest,
     PngInfoRequest,
     PngInfoResponse,
@@ -67,8 +70,16 @@ def _state(request: Request) -> A1111State:
         current = catalog.get(default).id if default in catalog else next(iter(catalog)).id
         # The service's preview cadence is what show_progress_every_n_steps means here.
         every = settings_of(request).preview_every
-        st = request.app.state.a1111_dialect = A1111State(options=default_options(current, every))
+        st = request.app.state.a1111_dialect = A1111State(options=effective_options(current, every))
     return st
+
+
+def _override_warnings(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any]) -> list[str]:
+    """``override_settings`` sdserve does not apply (sd_model_checkpoint and samples_format are
+    read where the plan is made, live_previews_enable by /progress): said in ``info.warnings``."""
+    return [f"override_settings.{k} was not applied: {not_applied_reason(k)}"
+            for k, v in (req.override_settings or {}).items()
+            if k not in APPLIED and (k not in options or options[k] != v)]
 
 
 async def _generate(request: Request, response: Response, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
@@ -81,11 +92,13 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     fmt = output_format(fmt_override, "override_settings.samples_format") if fmt_override is not None \
         else output_format(st.options.get("samples_format", "png"))
     plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
-    batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner)
+    previews = (req.override_settings or {}).get("live_previews_enable", st.options["live_previews_enable"])
+    batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner, previews=bool(previews))
     st.batches.append(batch)
     images: list[bytes] = []
     seeds: list[int] = []
-    warnings: list[str] = []  # every job's, once each (n_iter jobs read the same prompt)
+    # every job's, once each (n_iter jobs read the same prompt)
+    warnings: list[str] = _override_warnings(req, st.options)
     resolved = plan.params
     try:
         for k in range(plan.n_iter):
@@ -168,7 +181,8 @@ async def progress(request: Request, skip_current_image: bool = Query(False)) ->
         return progress_body(step=0, total=0, job_no=0, job_count=0, started=None, now=now)
     batch = _state(request).batch_of(job.params.seed, job.params.prompt, job.owner)
     mine = owner is None or job.owner == owner  # another key's preview is its business
-    preview = job.preview if mine and not skip_current_image else None
+    wanted = batch.previews if batch else _state(request).options["live_previews_enable"]
+    preview = job.preview if mine and wanted and not skip_current_image else None
     return progress_body(
         step=job.step, total=job.total_steps,
         job_no=batch.job_no if batch else 0, job_count=batch.job_count if batch else 1,
@@ -186,20 +200,30 @@ async def get_options(request: Request) -> dict[str, Any]:
     return dict(_state(request).options)
 
 
-@router.post("/options")
-async def set_options(request: Request, body: dict[str, Any] = Body(...)) -> None:
-    """Change settings; ``sd_model_checkpoint`` switches the model later requests use."""
+@router.post("/options", response_model=OptionsNotApplied | None, response_model_exclude_none=True)
+async def set_options(request: Request, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any] | None:
+    """Change settings: ``sd_model_checkpoint`` (the model later requests use), ``samples_format``,
+    ``live_previews_enable``. Any other key is accepted but not applied: GET keeps showing the
+    value in effect, and the answer lists such keys under ``not_applied`` (null when all applied)."""
     owner_of(request)
-    st = _state(request)
-    update = dict(body)
-    if "sd_model_checkpoint" in update:
-        name = update["sd_model_checkpoint"]
-        if not isinstance(name, str):
-            raise BadInput("sd_model_checkpoint", "must be a model title (string)")
-        update["sd_model_checkpoint"] = resolve_checkpoint(name, service_of(request).catalog).id
-    if "samples_format" in update:
-        output_format(update["samples_format"])  # validate; stored as sent, as A1111 does
-    st.options.update(update)
+    catalog = service_of(request).catalog
+
+    def check(key: str, value: Any) -> Any:
+        if key == "sd_model_checkpoint":
+            if not isinstance(value, str):
+                raise BadInput(key, "must be a model title (string)")
+            return resolve_checkpoint(value, catalog).id
+        if key == "samples_format":
+            output_format(value)  # validate; stored as sent, as A1111 does
+        elif not isinstance(value, bool):
+            raise BadInput(key, "must be true or false")
+        return value
+
+    skipped = apply_options(_state(request).options, body, check)
+    if not skipped:
+        return None
+    response.headers.update(warning_headers([f"{k} was not applied: {why}" for k, why in skipped.items()]))
+    return {"not_applied": skipped}
 
 
 @router.get("/sd-models", response_model=list[SDModelItem])
@@ -254,15 +278,28 @@ async def embeddings(request: Request) -> dict[str, Any]:
     return {"loaded": {}, "skipped": {}}
 
 
-# Features sdserve does not have: empty lists, so clients that probe them show nothing.
-_EMPTY_LISTS = frozenset({"upscalers", "latent-upscale-modes", "sd-vae", "loras", "hypernetworks", "face-restorers",
-                          "realesrgan-models", "prompt-styles", "script-info"})
-
-
-@router.get("/{listing}")
-async def empty_listing(listing: str, request: Request) -> list[Any]:
-    """upscalers, sd-vae, loras, prompt-styles, ...: none in sdserve."""
+@router.get("/extensions")
+async def extensions(request: Request) -> list[Any]:
+    """Installed extensions: none (clients probe this to find ControlNet and the like)."""
     owner_of(request)
-    if listing not in _EMPTY_LISTS:
-        raise NotFound(f"no route GET /sdapi/v1/{listing}")
     return []
+
+
+@router.get("/memory", response_model=MemoryResponse)
+async def memory(request: Request) -> dict[str, Any]:
+    """RAM and device memory, as A1111 reports them (device memory only on CUDA)."""
+    owner_of(request)
+    return {"ram": ram_info(), "cuda": cuda_info(service_of(request).engine.health())}
+
+
+async def _empty_listing(request: Request) -> list[Any]:
+    owner_of(request)
+    return []
+
+
+# Features sdserve does not have: empty lists, so clients that probe them show nothing. One
+# route each (not a catch-all, which would make unknown POSTs here 405 instead of 404).
+for _name in ("upscalers", "latent-upscale-modes", "sd-vae", "loras", "hypernetworks", "face-restorers",
+              "realesrgan-models", "prompt-styles", "script-info"):
+    router.add_api_route(f"/{_name}", _empty_listing, methods=["GET"], response_model=list[Any],
+                         name=f"list_{_name.replace('-', '_')}", summary=f"{_name}: none in sdserve")

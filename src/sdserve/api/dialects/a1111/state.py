@@ -23,6 +23,7 @@ class Batch:
     job_count: int
     prompt: str
     owner: str | None
+    previews: bool = True  # live_previews_enable for this request
     started: float = field(default_factory=time.time)
     job_no: int = 0
     current_seed: int | None = None

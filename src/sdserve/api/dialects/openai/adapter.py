@@ -74,8 +74,6 @@ def parse_size(size: str | None, field: str = "size") -> tuple[int | None, int |
 
 def generation_params(req: ImageGenerateRequest, spec: ModelSpec) -> GenerationParams:
     """A text-to-image request for ``spec``."""
-    if req.stream:
-        raise BadInput("stream", "streaming partial images is not supported; send stream=false")
     width, height = parse_size(req.size)
     return GenerationParams(
         model=spec.id,
@@ -112,8 +110,6 @@ def edit_params(
     form: ImageEditForm, images: Sequence[bytes], mask: bytes | None, spec: ModelSpec, max_pixels: int
 ) -> GenerationParams:
     """An edit: inpaint inside the mask (or the image's transparency), else img2img."""
-    if form.stream:
-        raise BadInput("stream", "streaming partial images is not supported; send stream=false")
     if not images:
         raise BadInput("image", "is required: upload the image to edit as a file")
     if len(images) > 1:

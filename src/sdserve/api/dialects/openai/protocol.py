@@ -50,18 +50,22 @@ class ImageGenerateRequest(_Extensions):
     prompt: StrictStr = Field(min_length=1, max_length=32000, description="What to draw.")
     model: StrictStr | None = Field(None, description="A catalog id or alias; OpenAI's names map to the default model.")
     n: int | None = Field(1, ge=1, le=10, description="How many images (1-10).")
-    quality: str | None = Field(None, description="Accepted and ignored.")
+    quality: str | None = Field(None, description="Accepted; no effect (steps decide quality here); echoed in "
+                                                   "stream events.")
     response_format: ResponseFormat | None = Field(None, description="'url' (default) or 'b64_json'.")
     output_format: OutputFormat | None = Field(None, description="png (default), jpeg or webp.")
     output_compression: int | None = Field(None, ge=0, le=100, description="Accepted and ignored.")
     size: str | None = Field(None, json_schema_extra=SIZE_PATTERN,
                              description="'WIDTHxHEIGHT' (multiples of 8, 64-4096) or 'auto' (model's native size).")
-    style: str | None = Field(None, description="Accepted and ignored.")
+    style: str | None = Field(None, description="Accepted; no effect (dall-e-3's vivid/natural; say it in the prompt).")
     user: str | None = Field(None, description="Accepted and ignored.")
-    background: str | None = Field(None, description="Accepted and ignored.")
-    moderation: str | None = Field(None, description="Accepted and ignored.")
-    stream: bool | None = Field(None, description="Only false: sdserve does not stream partial images.")
-    partial_images: int | None = Field(None, ge=0, le=3, description="Accepted and ignored (streaming only).")
+    background: str | None = Field(None, description="Accepted; no effect (images are opaque); echoed in stream "
+                                                      "events.")
+    moderation: str | None = Field(None, description="Accepted; no effect (sdserve runs no moderation).")
+    stream: bool | None = Field(None, description="true: answer with server-sent events (partial images, then "
+                                                  "image_generation.completed per image).")
+    partial_images: int | None = Field(None, ge=0, le=3, description="With stream: how many partial images (the "
+                                                                     "live preview) to send at most; default 0.")
 
 
 class _Form(_Extensions):

@@ -7,20 +7,26 @@ value as text; the form models in protocol.py coerce them.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from ....engine.catalog import ModelSpec
 from ....engine.params import GenerationParams
-from ....errors import BadInput
-from ....service.jobs import Output
+from ....errors import BadInput, Canceled
+from ....service.jobs import Job, Output
 from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
+from ...errors import render_error
 from ...openapi import BINARY, JOB_ERRORS
 from .adapter import (
     edit_params,
@@ -32,6 +38,7 @@ from .adapter import (
     variation_params,
 )
 from .protocol import ImageEditForm, ImageGenerateRequest, ImagesResponse, ImageVariationForm, Model, ModelList
+from .streaming import StreamKind, image_event, partial_due, partial_image
 
 __all__ = ["router"]
 
@@ -70,6 +77,52 @@ async def _run(request: Request, response: Response, params: GenerationParams, r
     response.headers["X-Sdserve-Job"] = job.id
     response.headers.update(warning_headers(job.warnings))
     return images_response(job.outputs, response_format, int(time.time()), lambda o: _publish(request, o), job.params)
+
+
+def _stream(request: Request, params: GenerationParams, owner: str | None, kind: StreamKind, partial_images: int | None,
+            quality: str | None, background: str | None) -> EventSourceResponse:
+    """``stream: true``: the job's previews as ``<kind>.partial_image`` events, then one
+    ``<kind>.completed`` event per image (always b64_json, as OpenAI streams), or an ``error``
+    event the SDK raises as APIError. A client that goes away cancels the job."""
+    service = service_of(request)
+    try:
+        job = service.submit(params, owner)
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
+    p = job.params
+    fields = {"size": f"{p.width}x{p.height}", "output_format": p.output_format,
+              "quality": quality or "auto", "background": background or "auto"}
+
+    def sse(body: dict[str, Any]) -> bytes:
+        return format_sse_event(event=body["type"], data_str=json.dumps(body))
+
+    async def events() -> AsyncIterator[bytes]:
+        sent, ended = 0, None  # type: int, Job | None
+        try:
+            async for ev in service.events(job.id, owner):
+                if "job" in ev:
+                    ended = ev["job"]
+                elif ev["event"] == "step" and "preview" in ev and partial_due(ev["step"], ev["total"],
+                                                                                partial_images or 0, sent):
+                    png = base64.b64decode(ev["preview"].split(",", 1)[1])
+                    img = await asyncio.to_thread(partial_image, png, p.width or 0, p.height or 0, p.output_format)
+                    yield sse(image_event(kind, img, fields=fields, created=int(time.time()), partial_index=sent))
+                    sent += 1
+        finally:
+            if ended is None:  # the client went away (or the server stops): stop drawing
+                service.cancel(job.id, owner)
+        if ended is None:
+            return
+        if ended.status != "succeeded":
+            err = ended.error or Canceled(f"job {job.id} was canceled")
+            error = json.loads(bytes(render_error(request.url.path, err).body))
+            yield sse({"type": "error", **error})
+            return
+        for out in ended.outputs:
+            data = out.data if out.data is not None else await asyncio.to_thread(service.artifacts.get, out.key)
+            yield sse(image_event(kind, data, fields=fields, created=int(time.time()), seed=out.seed))
+
+    return EventSourceResponse(events(), headers={"X-Sdserve-Job": job.id, "Cache-Control": "no-store"})
 
 
 def _spec(request: Request, model: str | None) -> ModelSpec:
@@ -112,20 +165,27 @@ _FILE = BINARY["schema"]
 _FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}}
 # Unknown models are 404 model_not_found on OpenAI.
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such model."}, **JOB_ERRORS}
+# With stream=true the answer is server-sent events instead of the JSON body.
+_STREAMED: dict[int | str, dict[str, Any]] = {**_ERRORS, 200: {"content": {"text/event-stream": {"schema": {
+    "type": "string", "description": "stream=true: `<kind>.partial_image` events (partial_images of them at most), "
+                                     "then one `<kind>.completed` event per image, or an `error` event; <kind> is "
+                                     "image_generation or image_edit."}}}}}
 
 
 @router.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=_ERRORS)
-async def create_image(body: ImageGenerateRequest, request: Request, response: Response) -> dict[str, Any]:
+             responses=_STREAMED)
+async def create_image(body: ImageGenerateRequest, request: Request, response: Response) -> Any:
     """Create images from a prompt (OpenAI ``images.generate``)."""
     owner = owner_of(request)
     params = generation_params(body, _spec(request, body.model))
+    if body.stream:
+        return _stream(request, params, owner, "image_generation", body.partial_images, body.quality, body.background)
     return await _run(request, response, params, body.response_format, owner)
 
 
 @router.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True,
-             responses=_ERRORS, openapi_extra=_form_doc(ImageEditForm, ["image", "prompt"], **_FILES, mask=_FILE))
-async def create_image_edit(request: Request, response: Response) -> dict[str, Any]:
+             responses=_STREAMED, openapi_extra=_form_doc(ImageEditForm, ["image", "prompt"], **_FILES, mask=_FILE))
+async def create_image_edit(request: Request, response: Response) -> Any:
     """Edit an image: repaint its transparent (or masked-transparent) area, else the whole image."""
     owner = owner_of(request)
     _check_multipart(request)
@@ -137,6 +197,8 @@ async def create_image_edit(request: Request, response: Response) -> dict[str, A
         raise BadInput("mask", "send one mask")
     spec = _spec(request, fields.model)
     params = edit_params(fields, images, masks[0] if masks else None, spec, settings_of(request).max_image_pixels)
+    if fields.stream:
+        return _stream(request, params, owner, "image_edit", fields.partial_images, fields.quality, fields.background)
     return await _run(request, response, params, fields.response_format, owner)
 
 
