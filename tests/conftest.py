@@ -45,17 +45,19 @@ def settings(demo_data_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def engine(settings):  # type: ignore[no-untyped-def]
     """One real diffusers engine over the tiny models, shared by the session."""
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
 
     return build_engine(settings)
 
 
 def make_app(settings, engine, **overrides):  # type: ignore[no-untyped-def]
     from sdserve.api.app import build_app
-    from sdserve.service.service import JobService
+    from sdserve.api.dialects.a1111.samplers import a1111_label
+    from sdserve.service.service import JobService, ServiceOptions
 
     s = settings.model_copy(update=overrides) if overrides else settings
-    return build_app(s, JobService(engine, max_queue=s.max_queue))
+    # In memory (no data dir), with the outputs' metadata named as the composition root names it.
+    return build_app(s, JobService(engine, max_queue=s.max_queue, options=ServiceOptions(sampler_label=a1111_label)))
 
 
 @pytest.fixture

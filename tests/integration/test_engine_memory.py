@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from sdserve.cli.build import build_engine
+from sdserve.compose import build_engine
 from sdserve.engine.memory import ModelCache, pipeline_bytes
 from tests.conftest import make_app
 

@@ -70,6 +70,10 @@ class ServiceOptions:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # How often a running job's progress reaches a database other servers read (not SQLite).
     progress_s: float = 1.0
+    # How the outputs' embedded parameters (A1111-style infotext) name the scheduler. The
+    # composition root passes the A1111 dialect's labels, which A1111-family tools read;
+    # the service itself knows only the engine's names.
+    sampler_label: Callable[[str], str] = str
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

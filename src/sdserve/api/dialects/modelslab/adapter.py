@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import GenerationParams, Task
-from ....engine.schedulers import SCHEDULERS, SchedulerEntry
-from ....errors import BadInput, UnknownModel
-from ....images import decode_base64, decode_image
+from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.params import GenerationParams, Task
+from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
+from sdserve.errors import BadInput, UnknownModel
+from sdserve.images import decode_base64, decode_image
 from .protocol import GenerateRequest
 
 __all__ = [

@@ -22,12 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from ....engine.params import Task
-from ....errors import BadInput, NotFound, Unauthorized
-from ....service.jobs import Job
-from ....service.service import JobService
-from ...deps import owner_of, service_of, settings_of, warning_headers
-from ...openapi import JOB_ERRORS, PUBLIC
+from sdserve.engine.params import Task
+from sdserve.errors import BadInput, NotFound, Unauthorized
+from sdserve.service.jobs import Job
+from sdserve.service.service import JobService
+from sdserve.api.deps import owner_of, service_of, settings_of, warning_headers
+from sdserve.api.responses import JOB_ERRORS, PUBLIC
 from .adapter import (
     Extras,
     eta_s,

@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams
-from ....errors import BadInput
-from ....service.jobs import Output
-from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
-from ...openapi import BINARY, JOB_ERRORS
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import GenerationParams
+from sdserve.errors import BadInput
+from sdserve.service.jobs import Output
+from sdserve.api.deps import owner_of, require_key, service_of, settings_of, warning_headers
+from sdserve.api.responses import BINARY, JOB_ERRORS
 from .adapter import (
     edit_params,
     generation_params,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams, Task
-from ....errors import BadInput
-from ....images import decode_base64, decode_image
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import GenerationParams, Task
+from sdserve.errors import BadInput
+from sdserve.images import decode_base64, decode_image
+from .models import cf_id
 from .protocol import ModelSearchItem, TextToImageInput
 
 __all__ = ["to_params", "search_item", "TEXT_TO_IMAGE_TASK"]
@@ -77,7 +78,7 @@ def to_params(inp: TextToImageInput, spec: ModelSpec, max_pixels: int) -> Genera
 
 def search_item(spec: ModelSpec) -> ModelSearchItem:
     return ModelSearchItem(
-        id=spec.cf_uuid or spec.id,
+        id=cf_id(spec),
         name=spec.id,
         description=spec.description,
         task=TEXT_TO_IMAGE_TASK,
