@@ -279,7 +279,7 @@ def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
         assert job.status == "succeeded" and job.attempts == 1
         assert [o.seed for o in job.outputs] == [5]
         assert Image.open(io.BytesIO(job.outputs[0].data)).size == (64, 64)
-        assert not waiter._ended and not runner._ended  # no waiter left behind
+        assert not waiter._outcomes.waiters and not runner._outcomes.waiters  # no waiter left behind
 
     asyncio.run(scenario())
 

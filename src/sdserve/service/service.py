@@ -77,11 +77,6 @@ class JobService:
         """The webhook sender (it sends once the service started)."""
         return self._recorder.sender
 
-    @property
-    def _ended(self) -> dict[str, Waiters]:
-        """Who waits in this process for which job to end (tests check none is left behind)."""
-        return self._outcomes.waiters
-
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
