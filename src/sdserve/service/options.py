@@ -1,7 +1,7 @@
 """How the job service runs, and what it needs of an engine.
 
-Kept apart from JobService so the worker, housekeeping and the composition roots (cli,
-deploy) can name these types without the service that uses them.
+Kept apart from JobService so the worker, housekeeping and the composition root
+(``sdserve.compose``) can name these types without the service that uses them.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class GenerationEngine(Protocol):
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    """How the service runs; the CLI fills it from Settings."""
+    """How the service runs; the composition root fills it from Settings."""
 
     max_attempts: int = 3
     preview_every: int = 5

@@ -50,7 +50,7 @@ class JobService:
         self.engine = engine
         self.options = options = options or ServiceOptions()
         # Without a database the service keeps everything in memory (embedding, tests of
-        # other layers); the CLI always passes one under the data dir.
+        # other layers); the composition root always passes one (under the data dir, or database_url).
         self.db = db or Database.memory()
         self.store = JobStore(self.db)
         self.keys = KeyStore(self.db)
