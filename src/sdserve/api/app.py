@@ -28,6 +28,8 @@ from sdserve.service.service import JobService
 
 __all__ = ["build_app", "DEMO_WARNING"]
 
+# sdserve's own response headers, readable by browser pages of other origins.
+_EXPOSED = ("X-Sdserve-Seed", "X-Sdserve-Job", "X-Sdserve-Warning", "X-Sdserve-Run-Ms", "Server-Timing")
 _READINESS = {"type": "object", "required": ["status", "database", "worker"],
               "properties": {"status": {"enum": ["ready", "not ready"]}, "database": {"type": "string"},
                              "worker": {"type": "string"}, "queue_length": {"type": "integer"}}}
@@ -60,9 +62,9 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     if settings.cors_allow_origins:
         # Closed unless configured. Outermost, so preflights and error responses carry the
         # headers too. Keys travel in headers (or ModelsLab bodies), never cookies: no credentials.
+        exposed = [*_EXPOSED, *(h for d in DIALECTS for h in d.exposed_headers)]
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Sdserve-Seed", "X-Sdserve-Job", "X-Sdserve-Warning",
-                                                               "X-Sdserve-Run-Ms", "Server-Timing", "x-request-id"])
+                           allow_headers=["*"], expose_headers=exposed)
     for d in DIALECTS:
         for r in d.routers:
             app.include_router(r)

@@ -44,6 +44,8 @@ class Dialect:
     json_by_default: tuple[str, ...] = ()
     # ASGI middleware of the dialect's own, outside the body limit (so its 413s pass through).
     middleware: tuple[Middleware, ...] = ()
+    # Response headers of its own that browsers may read cross-origin (when CORS is on).
+    exposed_headers: tuple[str, ...] = ()
 
 
 def retry_headers(err: SdserveError) -> dict[str, str]:

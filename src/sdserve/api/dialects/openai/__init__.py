@@ -19,4 +19,5 @@ DIALECT = Dialect(
     render_error=render_error,
     error_model=OpenAIError,
     middleware=(Middleware(RequestIdHeader, prefixes=_PREFIXES),),
+    exposed_headers=("x-request-id",),
 )
