@@ -68,8 +68,8 @@ def _extras(job: Job, base_url: str) -> Extras:
 
 
 def install(service: JobService) -> None:
-    """Register the ModelsLab webhook body with ``service``. ``build_app`` calls it, so a job
-    queued before a restart still sends it; the service writes it in the job's final
+    """Register the ModelsLab webhook body with ``service``: the dialect's ``on_build`` hook,
+    which ``build_app`` calls, so a job queued before a restart still sends it; the service writes it in the job's final
     transaction and its sender retries it (ModelsLab bodies are plain JSON, reference §3.4,
     not the Standard Webhooks envelope; the signature headers come along, harmless)."""
 
