@@ -27,7 +27,7 @@ def main() -> int:
     import diffusers
     import torch
 
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
     from sdserve.config import Settings
     from sdserve.engine.tiny import write_all_tiny
     from tests.integration.test_goldens import FAMILIES, GOLDEN_DIR, TOLERANCE, render_case

@@ -45,17 +45,19 @@ def settings(demo_data_dir: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def engine(settings):  # type: ignore[no-untyped-def]
     """One real diffusers engine over the tiny models, shared by the session."""
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
 
     return build_engine(settings)
 
 
 def make_app(settings, engine, **overrides):  # type: ignore[no-untyped-def]
     from sdserve.api.app import build_app
-    from sdserve.cli.build import service_options
+    from sdserve.compose import service_options
     from sdserve.service.service import JobService
 
     s = settings.model_copy(update=overrides) if overrides else settings
+    # In memory (no data dir); options (pixel cap, the outputs' sampler labels, ...) as the
+    # composition root sets them from the settings.
     return build_app(s, JobService(engine, max_queue=s.max_queue, options=service_options(s)))
 
 

@@ -35,13 +35,15 @@ def fresh_database_url() -> str | None:
     return make_url(base).set(database=name).render_as_string(hide_password=False)
 
 
-def make_service(settings, engine, data_dir: Path, **overrides):  # type: ignore[no-untyped-def]
-    from sdserve.cli.build import build_service
+def make_service(settings, engine, data_dir: Path, *, artifacts=None, options=None, **overrides):  # type: ignore[no-untyped-def]
+    """Settings with ``overrides`` and a service built from them by the composition root;
+    ``artifacts`` replaces the configured output store, ``options`` overrides ServiceOptions fields."""
+    from sdserve.compose import build_service
 
     if "database_url" not in overrides and (url := fresh_database_url()):
         overrides["database_url"] = url
     s = job_settings(settings, data_dir, **overrides)
-    return s, build_service(s, engine)
+    return s, build_service(s, engine, artifacts=artifacts, **(options or {}))
 
 
 @contextmanager

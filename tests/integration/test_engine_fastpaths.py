@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sdserve.cli.build import build_engine
+from sdserve.compose import build_engine
 from sdserve.engine.params import GenerationParams
 from tests.conftest import make_app
 

@@ -7,7 +7,7 @@ from sdserve.engine.pipelines import Needs
 
 import torch
 
-from sdserve.cli.build import build_engine
+from sdserve.compose import build_engine
 from sdserve.engine.memory import ModelCache, pipeline_bytes
 from tests.conftest import make_app
 

@@ -54,7 +54,7 @@ def test_several_workers_keep_batches_in_flight(settings, engine, tmp_path, monk
     from fastapi.testclient import TestClient
 
     from sdserve.api.app import build_app
-    from sdserve.cli.build import build_service
+    from sdserve.compose import build_service
     from tests.jobs_support import job_settings
 
     s = job_settings(settings, tmp_path)

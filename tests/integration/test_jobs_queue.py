@@ -4,7 +4,6 @@ fairness between owners, priority, cancel, the bounded queue, and the migrated s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import time
 
@@ -268,9 +267,8 @@ def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
 
     url = fresh_database_url()  # one database for both (PostgreSQL when the run asks for it)
     shared = {"database_url": url} if url else {}
-    _, waiter = make_service(settings, engine, tmp_path, **shared)
-    _, runner = make_service(settings, engine, tmp_path, **shared)
-    waiter.options = runner.options = dataclasses.replace(runner.options, poll_s=0.05)
+    _, waiter = make_service(settings, engine, tmp_path, options={"poll_s": 0.05}, **shared)
+    _, runner = make_service(settings, engine, tmp_path, options={"poll_s": 0.05}, **shared)
 
     async def scenario() -> None:
         await runner.start()
@@ -281,7 +279,7 @@ def test_run_returns_a_job_that_another_server_ran(settings, engine, tmp_path):
         assert job.status == "succeeded" and job.attempts == 1
         assert [o.seed for o in job.outputs] == [5]
         assert Image.open(io.BytesIO(job.outputs[0].data)).size == (64, 64)
-        assert not waiter._ended and not runner._ended  # no waiter left behind
+        assert not waiter._outcomes.waiters and not runner._outcomes.waiters  # no waiter left behind
 
     asyncio.run(scenario())
 
@@ -299,8 +297,7 @@ def test_the_next_batch_runs_while_the_last_one_stores_its_outputs(settings, eng
             time.sleep(1.0)
             super().put(key, data, content_type)
 
-    s, service = make_service(settings, engine, tmp_path)
-    service.artifacts = Slow(tmp_path / "outputs")
+    s, service = make_service(settings, engine, tmp_path, artifacts=Slow(tmp_path / "outputs"))
     with TestClient(build_app(s, service)) as c:
         # Different guidance: two batches, one after the other.
         first, second = (c.post("/v1/jobs", json={**FAST, "guidance": g}).json()["id"] for g in (5.0, 6.0))

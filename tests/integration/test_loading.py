@@ -161,7 +161,7 @@ def test_local_diffusers_folder(hf_cache, tiny_dir, reference) -> None:  # type:
 
 
 def test_user_model_from_the_config_file(hf_cache, tiny_dir, tmp_path, reference) -> None:  # type: ignore[no-untyped-def]
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
     from sdserve.config import load_settings
 
     toml = tmp_path / "sdserve.toml"
@@ -215,7 +215,7 @@ def test_single_file_inside_a_diffusers_folder(hf_cache, tiny_dir, sd15_file, tm
 
 def test_single_file_user_model_with_configs_from_the_cached_base_repo(hf_cache, tiny_dir, sd15_file, tmp_path,
                                                                        reference) -> None:  # type: ignore[no-untyped-def]
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
     from sdserve.config import load_settings
 
     toml = tmp_path / "sdserve.toml"

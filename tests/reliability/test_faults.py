@@ -164,8 +164,7 @@ def test_a_store_raising_enospc_mid_batch_fails_only_that_job(settings, engine, 
             super().put(key, data, content_type)
 
     victim: list[str] = []
-    s, service = make_service(settings, engine, tmp_path)
-    service.artifacts = FillsUp(tmp_path / "outputs")
+    s, service = make_service(settings, engine, tmp_path, artifacts=FillsUp(tmp_path / "outputs"))
     with TestClient(build_app(s, service)) as c:
         long, jobs = _batch_behind_a_long_job(c, [])
         victim.append(c.post("/v1/jobs", json={**FAST, "prompt": "victim", "n": 3}).json()["id"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sdserve.api.dialects.workers_ai.models import CF_UUIDS
 from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS, DEMO_SIZE, Catalog, WeightSource
 from sdserve.errors import BadInput, UnknownModel
 
@@ -22,7 +23,7 @@ CF_IDS = [
 def test_builtin_catalog_has_the_five_workers_ai_models_with_their_uuids() -> None:
     cat = Catalog.builtin()
     assert [m.id for m in cat] == CF_IDS
-    assert all(m.cf_uuid and len(m.cf_uuid) == 36 for m in cat)
+    assert all(len(CF_UUIDS[m.id]) == 36 for m in cat)  # the Workers AI dialect's ids for them
     assert {m.demo_layout for m in cat} == set(DEMO_LAYOUTS)
 
 

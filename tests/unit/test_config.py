@@ -97,7 +97,7 @@ def test_precedence_flag_over_env_over_file(monkeypatch: pytest.MonkeyPatch, con
 
 
 def test_user_models_join_the_catalog(config_file: Path) -> None:
-    from sdserve.cli.build import build_catalog
+    from sdserve.compose import build_catalog
 
     cat = build_catalog(load_settings(config_file))
     ds8 = cat.get("ds8")

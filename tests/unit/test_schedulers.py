@@ -1,5 +1,5 @@
 """The scheduler registry: every entry builds a working diffusers scheduler on a model's own
-config, and the names dialects use map to it unambiguously."""
+config, and its names are unique (A1111's labels for them: test_a1111_samplers.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdserve.engine.catalog import Catalog
-from sdserve.engine.schedulers import SCHEDULERS, a1111_label, get_scheduler, lookup_a1111, scheduler_names
+from sdserve.engine.schedulers import SCHEDULERS, get_scheduler, scheduler_names
 from sdserve.errors import BadInput
 
 
@@ -43,11 +43,9 @@ def test_make_scheduler_returns_a_fresh_instance_each_time(sd15_scheduler_config
     assert make_scheduler("dpmpp_2m", sd15_scheduler_config) is not make_scheduler("dpmpp_2m", sd15_scheduler_config)
 
 
-def test_names_and_a1111_labels_are_unique_and_cited() -> None:
+def test_names_are_unique_and_cited() -> None:
     names = scheduler_names()
     assert len(names) == len(set(names))
-    labels = [label.lower() for e in SCHEDULERS for label in e.a1111]
-    assert len(labels) == len(set(labels))
     assert all(e.source for e in SCHEDULERS), "every algorithm cites its source"
 
 
@@ -65,13 +63,3 @@ def test_unknown_scheduler_is_bad_input_listing_the_valid_ones() -> None:
         get_scheduler("nope", field_name="sampler")
     assert e.value.field == "sampler"
 
-
-def test_a1111_labels_map_both_ways() -> None:
-    assert lookup_a1111("DPM++ 2M Karras").name == "dpmpp_2m_karras"
-    assert lookup_a1111("euler a").name == "euler_a"  # case-insensitive, as A1111 clients vary
-    assert lookup_a1111("dpmpp_2m").name == "dpmpp_2m"  # our own names are accepted too
-    assert a1111_label("dpmpp_2m") == "DPM++ 2M"
-    assert a1111_label("euler_trailing") == "euler_trailing"  # no A1111 name: ours
-    with pytest.raises(BadInput) as e:
-        lookup_a1111("Restart")
-    assert e.value.field == "sampler_name" and "Euler a" in e.value.message

@@ -1,4 +1,8 @@
-"""build_app(settings, service): assembly only: routers, error handlers, limits, lifecycle."""
+"""build_app(settings, service): assembly only: routers, error handlers, limits, lifecycle.
+
+Each dialect comes from its record (``api/dialects/__init__.py``): routers, middleware
+needs and startup hook; nothing here names a dialect.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,22 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from .. import __version__
-from ..config import Settings
-from ..service.service import JobService
-from .dialects.a1111.router import router as a1111_router
-from .dialects.modelslab.router import install as install_modelslab
-from .dialects.modelslab.router import router as modelslab_router
-from .dialects.openai.request_id import RequestIdHeader
-from .dialects.native.router import router as native_router
-from .dialects.openai.router import router as openai_router
-from .dialects.workers_ai.router import router as workers_ai_router
-from .errors import install_error_handlers
-from .metrics import Metrics
-from .metrics import metrics_router
-from .openapi import PUBLIC, install_openapi
-from .playground.router import DEMO_WARNING, STATIC_PATH, static_files
-from .playground.router import router as playground_router
-from .security import BodyLimit, JsonByDefault, KeyAuth
+from sdserve import __version__
+from sdserve.api.dialects import DIALECTS
+from sdserve.api.errors import install_error_handlers
+from sdserve.api.metrics import Metrics, metrics_router
+from sdserve.api.openapi import install_openapi
+from sdserve.api.playground.router import DEMO_WARNING, STATIC_PATH, static_files
+from sdserve.api.playground.router import router as playground_router
+from sdserve.api.responses import PUBLIC
+from sdserve.api.security import BodyLimit, JsonByDefault, KeyAuth
+from sdserve.config import Settings
+from sdserve.service.service import JobService
 
 __all__ = ["build_app", "DEMO_WARNING"]
 
+# sdserve's own response headers, readable by browser pages of other origins.
+_EXPOSED = ("X-Sdserve-Seed", "X-Sdserve-Job", "X-Sdserve-Warning", "X-Sdserve-Run-Ms", "Server-Timing")
 _READINESS = {"type": "object", "required": ["status", "database", "worker"],
               "properties": {"status": {"enum": ["ready", "not ready"]}, "database": {"type": "string"},
                              "worker": {"type": "string"}, "queue_length": {"type": "integer"}}}
@@ -54,21 +54,22 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.state.metrics = Metrics(service)
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(JsonByDefault, prefixes=("/ai/run/", "/client/v4/accounts/"))
+    app.add_middleware(JsonByDefault, prefixes=tuple(p for d in DIALECTS for p in d.json_by_default))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(RequestIdHeader, prefixes=("/v1/images", "/v1/models"))
+    for d in DIALECTS:
+        for m in d.middleware:  # outside the body limit, so they see its 413s too
+            app.add_middleware(m.cls, *m.args, **m.kwargs)
     if settings.cors_allow_origins:
         # Closed unless configured. Outermost, so preflights and error responses carry the
         # headers too. Keys travel in headers (or ModelsLab bodies), never cookies: no credentials.
+        exposed = [*_EXPOSED, *(h for d in DIALECTS for h in d.exposed_headers)]
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["X-Sdserve-Seed", "X-Sdserve-Job", "X-Sdserve-Warning",
-                                                               "X-Sdserve-Run-Ms", "Server-Timing", "x-request-id"])
-    app.include_router(workers_ai_router)
-    app.include_router(openai_router)
-    app.include_router(a1111_router)
-    app.include_router(modelslab_router)
-    install_modelslab(service)  # its webhook body, registered before any job can finish
-    app.include_router(native_router)
+                           allow_headers=["*"], expose_headers=exposed)
+    for d in DIALECTS:
+        for r in d.routers:
+            app.include_router(r)
+        if d.on_build is not None:
+            d.on_build(service)  # before the app starts, so before any job can finish
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(playground_router)
     app.mount(STATIC_PATH, static_files(), name="playground-static")

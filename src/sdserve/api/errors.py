@@ -1,143 +1,35 @@
-"""Domain error -> each dialect's error body, in one place.
+"""Domain error -> each dialect's error body, chosen by path prefix in one place.
 
-Routes raise ``sdserve.errors`` exceptions; the handlers installed here render them in the
-shape of the dialect that owns the request path. Request validation failures (pydantic)
+Routes raise ``sdserve.errors`` exceptions; the handlers installed here render them with the
+renderer of the dialect that owns the request path (each dialect record names its prefixes
+and its renderer, in the dialect's own ``errors.py``). Request validation failures (pydantic)
 become BadInput naming the offending field, so they take the same path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import (
-    BadInput,
-    Canceled,
-    InsufficientCredits,
-    ModelUnavailable,
-    NotFound,
-    PayloadTooLarge,
-    QueueFull,
-    RateLimited,
-    SdserveError,
-    Unauthorized,
-    UnknownModel,
-)
+from sdserve.api.dialect import Renderer
+from sdserve.api.dialects import DEFAULT, DIALECTS
+from sdserve.errors import BadInput, ModelUnavailable, NotFound, QueueFull, SdserveError
 
 __all__ = ["install_error_handlers", "render_error", "bad_input_from_validation", "dialect_of"]
 
 log = logging.getLogger(__name__)
 
-Renderer = Callable[[SdserveError], JSONResponse]
-
-# Workers AI internal codes (reference §1.6); 5006 is the validator's "Bad input".
-_CF_CODES: list[tuple[type[SdserveError], int]] = [
-    (PayloadTooLarge, 3006),
-    (BadInput, 5006),
-    (UnknownModel, 5007),
-    (ModelUnavailable, 5007),
-    (Unauthorized, 10000),
-    (RateLimited, 3036),
-    (QueueFull, 3040),
-    (InsufficientCredits, 3036),
-    (NotFound, 3042),
-    (Canceled, 3008),
-]
-
-
-def _headers(err: SdserveError) -> dict[str, str]:
-    retry = getattr(err, "retry_after", None)
-    return {"Retry-After": str(max(1, int(round(retry))))} if retry is not None else {}
-
-
-def _render_workers_ai(err: SdserveError) -> JSONResponse:
-    code = next((c for cls, c in _CF_CODES if isinstance(err, cls)), 3000)
-    status = err.status
-    if isinstance(err, QueueFull):
-        status = 429  # Cloudflare reports capacity as 3040 / 429 "Out of capacity"
-    if isinstance(err, BadInput) and not isinstance(err, PayloadTooLarge):
-        message = f"AiError: Bad input: Error: {err.message}"
-    else:
-        message = err.message
-    body = {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": {}}
-    return JSONResponse(body, status_code=status, headers=_headers(err))
-
-
-def _render_native(err: SdserveError) -> JSONResponse:
-    error: dict[str, object] = {"type": err.kind, "message": err.message}
-    if isinstance(err, BadInput):
-        error["field"] = err.field
-    body = {"error": error}
-    return JSONResponse(body, status_code=err.status, headers=_headers(err))
-
-
-# OpenAI (reference §2.7): (type, code) per error; the SDK reads e.type / e.code / e.param.
-_OPENAI_CODES: list[tuple[type[SdserveError], str, str]] = [
-    (PayloadTooLarge, "invalid_request_error", "request_too_large"),
-    (BadInput, "invalid_request_error", "invalid_value"),
-    (UnknownModel, "invalid_request_error", "model_not_found"),
-    (Unauthorized, "invalid_request_error", "invalid_api_key"),
-    (NotFound, "invalid_request_error", "not_found"),
-    (RateLimited, "requests", "rate_limit_exceeded"),
-    (InsufficientCredits, "insufficient_quota", "insufficient_quota"),
-    (QueueFull, "server_error", "server_overloaded"),
-    (ModelUnavailable, "server_error", "model_unavailable"),
-    (Canceled, "invalid_request_error", "canceled"),
-]
-
-
-def _render_openai(err: SdserveError) -> JSONResponse:
-    kind, code = next(((t, c) for cls, t, c in _OPENAI_CODES if isinstance(err, cls)), ("server_error", "server_error"))
-    param = None
-    if isinstance(err, BadInput):
-        param = err.field or None
-    elif isinstance(err, UnknownModel):
-        param = "model"
-    # An unknown model is 404 model_not_found on OpenAI, whatever the route.
-    status = 404 if isinstance(err, UnknownModel) else err.status
-    headers = _headers(err)
-    if isinstance(err, Canceled):
-        headers["x-should-retry"] = "false"  # the SDK would retry a 409; a canceled job must stay canceled
-    body = {"error": {"message": err.message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _render_a1111(err: SdserveError) -> JSONResponse:
-    # A1111's api_middleware shape (reference §4.5): the exception class, its detail, and
-    # "<status>: <detail>". Deliberate errors are HTTPExceptions there; server faults keep their class.
-    name = "HTTPException" if err.status < 500 or isinstance(err, (QueueFull, ModelUnavailable)) else type(err).__name__
-    body = {"error": name, "detail": err.message, "body": "", "errors": f"{err.status}: {err.message}"}
-    return JSONResponse(body, status_code=err.status, headers=_headers(err))
-
-
-def _render_modelslab(err: SdserveError) -> JSONResponse:
-    # ModelsLab (reference §3.3): {"status": "error", "message": ...} with the error's own 4xx/5xx
-    # (upstream's legacy 200-for-errors is UNCONFIRMED; its current docs use real codes, and
-    # modelslab_py raises on any non-200 with the body in the message).
-    body: dict[str, object] = {"status": "error", "message": err.message}
-    if isinstance(err, Unauthorized):
-        body["tip"] = 'Send your API key as "key" in the JSON body (Content-Type: application/json).'
-    retry = getattr(err, "retry_after", None)
-    if retry is not None:
-        body["retry_after"] = max(1, int(round(retry)))
-    return JSONResponse(body, status_code=err.status, headers=_headers(err))
-
-
-_RENDERERS: dict[str, Renderer] = {"workers_ai": _render_workers_ai, "native": _render_native,
-                                   "openai": _render_openai, "a1111": _render_a1111, "modelslab": _render_modelslab}
-# Which dialect owns a path; anything else is the native API's.
-_PREFIXES: tuple[tuple[str, str], ...] = (("/ai/", "workers_ai"), ("/client/v4/", "workers_ai"),
-                                          ("/v1/images", "openai"), ("/v1/models", "openai"), ("/sdapi/", "a1111"),
-                                          ("/api/v3/", "modelslab"), ("/api/v6/", "modelslab"))
+# Which dialect renders a path's errors; a path no dialect claims is the default's.
+_RENDERERS: dict[str, Renderer] = {d.name: d.render_error for d in DIALECTS}
+_PREFIXES: tuple[tuple[str, str], ...] = tuple((prefix, d.name) for d in DIALECTS for prefix in d.prefixes)
 
 
 def dialect_of(path: str) -> str:
-    return next((name for prefix, name in _PREFIXES if path.startswith(prefix)), "native")
+    return next((name for prefix, name in _PREFIXES if path.startswith(prefix)), DEFAULT.name)
 
 
 def render_error(path: str, err: SdserveError) -> JSONResponse:

@@ -14,10 +14,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..service.jobs import Job
-from ..service.service import JobService
-from .deps import owner_of
-from .openapi import PUBLIC
+from sdserve.api.deps import owner_of
+from sdserve.api.responses import PUBLIC
+from sdserve.service.jobs import Job
+from sdserve.service.service import JobService
 
 __all__ = ["Metrics", "metrics_router"]
 

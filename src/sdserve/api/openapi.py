@@ -4,99 +4,25 @@ Routes declare their request and success shapes themselves; what they may answer
 is the same for every route of a dialect (the renderers in ``errors.py`` pick the body by
 path prefix), so it is added here in one pass instead of on each route. FastAPI's generic
 422 ``HTTPValidationError`` is replaced: validation failures are answered as 400 in the
-dialect's own shape. The models below describe exactly what ``errors.py`` renders; a test
+dialect's own shape. Each dialect record names the model of what its renderer sends; a test
 renders every error class through every dialect and validates it against them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from .errors import dialect_of
+from sdserve.api.dialects import DIALECTS
+from sdserve.api.errors import dialect_of
 
-__all__ = ["install_openapi", "ERROR_MODELS", "JOB_ERRORS", "PUBLIC", "BINARY"]
-
-
-class WorkersAIErrorItem(BaseModel):
-    code: int = Field(description="5006 bad input, 5007 unknown model, 3006 too large, 10000 auth, ...")
-    message: str
+__all__ = ["install_openapi", "ERROR_MODELS"]
 
 
-class WorkersAIError(BaseModel):
-    """Cloudflare's v4 envelope with ``success: false``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    success: Literal[False]
-    errors: list[WorkersAIErrorItem] = Field(min_length=1)
-    messages: list[Any]
-    result: dict[str, Any]
-
-
-class NativeErrorDetail(BaseModel):
-    type: str = Field(description="invalid_request, not_found, authentication_error, rate_limit_exceeded, ...")
-    message: str
-    field: str | None = Field(None, description="The request field at fault (bad input only).")
-
-
-class NativeError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    error: NativeErrorDetail
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    error: OpenAIErrorDetail
-
-
-class A1111Error(BaseModel):
-    """A1111's api_middleware shape."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    error: str
-    detail: str
-    body: str
-    errors: str = Field(description='"<status>: <detail>"')
-
-
-class ModelsLabError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["error"]
-    message: str
-    tip: str | None = None
-    retry_after: int | None = None
-
-
-ERROR_MODELS: dict[str, type[BaseModel]] = {"workers_ai": WorkersAIError, "native": NativeError,
-                                            "openai": OpenAIError, "a1111": A1111Error, "modelslab": ModelsLabError}
-
-# Statuses a route that queues a job may answer besides the common ones; routes pass this
-# as ``responses=`` and the shape is filled in here.
-JOB_ERRORS: dict[int | str, dict[str, Any]] = {
-    402: {"description": "The key's image credits are spent."},
-    409: {"description": "The job was canceled before it finished."},
-    500: {"description": "The engine failed on valid input (the server's fault)."},
-    503: {"description": "The queue is full or the model's weights are missing (Retry-After)."},
-}
-# A route marked with this answers without an API key (health, capability links); it gets
-# no 401/429 entries.
-PUBLIC: dict[str, Any] = {"x-sdserve-public": True}
-# The schema of a raw image body.
-BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+# Each dialect's error-body model, by dialect name.
+ERROR_MODELS: dict[str, type[BaseModel]] = {d.name: d.error_model for d in DIALECTS}
 
 _COMMON = {
     "400": "Bad input: the message (and `field`/`param` where the dialect has one) names the field.",

@@ -1,1 +1,1 @@
-"""Command line: the one composition root that builds concrete objects and wires them."""
+"""Command line: serve, generate, models, keys, bench; objects come from ``sdserve.compose``."""

@@ -51,7 +51,7 @@ def _serve(settings: Any) -> tuple[Any, threading.Thread]:
     import uvicorn
 
     from ..api.app import build_app
-    from .build import build_service
+    from sdserve.compose import build_service
 
     server = uvicorn.Server(uvicorn.Config(build_app(settings, build_service(settings)), host="127.0.0.1",
                                            port=settings.port, log_level="warning"))

@@ -18,7 +18,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 
 def _database(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .build import build_database
+    from sdserve.compose import build_database
 
     return build_database(load_settings(args.config, data_dir=args.data_dir))
 

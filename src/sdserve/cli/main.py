@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..api.app import DEMO_WARNING, build_app
-    from .build import build_service
+    from sdserve.compose import build_service
 
     settings = _load(args, host=args.host, port=args.port, ray_address=args.ray)
     if settings.ray_address:
@@ -68,9 +68,10 @@ def _serve_on_ray(settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..api.dialects.a1111.samplers import a1111_label
     from ..engine.params import GenerationParams, OutputFormat, input_images
     from ..service.outputs import encode_outputs
-    from .build import build_engine
+    from sdserve.compose import build_engine
 
     settings = _load(args)
     engine = build_engine(settings)
@@ -92,7 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     result = engine.generate(params, on_step=on_step)
     bar.close()
-    outputs = encode_outputs(result)
+    outputs = encode_outputs(result, a1111_label)
     for out in outputs:
         path = args.output if len(outputs) == 1 else args.output.with_stem(f"{args.output.stem}-{out.index}")
         path.write_bytes(out.data)
@@ -101,7 +102,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .build import build_catalog
+    from sdserve.compose import build_catalog
 
     settings = _load(args)
     catalog = build_catalog(settings)
@@ -115,16 +116,17 @@ def cmd_models(args: argparse.Namespace) -> int:
               f"{d.scheduler}\n    tasks: {', '.join(spec.tasks)}"
               + (f"\n    aliases: {', '.join(spec.aliases)}" if spec.aliases else ""))
     if args.schedulers:
+        from ..api.dialects.a1111.samplers import a1111_labels
         from ..engine.schedulers import SCHEDULERS
 
         print("\nschedulers:")
         for e in SCHEDULERS:
-            print(f"  {e.name:22} {', '.join(e.a1111) or '-':22} {e.source}")
+            print(f"  {e.name:22} {', '.join(a1111_labels(e)) or '-':22} {e.source}")
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .build import build_catalog
+    from sdserve.compose import build_catalog
 
     settings = _load(args)
     from ..engine.loading import pull

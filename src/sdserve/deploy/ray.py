@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
-from ..cli.build import build_catalog, build_engine, build_service
+from sdserve.compose import build_catalog, build_engine, build_service
 from ..config import Settings, load_settings
 from ..engine.params import BatchItem, GenerationParams, StepInfo
 from ..errors import SdserveError

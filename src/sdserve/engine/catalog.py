@@ -83,8 +83,6 @@ class ModelSpec:
     unet: WeightSource | None = None
     # Which tiny layout ``make-tiny`` writes for this model in demo mode.
     demo_layout: str = "sd15"
-    # Cloudflare catalog UUID, for the Workers AI model search.
-    cf_uuid: str | None = None
 
     def check_task(self, task: Task) -> None:
         if task not in self.tasks:
@@ -108,7 +106,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="Stable Diffusion 1.5 (txt2img, img2img, inpaint on the base UNet).",
         aliases=("sd15", "stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5", _SD15_REPO),
         demo_layout="sd15",
-        cf_uuid="19547f04-7a6a-4f87-bf2c-f5e32fb12dc5",
     ),
     ModelSpec(
         id="@cf/runwayml/stable-diffusion-v1-5-inpainting",
@@ -119,7 +116,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         aliases=("sd15-inpainting", "stable-diffusion-v1-5/stable-diffusion-inpainting"),
         tasks=("inpaint",),
         demo_layout="sd15-inpaint",
-        cf_uuid="a9abaef0-3031-47ad-8790-d311d8684c6c",
     ),
     ModelSpec(
         id="@cf/stabilityai/stable-diffusion-xl-base-1.0",
@@ -129,7 +125,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="Stable Diffusion XL base 1.0, 1024x1024 native.",
         aliases=("sdxl", _SDXL_REPO),
         demo_layout="sdxl",
-        cf_uuid="6d52253a-b731-4a03-b203-cde2d4fae871",
     ),
     ModelSpec(
         id="@cf/bytedance/stable-diffusion-xl-lightning",
@@ -141,7 +136,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="SDXL-Lightning 4-step UNet on SDXL base; few steps, no CFG.",
         aliases=("sdxl-lightning", "ByteDance/SDXL-Lightning"),
         demo_layout="sdxl-lightning",
-        cf_uuid="7f797b20-3eb0-44fd-b571-6cbbaa3c423b",
     ),
     ModelSpec(
         id="@cf/lykon/dreamshaper-8-lcm",
@@ -152,7 +146,6 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         description="DreamShaper 8, latent-consistency distilled; few steps, low guidance.",
         aliases=("dreamshaper-8-lcm", "Lykon/dreamshaper-8-lcm"),
         demo_layout="lcm",
-        cf_uuid="7912c0ab-542e-44b9-b9ee-3113d226a8b5",
     ),
 )
 

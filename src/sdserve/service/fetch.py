@@ -49,7 +49,7 @@ class FetchFailed(BadInput):
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Limits of outbound requests; the CLI fills it from Settings."""
+    """Limits of outbound requests; the composition root fills it from Settings."""
 
     allow_private: bool = False
     # Networks allowed even though not public (e.g. one internal webhook receiver), CIDR strings.

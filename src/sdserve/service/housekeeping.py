@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Container
+from collections.abc import Container
 
 from ..errors import GenerationFailed
 from .artifacts import ArtifactStore
 from .jobs import Job
 from .options import ServiceOptions
+from .outcomes import Outcomes
 from .recording import Recorder
 from .store import JobStore
 
@@ -30,12 +31,13 @@ class Housekeeping:
     process runs (never orphans, whatever their heartbeat says)."""
 
     def __init__(self, store: JobStore, artifacts: ArtifactStore, options: ServiceOptions,
-                 running_here: Container[str], recorder: Recorder) -> None:
+                 running_here: Container[str], recorder: Recorder, outcomes: Outcomes) -> None:
         self.store = store
         self.artifacts = artifacts
         self.options = options
         self.running_here = running_here
         self.recorder = recorder
+        self.outcomes = outcomes
 
     def recover(self, startup: bool = False) -> list[Job]:
         """Re-queue running jobs whose worker died; fail those out of attempts. Returns the
@@ -74,15 +76,15 @@ class Housekeeping:
             self.store.mark_removed(o.token for o in outs)
             removed += len(outs)
 
-    async def run(self, announce: Callable[[Job], None]) -> None:
-        """Every half lease: recover (``announce`` the jobs it fails); every
+    async def run(self) -> None:
+        """Every half lease: recover (announcing the jobs it fails); every
         ``cleanup_every_s``: delete expired outputs."""
         last_cleanup = 0.0
         while True:
             await asyncio.sleep(self.options.lease_s / 2)
             try:
                 for job in await asyncio.to_thread(self.recover):
-                    announce(job)
+                    self.outcomes.announce(job)
                 if time.time() - last_cleanup >= self.options.cleanup_every_s:
                     last_cleanup = time.time()
                     n = await asyncio.to_thread(self.cleanup_expired)

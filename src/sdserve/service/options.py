@@ -1,7 +1,7 @@
 """How the job service runs, and what it needs of an engine.
 
-Kept apart from JobService so the worker, housekeeping and the composition roots (cli,
-deploy) can name these types without the service that uses them.
+Kept apart from JobService so the worker, housekeeping and the composition root
+(``sdserve.compose``) can name these types without the service that uses them.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class GenerationEngine(Protocol):
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    """How the service runs; the CLI fills it from Settings."""
+    """How the service runs; the composition root fills it from Settings."""
 
     max_attempts: int = 3
     preview_every: int = 5
@@ -73,6 +73,10 @@ class ServiceOptions:
     progress_s: float = 1.0
     # Largest input image (pixels) a request may bring; checked before decoding.
     max_image_pixels: int = 4096 * 4096
+    # How the outputs' embedded parameters (A1111-style infotext) name the scheduler. The
+    # composition root passes the A1111 dialect's labels, which A1111-family tools read;
+    # the service itself knows only the engine's names.
+    sampler_label: Callable[[str], str] = str
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

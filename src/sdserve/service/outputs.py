@@ -7,9 +7,9 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from ..engine.params import GenerationResult
-from ..engine.schedulers import a1111_label
 from ..images import CONTENT_TYPES, encode_image, infotext
 from .artifacts import ArtifactStore
 from .jobs import Output
@@ -21,25 +21,26 @@ log = logging.getLogger(__name__)
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
-def encode_outputs(result: GenerationResult) -> list[Output]:
-    """One Output per image, in the requested format, each with its own seed in the metadata."""
+def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str]) -> list[Output]:
+    """One Output per image, in the requested format, each with its own seed in the metadata
+    (A1111-style infotext, naming the scheduler by ``sampler_label``)."""
     p = result.params
     summary = p.summary()
     fmt = p.output_format
     out = []
     for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
-        text = infotext(summary, seed, a1111_label(p.scheduler or ""), result.device, result.dtype)
+        text = infotext(summary, seed, sampler_label(p.scheduler or ""), result.device, result.dtype)
         out.append(Output(index=i, seed=seed, content_type=CONTENT_TYPES[fmt], data=encode_image(img, fmt, text)))
     return out
 
 
 def save_outputs(artifacts: ArtifactStore, job_id: str, result: GenerationResult,
-                 retention_s: float | None) -> list[Output]:
+                 retention_s: float | None, sampler_label: Callable[[str], str]) -> list[Output]:
     """Encode and store ``result`` under ``job_id/``, each output with an unguessable token;
     all of them or (raising) none."""
     now = time.time()
     expires = now + retention_s if retention_s else None
-    outs = encode_outputs(result)
+    outs = encode_outputs(result, sampler_label)
     stored: list[str] = []
     try:
         for o in outs:

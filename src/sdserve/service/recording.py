@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from .jobs import Job, Output, job_view
+from .jobs import Job, job_view
 from .options import WebhookFormat
+from .outcomes import Outcomes
 from .store import JobStore
 from .tables import webhook_deliveries
 from .webhooks import WebhookSender, delivery_row
@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 class Recorder:
     """Records jobs' ends (and starts, for "start" webhooks) with their deliveries."""
 
-    def __init__(self, store: JobStore, output_url: Callable[[Output], str]) -> None:
+    def __init__(self, store: JobStore, sender: WebhookSender, outcomes: Outcomes) -> None:
         self.store = store
-        self._output_url = output_url
+        self.sender = sender
+        self.outcomes = outcomes  # links the outputs in standard bodies
         self.formats: dict[str, WebhookFormat] = {}
-        self.sender: WebhookSender | None = None  # set when the service starts
 
     def finish(self, job: Job, expect: str, attempt: int | None = None) -> bool:
         """Store ``job``'s terminal state with its completion webhook, atomically; False if
@@ -43,7 +43,7 @@ class Recorder:
             if body is not None:
                 deliveries.append(delivery_row(job.id, job.webhook, job.status, body, now, envelope=False))
             else:
-                deliveries.append(delivery_row(job.id, job.webhook, job.status, job_view(job, self._output_url), now))
+                deliveries.append(delivery_row(job.id, job.webhook, job.status, job_view(job, self.outcomes.output_url), now))
         return self.store.finish(job, expect, attempt, deliveries)
 
     def _webhook_body(self, job: Job) -> dict[str, Any] | None:
@@ -65,11 +65,10 @@ class Recorder:
 
     def record_start(self, job: Job) -> None:
         """The "started" delivery of a job that asked for one (blocking: run in a thread)."""
-        row = delivery_row(job.id, job.webhook or "", "started", job_view(job, self._output_url), time.time())
+        row = delivery_row(job.id, job.webhook or "", "started", job_view(job, self.outcomes.output_url), time.time())
         with self.store.db.tx() as conn:
             conn.execute(webhook_deliveries.insert().values(**row))
 
     def wake_sender(self) -> None:
         """Have the sender look for new deliveries now (on the event loop)."""
-        if self.sender is not None:
-            self.sender.wake.set()
+        self.sender.wake.set()

@@ -15,8 +15,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from dataclasses import replace
+from typing import Any
 
 from ..engine.catalog import Catalog
 from ..engine.params import GenerationParams
@@ -29,6 +29,7 @@ from .housekeeping import Housekeeping
 from .jobs import WEBHOOK_EVENTS, Job, Output, new_job_id
 from .keys import KeyStore
 from .options import GenerationEngine, Observer, ServiceOptions, WebhookFormat
+from .outcomes import OUTPUTS_PATH, Outcomes, Waiters
 from .ratelimit import RateLimiter
 from .recording import Recorder
 from .store import JobStore
@@ -39,74 +40,41 @@ __all__ = ["JobService", "GenerationEngine", "ServiceOptions", "OUTPUTS_PATH"]
 
 log = logging.getLogger(__name__)
 
-# Where the API serves an output by its token; the service builds links with it.
-OUTPUTS_PATH = "/v1/outputs/"
-
-T = TypeVar("T")
-
-
-class _Shared(Generic[T]):
-    """A JobService attribute that its worker and housekeeping hold too: assigning it on the
-    service (a test swaps in a store that fails, or shorter polls) reaches both."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, service: JobService | None, owner: type | None = None) -> T:
-        if service is None:  # looked up on the class
-            return self  # type: ignore[return-value]
-        return getattr(service._worker, self._name)  # type: ignore[no-any-return]
-
-    def __set__(self, service: JobService, value: T) -> None:
-        for part in (service._worker, service._housekeeping):
-            if hasattr(part, self._name):  # housekeeping runs no engine
-                setattr(part, self._name, value)
-
-
-@dataclass
-class _Waiters:
-    """Who waits in this process for one job to end, and the ended job once it has."""
-
-    ended: asyncio.Future[Job]
-    count: int = 0
-
-
 class JobService:
     """Durable queue, worker, outputs, webhooks and keys over one engine."""
-
-    engine = _Shared[GenerationEngine]()
-    options = _Shared[ServiceOptions]()
-    artifacts = _Shared[ArtifactStore]()
 
     def __init__(self, engine: GenerationEngine, max_queue: int = 256, *, db: Database | None = None,
                  artifacts: ArtifactStore | None = None, fetcher: Fetcher | None = None,
                  options: ServiceOptions | None = None) -> None:
         self.max_queue = max_queue
-        options = options or ServiceOptions()
+        self.engine = engine
+        self.options = options = options or ServiceOptions()
         # Without a database the service keeps everything in memory (embedding, tests of
-        # other layers); the CLI always passes one under the data dir.
+        # other layers); the composition root always passes one (under the data dir, or database_url).
         self.db = db or Database.memory()
         self.store = JobStore(self.db)
         self.keys = KeyStore(self.db)
         self.limiter = RateLimiter()
-        artifacts = artifacts or MemoryArtifacts()
+        self.artifacts = artifacts = artifacts or MemoryArtifacts()
         self.fetcher = fetcher or Fetcher()
         self._tasks: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
-        self._ended: dict[str, _Waiters] = {}  # by job id, while someone waits on it
         self._hub = EventHub()
-        self._recorder = Recorder(self.store, self.output_url)
-        self._worker = BatchWorker(engine, self.store, artifacts, options, self._hub, self._recorder,
-                                   self._announce)
-        self._housekeeping = Housekeeping(self.store, artifacts, options, self._worker.running, self._recorder)
+        # Built in order, each from what it needs: nothing calls back into this service.
+        sender = WebhookSender(self.db, self.fetcher, options.webhook)
+        self._outcomes = Outcomes(self._hub, sender, artifacts, options)
+        self._recorder = Recorder(self.store, sender, self._outcomes)
+        self._worker = BatchWorker(engine, self.store, artifacts, options, self._hub, self._recorder, self._outcomes)
+        self._housekeeping = Housekeeping(self.store, artifacts, options, self._worker.running, self._recorder,
+                                          self._outcomes)
 
     @property
     def catalog(self) -> Catalog:
         return self.engine.catalog
 
     @property
-    def webhooks(self) -> WebhookSender | None:
-        """The webhook sender (None until ``start``)."""
+    def webhooks(self) -> WebhookSender:
+        """The webhook sender (it sends once the service started)."""
         return self._recorder.sender
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -114,16 +82,16 @@ class JobService:
     async def start(self) -> None:
         self._worker.reset()
         # Futures bind to the loop that made them; a restarted service may run in a new one.
-        self._ended = {}
+        self._outcomes.waiters.clear()
         for job in await asyncio.to_thread(self._housekeeping.recover, True):
-            self._announce(job)
-        secret = await asyncio.to_thread(signing_secret, self.store)
-        sender = self._recorder.sender = WebhookSender(self.db, self.fetcher, secret, self.options.webhook)
+            self._outcomes.announce(job)
+        sender = self.webhooks
+        sender.reset(await asyncio.to_thread(signing_secret, self.store))
         self._workers = [asyncio.create_task(self._worker.run(), name=f"sdserve-worker-{i}")
                          for i in range(max(1, self.options.workers))]
         self._tasks = [*self._workers,
                        asyncio.create_task(sender.run(self.options.poll_s), name="sdserve-webhooks"),
-                       asyncio.create_task(self._housekeeping.run(self._announce), name="sdserve-housekeeping")]
+                       asyncio.create_task(self._housekeeping.run(), name="sdserve-housekeeping")]
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop taking jobs; a running job stops at its next step and goes back in line."""
@@ -187,11 +155,11 @@ class JobService:
         if job.status == "queued":
             job.status, job.error, job.finished_at = "canceled", Canceled("canceled before it started"), time.time()
             if self._recorder.finish(job, "queued"):
-                self._announce(job)
+                self._outcomes.announce(job)
                 return job
             job = self.get(job_id, owner)  # it started meanwhile
         if job.status == "running":
-            self._worker.canceled.add(job.id)
+            self._outcomes.canceled.add(job.id)
             self.store.request_cancel(job.id)  # reaches the worker's heartbeat if it runs elsewhere
             job.cancel_requested = True
         return job
@@ -206,9 +174,10 @@ class JobService:
         """The ended job: handed over by this process's worker the moment it is recorded,
         or read from the store, which is polled for jobs another process runs. Without
         ``check_first`` the first read waits a poll period (the caller just queued it)."""
-        waiters = self._ended.get(job_id)
+        ended = self._outcomes.waiters
+        waiters = ended.get(job_id)
         if waiters is None:
-            waiters = self._ended[job_id] = _Waiters(asyncio.get_running_loop().create_future())
+            waiters = ended[job_id] = Waiters(asyncio.get_running_loop().create_future())
         waiters.count += 1
         try:
             checked = -float("inf") if check_first else time.monotonic()
@@ -225,8 +194,8 @@ class JobService:
                     return waiters.ended.result()
         finally:
             waiters.count -= 1
-            if not waiters.count and self._ended.get(job_id) is waiters:
-                del self._ended[job_id]
+            if not waiters.count and ended.get(job_id) is waiters:
+                del ended[job_id]
 
     async def run(
         self,
@@ -274,10 +243,7 @@ class JobService:
 
     def output_url(self, output: Output, base_url: str | None = None) -> str:
         """A presigned link where the artifact store gives one, else this server's unguessable one."""
-        direct = self.artifacts.presigned_url(output.key, self.options.url_ttl_s)
-        if direct is not None:
-            return direct
-        return f"{(base_url or self.options.public_url).rstrip('/')}{OUTPUTS_PATH}{output.token}"
+        return self._outcomes.output_url(output, base_url)
 
     async def output_bytes(self, token: str) -> tuple[Output, bytes]:
         """An output by its URL token; NotFound once it expired or was removed."""
@@ -313,13 +279,3 @@ class JobService:
         ``started``, ``step`` (step, total, sometimes a preview), then the terminal state
         (``succeeded``, ``failed`` or ``canceled``) with the job. Ends after that."""
         return follow(self._hub, self, self._worker.running, job_id, owner, self.options.poll_s)
-
-    def _announce(self, job: Job) -> None:
-        """Tell this process a job ended: waiters, event streams, observers, webhooks."""
-        self._worker.canceled.discard(job.id)
-        self._hub.notify("finished", job)
-        waiters = self._ended.pop(job.id, None)
-        if waiters is not None and not waiters.ended.done():
-            waiters.ended.set_result(job)  # the waiters get this very object, outputs' bytes included
-        if job.webhook:
-            self._recorder.wake_sender()

@@ -91,11 +91,17 @@ def _retry_after(value: str | None) -> float | None:
 class WebhookSender:
     """Sends due deliveries; ``run`` loops until cancelled, waking early on ``wake``."""
 
-    def __init__(self, db: Database, fetcher: Fetcher, secret: str, policy: WebhookPolicy | None = None) -> None:
+    def __init__(self, db: Database, fetcher: Fetcher, policy: WebhookPolicy | None = None) -> None:
         self.db = db
         self.fetcher = fetcher
-        self.secret = secret
+        self.secret = ""  # the installation's signing secret, read from the store by ``reset``
         self.policy = policy or WebhookPolicy()
+        self.wake = asyncio.Event()
+
+    def reset(self, secret: str) -> None:
+        """Before ``run`` (re)starts: the signing secret, and a wake-up event for the loop
+        that will wait on it (a restarted service may run in a new one)."""
+        self.secret = secret
         self.wake = asyncio.Event()
 
     async def run(self, idle_s: float = 1.0) -> None:

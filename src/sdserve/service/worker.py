@@ -25,6 +25,7 @@ from .events import EventHub, data_uri
 from .fairness import fair_order
 from .jobs import Job
 from .options import GenerationEngine, ServiceOptions
+from .outcomes import Outcomes
 from .outputs import drop_orphans, save_outputs, storage_error
 from .recording import Recorder
 from .store import JobStore
@@ -39,17 +40,16 @@ class BatchWorker:
     the cancels asked for, and the wake-up a new job or a stop gives them."""
 
     def __init__(self, engine: GenerationEngine, store: JobStore, artifacts: ArtifactStore,
-                 options: ServiceOptions, hub: EventHub, recorder: Recorder,
-                 announce: Callable[[Job], None]) -> None:
+                 options: ServiceOptions, hub: EventHub, recorder: Recorder, outcomes: Outcomes) -> None:
         self.engine = engine
         self.store = store
         self.artifacts = artifacts
         self.options = options
         self.hub = hub
         self.recorder = recorder
-        self.announce = announce  # the service tells waiters, streams and observers a job ended
+        self.outcomes = outcomes  # tells waiters, streams and observers a job ended
         self.running: dict[str, Job] = {}
-        self.canceled: set[str] = set()  # to stop at the next step and end as canceled
+        self.canceled = outcomes.canceled  # to stop at the next step and end as canceled
         self.served: dict[str | None, int] = {}  # owner -> when a job of theirs last started
         self._serve_order = itertools.count()
         self.stopping = False
@@ -248,7 +248,7 @@ class BatchWorker:
         else:
             try:
                 job.outputs = await asyncio.to_thread(save_outputs, self.artifacts, job.id, result,
-                                                      self.options.retention_s)
+                                                      self.options.retention_s, self.options.sampler_label)
                 job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
                 job.warnings = list(result.warnings)
             except Exception as e:  # noqa: BLE001 - storage failure fails this job only
@@ -256,7 +256,7 @@ class BatchWorker:
                 job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {storage_error(e)}")
         job.finished_at = time.time()
         if await asyncio.to_thread(self.recorder.finish, job, "running", job.attempts):
-            self.announce(job)
+            self.outcomes.announce(job)
         else:
             log.warning("job %s attempt %d was superseded; its result is dropped", job.id, job.attempts)
             for o in job.outputs:

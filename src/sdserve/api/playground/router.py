@@ -16,10 +16,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
-from ... import __version__
-from ...engine.schedulers import SCHEDULERS
-from ..deps import settings_of
-from ..openapi import PUBLIC
+from sdserve import __version__
+from sdserve.api.deps import settings_of
+from sdserve.api.dialects.a1111.samplers import LABELS
+from sdserve.api.responses import PUBLIC
+from sdserve.engine.schedulers import SCHEDULERS
 
 __all__ = ["router", "static_files", "STATIC_PATH", "DEMO_WARNING"]
 
@@ -66,5 +67,6 @@ async def config(request: Request) -> dict[str, Any]:
         "demo": settings.demo,
         "demo_warning": DEMO_WARNING if settings.demo else None,
         "auth_required": not request.app.state.keys.open,
-        "schedulers": [{"name": s.name, "a1111": s.a1111[0] if s.a1111 else None} for s in SCHEDULERS],
+        "schedulers": [{"name": s.name, "a1111": LABELS[s.name][0] if s.name in LABELS else None}
+                       for s in SCHEDULERS],
     }

@@ -1,1 +1,11 @@
 """AUTOMATIC1111 stable-diffusion-webui dialect: /sdapi/v1/* (reference §4)."""
+
+from sdserve.api.dialect import Dialect
+
+from .errors import A1111Error, render_error
+from .router import router
+
+__all__ = ["DIALECT"]
+
+DIALECT: Dialect = Dialect(name="a1111", prefixes=("/sdapi/",), routers=(router,), render_error=render_error,
+                  error_model=A1111Error)

@@ -3,7 +3,7 @@
 A request becomes a ``Plan``: the first job's GenerationParams (``n`` = batch_size) and
 ``n_iter`` jobs in all, whose seeds continue as A1111's do (seed + k * batch_size), so the
 same request gives the same images as A1111's numbering and as any other dialect asking for
-those seeds. Sampler names go through the ONE scheduler registry (engine/schedulers.py).
+those seeds. Sampler labels map onto the engine's one scheduler registry (samplers.py).
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from typing import Any
 
 from PIL import Image
 
-from .... import __version__
-from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
-from ....engine.schedulers import SCHEDULERS, SchedulerEntry, a1111_label, lookup_a1111
-from ....errors import BadInput, NotFound
-from ....images import decode_image, encode_image
+from sdserve import __version__
+from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
+from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
+from sdserve.errors import BadInput, NotFound
+from sdserve.images import decode_image, encode_image
 from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
 from .infotext import read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
+from .samplers import a1111_label, a1111_labels, lookup_a1111
 
 __all__ = [
     "SCHEDULE_TYPES",
@@ -67,13 +68,14 @@ def resolve_sampler(sampler_name: str | None, sampler_index: str | None, schedul
         return entry
     if kind not in SCHEDULE_TYPES:
         raise BadInput("scheduler", f"unknown schedule type {scheduler!r}; valid: {', '.join(SCHEDULE_TYPES.values())}")
-    label = entry.a1111[0] if entry.a1111 else entry.name
+    label = a1111_label(entry.name)
     if label.lower().endswith(" karras"):
         return entry
     try:
         return lookup_a1111(f"{label} Karras", "scheduler")
     except BadInput:
-        karras = sorted(lbl.removesuffix(" Karras") for e in SCHEDULERS for lbl in e.a1111 if lbl.endswith(" Karras"))
+        karras = sorted(lbl.removesuffix(" Karras") for e in SCHEDULERS for lbl in a1111_labels(e)
+                        if lbl.endswith(" Karras"))
         raise BadInput("scheduler", f"sampler {label!r} has no Karras schedule here; use 'Automatic', or a sampler "
                                     f"with one: {', '.join(karras)}") from None
 
@@ -309,8 +311,8 @@ def sd_model_item(spec: ModelSpec) -> dict[str, Any]:
 
 def sampler_items() -> list[dict[str, Any]]:
     """A1111 1.9+ lists base samplers; "<name> Karras" is the same sampler with scheduler Karras."""
-    return [{"name": e.a1111[0], "aliases": [e.name, *e.a1111[1:]], "options": {}}
-            for e in SCHEDULERS if e.a1111 and not e.a1111[0].endswith(" Karras")]
+    return [{"name": labels[0], "aliases": [e.name, *labels[1:]], "options": {}}
+            for e in SCHEDULERS if (labels := a1111_labels(e)) and not labels[0].endswith(" Karras")]
 
 
 def scheduler_items() -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ....errors import BadInput
+from sdserve.errors import BadInput
 
 __all__ = ["read_image_info", "parse_infotext"]
 

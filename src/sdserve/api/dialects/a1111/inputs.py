@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFilter, ImageOps
 
-from ....errors import BadInput
-from ....images import decode_base64
+from sdserve.errors import BadInput
+from sdserve.images import decode_base64
 
 __all__ = [
     "decode_b64",

@@ -15,11 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import OutputFormat
-from ....errors import BadInput, Canceled
-from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
-from ...openapi import JOB_ERRORS
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import OutputFormat
+from sdserve.errors import BadInput, Canceled, NotFound
+from sdserve.api.deps import owner_of, require_key, service_of, settings_of, warning_headers
+from sdserve.api.responses import JOB_ERRORS
 from .adapter import (
     Plan,
     checkpoint_of,

@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import GenerationParams, Task, input_images
-from ....engine.prepare import size_from_inputs
-from ....engine.schedulers import SCHEDULERS, SchedulerEntry
-from ....errors import BadInput, UnknownModel
-from ....images import decode_base64
+from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.params import GenerationParams, Task, input_images
+from sdserve.engine.prepare import size_from_inputs
+from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
+from sdserve.errors import BadInput, UnknownModel
+from sdserve.images import decode_base64
 from .protocol import GenerateRequest
 
 # ModelsLab's largest side (its schema caps width and height at 1024).

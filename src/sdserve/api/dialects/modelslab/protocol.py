@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from ....engine.params import MAX_SEED
+from sdserve.engine.params import MAX_SEED
 
 __all__ = ["GenerateRequest", "KeyRequest", "Flag", "parse_flag", "parse_int", "parse_number", "GenerateReply",
            "FetchReply", "SystemLoadReply"]

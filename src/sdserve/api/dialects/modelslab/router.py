@@ -22,12 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from ....engine.params import Task
-from ....errors import BadInput, NotFound, Unauthorized
-from ....service.jobs import Job
-from ....service.service import JobService
-from ...deps import owner_of, service_of, settings_of, warning_headers
-from ...openapi import JOB_ERRORS, PUBLIC
+from sdserve.engine.params import Task
+from sdserve.errors import BadInput, NotFound, Unauthorized
+from sdserve.service.jobs import Job
+from sdserve.service.service import JobService
+from sdserve.api.deps import owner_of, service_of, settings_of, warning_headers
+from sdserve.api.responses import JOB_ERRORS, PUBLIC
 from .adapter import (
     Extras,
     eta_s,
@@ -68,8 +68,8 @@ def _extras(job: Job, base_url: str) -> Extras:
 
 
 def install(service: JobService) -> None:
-    """Register the ModelsLab webhook body with ``service``. ``build_app`` calls it, so a job
-    queued before a restart still sends it; the service writes it in the job's final
+    """Register the ModelsLab webhook body with ``service``: the dialect's ``on_build`` hook,
+    which ``build_app`` calls, so a job queued before a restart still sends it; the service writes it in the job's final
     transaction and its sender retries it (ModelsLab bodies are plain JSON, reference §3.4,
     not the Standard Webhooks envelope; the signature headers come along, harmless)."""
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams, input_images
-from ....errors import BadInput
-from ....images import decode_base64
-from ....service.jobs import Job, Output, job_view
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import GenerationParams, input_images
+from sdserve.errors import BadInput
+from sdserve.images import decode_base64
+from sdserve.service.jobs import Job, Output, job_view
 from .protocol import CatalogModel, JobOut, JobRequest, ModelDefaults
 
 __all__ = ["to_params", "job_out", "catalog_model"]

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from ....engine.params import MAX_SEED
+from sdserve.engine.params import MAX_SEED
 
 __all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
 

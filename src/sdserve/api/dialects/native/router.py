@@ -8,11 +8,11 @@ from functools import partial
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from ....errors import BadInput
-from ....service.jobs import Job
-from ....service.service import OUTPUTS_PATH
-from ...deps import owner_of, require_key, service_of, settings_of
-from ...openapi import BINARY, JOB_ERRORS, PUBLIC
+from sdserve.errors import BadInput
+from sdserve.service.jobs import Job
+from sdserve.service.service import OUTPUTS_PATH
+from sdserve.api.deps import owner_of, require_key, service_of, settings_of
+from sdserve.api.responses import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
 from .protocol import CatalogList, JobList, JobOut, JobRequest
 

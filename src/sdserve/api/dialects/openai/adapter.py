@@ -19,11 +19,11 @@ from typing import Any
 
 from PIL import Image
 
-from ....engine.catalog import Catalog, ModelSpec
-from ....engine.params import GenerationParams, input_images
-from ....errors import BadInput
-from ....images import decode_image
-from ....service.jobs import Output
+from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.params import GenerationParams, input_images
+from sdserve.errors import BadInput
+from sdserve.images import decode_image
+from sdserve.service.jobs import Output
 from .protocol import ImageEditForm, ImageGenerateRequest, ImageVariationForm
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from pydantic.config import JsonDict
 
-from ....engine.params import MAX_SEED
+from sdserve.engine.params import MAX_SEED
 
 __all__ = [
     "ImageGenerateRequest",

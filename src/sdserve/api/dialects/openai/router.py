@@ -21,13 +21,13 @@ from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams
-from ....errors import BadInput, Canceled
-from ....service.jobs import Job, Output
-from ...deps import owner_of, require_key, service_of, settings_of, warning_headers
-from ...errors import render_error
-from ...openapi import BINARY, JOB_ERRORS
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import GenerationParams
+from sdserve.errors import BadInput, Canceled
+from sdserve.service.jobs import Job, Output
+from sdserve.api.deps import owner_of, require_key, service_of, settings_of, warning_headers
+from .errors import render_error
+from sdserve.api.responses import BINARY, JOB_ERRORS
 from .adapter import (
     edit_params,
     generation_params,
@@ -115,7 +115,7 @@ def _stream(request: Request, params: GenerationParams, owner: str | None, kind:
             return
         if ended.status != "succeeded":
             err = ended.error or Canceled(f"job {job.id} was canceled")
-            error = json.loads(bytes(render_error(request.url.path, err).body))
+            error = json.loads(bytes(render_error(err).body))
             yield sse({"type": "error", **error})
             return
         for out in ended.outputs:

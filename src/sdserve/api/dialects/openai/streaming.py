@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from ....images import decode_image, encode_image
+from sdserve.images import decode_image, encode_image
 
 __all__ = ["StreamKind", "partial_due", "partial_image", "image_event", "ZERO_USAGE"]
 

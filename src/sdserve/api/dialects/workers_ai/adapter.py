@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 
-from ....engine.catalog import ModelSpec
-from ....engine.params import GenerationParams, input_images
-from ....errors import BadInput
-from ....images import decode_base64
+from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.params import GenerationParams, input_images
+from sdserve.errors import BadInput
+from sdserve.images import decode_base64
+from .models import cf_id
 from .protocol import ModelSearchItem, TextToImageInput
 
 __all__ = ["to_params", "field_names", "search_item", "TEXT_TO_IMAGE_TASK"]
@@ -61,7 +62,7 @@ def field_names(inp: TextToImageInput) -> dict[str, str]:
 
 def search_item(spec: ModelSpec) -> ModelSearchItem:
     return ModelSearchItem(
-        id=spec.cf_uuid or spec.id,
+        id=cf_id(spec),
         name=spec.id,
         description=spec.description,
         task=TEXT_TO_IMAGE_TASK,

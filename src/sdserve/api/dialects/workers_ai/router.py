@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ....errors import BadInput, UnknownModel
-from ...deps import owner_of, require_key, service_of, warning_headers
-from ...openapi import BINARY, JOB_ERRORS
+from sdserve.errors import BadInput, UnknownModel
+from sdserve.api.deps import owner_of, require_key, service_of, warning_headers
+from sdserve.api.responses import BINARY, JOB_ERRORS
 from .adapter import field_names, search_item, to_params
 from .protocol import ModelSearchResponse, TextToImageInput
 

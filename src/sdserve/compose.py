@@ -1,14 +1,20 @@
-"""Building the catalog, engine and service from Settings."""
+"""The composition root: the catalog, engine and service built from Settings.
+
+Both front ends use it: the CLI (``serve``, ``generate``, ``bench``) and the Ray deployment
+(each API replica builds its service here, each model replica its engine). It sits above
+the API layer because it picks dialect vocabulary the service embeds (A1111's sampler
+labels in the outputs' metadata).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..config import Settings, UserModel
-from ..engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec, WeightSource
+from sdserve.config import Settings, UserModel
+from sdserve.engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec, WeightSource
 
 if TYPE_CHECKING:  # imports torch: at run time only inside build_engine
-    from ..engine.engine import Engine
+    from sdserve.engine.engine import Engine
 
 __all__ = ["build_catalog", "build_engine", "build_service", "build_database", "build_artifacts",
            "build_fetcher", "service_options", "user_spec"]
@@ -39,7 +45,7 @@ def build_catalog(settings: Settings) -> Catalog:
 
 
 def build_engine(settings: Settings) -> Engine:
-    from ..engine.engine import Engine, EngineOptions  # imports torch: only when needed
+    from sdserve.engine.engine import Engine, EngineOptions  # imports torch: only when needed
 
     s = settings
     return Engine(build_catalog(s), EngineOptions(
@@ -53,13 +59,13 @@ def build_engine(settings: Settings) -> Engine:
 
 def build_database(settings: Settings):  # type: ignore[no-untyped-def]
     """The job database (migrated): ``database_url``, else SQLite under the data dir."""
-    from ..service.db import Database
+    from sdserve.service.db import Database
 
     return Database(settings.database_url) if settings.database_url else Database.at(settings.data_dir)
 
 
 def build_artifacts(settings: Settings):  # type: ignore[no-untyped-def]
-    from ..service.artifacts import LocalArtifacts, S3Artifacts
+    from sdserve.service.artifacts import LocalArtifacts, S3Artifacts
 
     if settings.outputs_backend == "s3":
         secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
@@ -70,15 +76,16 @@ def build_artifacts(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def build_fetcher(settings: Settings):  # type: ignore[no-untyped-def]
-    from ..service.fetch import Fetcher, FetchPolicy
+    from sdserve.service.fetch import Fetcher, FetchPolicy
 
     return Fetcher(FetchPolicy(allow_private=settings.allow_private_urls, timeout_s=settings.fetch_timeout_s,
                                max_bytes=int(settings.fetch_max_mb * 1024 * 1024)))
 
 
 def service_options(settings: Settings):  # type: ignore[no-untyped-def]
-    from ..service.service import ServiceOptions
-    from ..service.webhooks import WebhookPolicy
+    from sdserve.api.dialects.a1111.samplers import a1111_label
+    from sdserve.service.service import ServiceOptions
+    from sdserve.service.webhooks import WebhookPolicy
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     return ServiceOptions(
@@ -88,19 +95,21 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         batch_wait_s=settings.batch_wait_ms / 1000, max_image_pixels=settings.max_image_pixels,
         lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
+        sampler_label=a1111_label,
     )
 
 
-def build_service(settings: Settings, engine=None, **options):  # type: ignore[no-untyped-def]
+def build_service(settings: Settings, engine=None, *, artifacts=None, **options):  # type: ignore[no-untyped-def]
     """The job service with its database, artifact store and fetcher; ``engine`` defaults
-    to a new one (tests pass their session engine, a Ray API replica its remote engine).
+    to a new one (tests pass their session engine, a Ray API replica its remote engine),
+    ``artifacts`` to the configured store (tests pass one that fails or is slow).
     ``options`` override ServiceOptions fields (a Ray API replica: workers, worker_id)."""
     from dataclasses import replace
 
-    from ..service.service import JobService
+    from sdserve.service.service import JobService
 
     return JobService(engine or build_engine(settings), max_queue=settings.max_queue, db=build_database(settings),
-                      artifacts=build_artifacts(settings), fetcher=build_fetcher(settings),
+                      artifacts=build_artifacts(settings) if artifacts is None else artifacts, fetcher=build_fetcher(settings),
                       options=replace(service_options(settings), **options))
 
 
