@@ -63,7 +63,10 @@ def test_jobs_queued_before_inputs_by_role_run_with_the_same_pixels(settings, en
         old = wait_done(c, "job-from-before")
         assert old["status"] == "succeeded", old
         assert old["params"]["has_init_image"] and old["params"]["has_mask_image"]
+        # Jobs stored before prompt syntax existed read their prompt as plain text.
+        assert old["params"]["prompt_syntax"] == "plain"
         body = {"model": "sd15", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 5,
+                "prompt_syntax": "plain",
                 "image": base64.b64encode(init).decode(), "mask": base64.b64encode(mask).decode()}
         new = wait_done(c, c.post("/v1/jobs", json=body).json()["id"])
         assert new["status"] == "succeeded", new
