@@ -91,8 +91,25 @@ _OPENAI_CODES: list[tuple[type[SdserveError], str, str]] = [
 ]
 
 
-def _render_openai(err: SdserveError) -> JSONResponse:
+# The `type` names of OpenAI-compatible gateways (aigateway.sh's error table), for
+# openai_error_types = "gateway"; codes and statuses stay those above.
+_GATEWAY_TYPES: list[tuple[type[SdserveError], str]] = [
+    (BadInput, "invalid_request_error"),  # PayloadTooLarge too
+    (UnknownModel, "not_found"),
+    (NotFound, "not_found"),
+    (Unauthorized, "authentication_error"),
+    (RateLimited, "rate_limit_error"),
+    (InsufficientCredits, "insufficient_credits"),
+    (QueueFull, "service_unavailable"),
+    (ModelUnavailable, "service_unavailable"),
+    (Canceled, "invalid_request_error"),
+]
+
+
+def _render_openai(err: SdserveError, types: str = "openai") -> JSONResponse:
     kind, code = next(((t, c) for cls, t, c in _OPENAI_CODES if isinstance(err, cls)), ("server_error", "server_error"))
+    if types == "gateway":
+        kind = next((t for cls, t in _GATEWAY_TYPES if isinstance(err, cls)), "server_error")
     param = None
     if isinstance(err, BadInput):
         param = err.field or None
@@ -140,8 +157,13 @@ def dialect_of(path: str) -> str:
     return next((name for prefix, name in _PREFIXES if path.startswith(prefix)), "native")
 
 
-def render_error(path: str, err: SdserveError) -> JSONResponse:
-    return _RENDERERS[dialect_of(path)](err)
+def render_error(path: str, err: SdserveError, openai_types: str = "openai") -> JSONResponse:
+    """``err`` in the body of the dialect owning ``path``; ``openai_types`` is the
+    ``openai_error_types`` setting (which `type` names the OpenAI dialect uses)."""
+    dialect = dialect_of(path)
+    if dialect == "openai":
+        return _render_openai(err, openai_types)
+    return _RENDERERS[dialect](err)
 
 
 def _field_of(loc: tuple[object, ...]) -> str:
@@ -173,16 +195,16 @@ def bad_input_from_validation(exc: RequestValidationError) -> BadInput:
     return BadInput(field or "body", msg)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, openai_types: str = "openai") -> None:
     @app.exception_handler(SdserveError)
     async def _domain(request: Request, exc: SdserveError) -> JSONResponse:
         if exc.status >= 500 and not isinstance(exc, (QueueFull, ModelUnavailable)):
             log.error("%s %s -> %s", request.method, request.url.path, exc.message)
-        return render_error(request.url.path, exc)
+        return render_error(request.url.path, exc, openai_types)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return render_error(request.url.path, bad_input_from_validation(exc))
+        return render_error(request.url.path, bad_input_from_validation(exc), openai_types)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -194,9 +216,9 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = BadInput("", str(exc.detail))
             err.status = exc.status_code
-        return render_error(request.url.path, err)
+        return render_error(request.url.path, err, openai_types)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render_error(request.url.path, SdserveError("internal server error"))
+        return render_error(request.url.path, SdserveError("internal server error"), openai_types)

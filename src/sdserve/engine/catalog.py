@@ -86,6 +86,12 @@ class ModelSpec:
     # Cloudflare catalog UUID, for the Workers AI model search.
     cf_uuid: str | None = None
 
+    @property
+    def slug(self) -> str:
+        """The id without Workers AI's ``@cf/`` prefix, as gateways and hub users name the
+        model (``runwayml/stable-diffusion-v1-5-img2img``); the id itself when it has none."""
+        return self.id.removeprefix("@cf/")
+
     def check_task(self, task: Task) -> None:
         if task not in self.tasks:
             need = {"inpaint": "an image and a mask", "img2img": "an image", "txt2img": "no image"}
@@ -164,14 +170,14 @@ DEMO_SIZE = 256
 
 @dataclass
 class Catalog:
-    """Every servable model by id, with alias lookup."""
+    """Every servable model by id, with alias lookup (each id's slug form is an alias too)."""
 
     models: list[ModelSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._index: dict[str, ModelSpec] = {}
         for spec in self.models:
-            for name in (spec.id, *spec.aliases):
+            for name in (spec.id, spec.slug, *spec.aliases):
                 # User entries come after built-ins, so a user's alias wins over a built-in one.
                 self._index[name] = spec
 
