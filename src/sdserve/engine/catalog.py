@@ -204,8 +204,9 @@ class Catalog:
         """The same ids, each pointed at the tiny random-weight model of its family.
 
         Steps, guidance and scheduler stay the model's own; the default size becomes
-        DEMO_SIZE square. Random weights make noise at any size, and at the native 1024²
-        one image takes minutes on a laptop CPU instead of a second or two.
+        DEMO_SIZE square: random weights make noise at any size, so the default stays the
+        cheapest one every dialect accepts (sizes up to 1024² still take only seconds with
+        the demo architecture, engine.tiny).
         """
         out = []
         for m in self.models:
