@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="Catalog id or alias used where a dialect names no sdserve model: OpenAI's dall-e-2, "
         "dall-e-3 and gpt-image-* names (and requests without `model`), and A1111's initial sd_model_checkpoint.",
     )
+    openai_error_types: Literal["openai", "gateway"] = Field(
+        "openai", description="Error `type` vocabulary of the OpenAI dialect (/v1/images, /v1/models): 'openai' "
+        "(OpenAI's own: invalid_request_error, insufficient_quota, ...) or 'gateway' (OpenAI-compatible "
+        "gateways' such as aigateway.sh: authentication_error, insufficient_credits, not_found, "
+        "rate_limit_error, ...). Statuses are the same either way.",
+    )
     config_file: Path | None = Field(None, description="TOML file with these settings (and [[models]]).")
     # -- job service (store, outputs, webhooks, outbound URLs) --
     database_url: str | None = Field(

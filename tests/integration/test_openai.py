@@ -122,7 +122,7 @@ def test_create_variation(oa: openai.OpenAI) -> None:
 
 def test_models_list_and_retrieve(oa: openai.OpenAI, engine) -> None:  # type: ignore[no-untyped-def]
     ids = [m.id for m in oa.models.list()]
-    assert ids == [s.id for s in engine.catalog]
+    assert ids == [s.id.removeprefix("@cf/") for s in engine.catalog]
     assert oa.models.retrieve("dall-e-3").id == "dall-e-3"
     assert oa.models.retrieve(SD15).owned_by == "sdserve"
     with pytest.raises(openai.NotFoundError) as e:

@@ -27,6 +27,14 @@ def test_builtin_catalog_has_the_five_workers_ai_models_with_their_uuids() -> No
     assert {m.demo_layout for m in cat} == set(DEMO_LAYOUTS)
 
 
+@pytest.mark.parametrize("model_id", CF_IDS)
+def test_every_model_answers_to_its_slug_without_the_cf_prefix(model_id: str) -> None:
+    # The aigateway seed names models this way: "runwayml/stable-diffusion-v1-5-img2img".
+    cat = Catalog.builtin()
+    slug = model_id.removeprefix("@cf/")
+    assert cat.get(slug).id == model_id and cat.get(model_id).slug == slug
+
+
 @pytest.mark.parametrize(("alias", "model_id"), [
     ("sd15", CF_IDS[0]),
     ("runwayml/stable-diffusion-v1-5", CF_IDS[0]),

@@ -249,6 +249,33 @@ def test_error_bodies(err, status, kind, code, param):
     assert render_error("/v1/models/x", err).status_code == status
 
 
+@pytest.mark.parametrize("err,status,kind", [
+    (Unauthorized("no key"), 401, "authentication_error"),
+    (InsufficientCredits("spent"), 402, "insufficient_credits"),
+    (UnknownModel("x"), 404, "not_found"),
+    (NotFound("gone"), 404, "not_found"),
+    (RateLimited("slow down", retry_after=7), 429, "rate_limit_error"),
+    (GenerationFailed("boom"), 500, "server_error"),
+    (QueueFull("busy", retry_after=3), 503, "service_unavailable"),
+    (BadInput("size", "bad"), 400, "invalid_request_error"),
+])
+def test_gateway_error_types(err, status, kind):
+    # openai_error_types = "gateway": the aigateway seed's table; same statuses, codes and params.
+    from sdserve.api.dialects import DIALECTS
+    from sdserve.config import Settings
+
+    gateway = {d.name: d.renderer(Settings(openai_error_types="gateway")) for d in DIALECTS}
+    r = render_error("/v1/images/generations", err, gateway)
+    assert (r.status_code, json.loads(r.body)["error"]["type"]) == (status, kind)
+    openai_body = json.loads(render_error("/v1/images/generations", err).body)["error"]
+    assert r.status_code == render_error("/v1/images/generations", err).status_code
+    assert {**json.loads(r.body)["error"], "type": openai_body["type"]} == openai_body
+    if isinstance(err, (RateLimited, QueueFull)):
+        assert r.headers["retry-after"] == str(int(err.retry_after))
+    assert json.loads(render_error("/sdapi/v1/txt2img", err, gateway).body) == \
+        json.loads(render_error("/sdapi/v1/txt2img", err).body)  # other dialects keep their own
+
+
 def test_canceled_is_not_retried_by_the_sdk():
     r = render_error("/v1/images/edits", Canceled("canceled"))
     assert r.headers["x-should-retry"] == "false"

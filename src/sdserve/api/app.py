@@ -52,7 +52,7 @@ def build_app(settings: Settings, service: JobService) -> FastAPI:
     app.state.service = service
     app.state.keys = KeyAuth(settings.api_keys, service.keys, service.limiter)
     app.state.metrics = Metrics(service)
-    install_error_handlers(app)
+    install_error_handlers(app, settings)
     install_openapi(app)
     app.add_middleware(JsonByDefault, prefixes=tuple(p for d in DIALECTS for p in d.json_by_default))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

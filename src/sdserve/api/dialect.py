@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.middleware import Middleware
 
+from sdserve.config import Settings
 from sdserve.errors import SdserveError
 from sdserve.service.service import JobService
 
@@ -46,6 +47,13 @@ class Dialect:
     middleware: tuple[Middleware, ...] = ()
     # Response headers of its own that browsers may read cross-origin (when CORS is on).
     exposed_headers: tuple[str, ...] = ()
+    # The renderer as the server's settings configure it (OpenAI's error vocabulary); None:
+    # ``render_error`` whatever the settings.
+    renderer_for: Callable[[Settings], Renderer] | None = None
+
+    def renderer(self, settings: Settings | None) -> Renderer:
+        return self.renderer_for(settings) if self.renderer_for is not None and settings is not None \
+            else self.render_error
 
 
 def retry_headers(err: SdserveError) -> dict[str, str]:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdserve.api.dialect import Renderer
+from sdserve.config import Settings
 from sdserve.api.dialects import DEFAULT, DIALECTS
 from sdserve.errors import BadInput, ModelUnavailable, NotFound, QueueFull, SdserveError
 
@@ -32,8 +33,10 @@ def dialect_of(path: str) -> str:
     return next((name for prefix, name in _PREFIXES if path.startswith(prefix)), DEFAULT.name)
 
 
-def render_error(path: str, err: SdserveError) -> JSONResponse:
-    return _RENDERERS[dialect_of(path)](err)
+def render_error(path: str, err: SdserveError, renderers: dict[str, Renderer] | None = None) -> JSONResponse:
+    """``err`` in the shape of the dialect owning ``path`` (``renderers``: as an app's settings
+    configure them; default: each dialect's plain renderer)."""
+    return (renderers or _RENDERERS)[dialect_of(path)](err)
 
 
 def _field_of(loc: tuple[object, ...]) -> str:
@@ -65,16 +68,18 @@ def bad_input_from_validation(exc: RequestValidationError) -> BadInput:
     return BadInput(field or "body", msg)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, settings: Settings | None = None) -> None:
+    renderers = {d.name: d.renderer(settings) for d in DIALECTS}
+
     @app.exception_handler(SdserveError)
     async def _domain(request: Request, exc: SdserveError) -> JSONResponse:
         if exc.status >= 500 and not isinstance(exc, (QueueFull, ModelUnavailable)):
             log.error("%s %s -> %s", request.method, request.url.path, exc.message)
-        return render_error(request.url.path, exc)
+        return render_error(request.url.path, exc, renderers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return render_error(request.url.path, bad_input_from_validation(exc))
+        return render_error(request.url.path, bad_input_from_validation(exc), renderers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -86,9 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             err = BadInput("", str(exc.detail))
             err.status = exc.status_code
-        return render_error(request.url.path, err)
+        return render_error(request.url.path, err, renderers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return render_error(request.url.path, SdserveError("internal server error"))
+        return render_error(request.url.path, SdserveError("internal server error"), renderers)

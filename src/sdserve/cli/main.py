@@ -142,7 +142,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.tiny import write_all_tiny
 
     layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
-    for path in write_all_tiny(args.dir, layouts, force=True):
+    for path in write_all_tiny(args.dir, layouts, force=True, demo=args.demo):
         print(path)
     return 0
 
@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-tiny", help="Write tiny random-weight models in the real on-disk layouts.")
     p.add_argument("dir", type=Path)
     p.add_argument("--layout", action="append", help="Only this layout (repeatable).")
+    p.add_argument("--demo", action="store_true",
+                   help="The demo architecture (what serve --demo writes: fast at 1024x1024) instead of the "
+                        "test suite's (whose golden images are pinned).")
     p.set_defaults(func=cmd_make_tiny)
     return parser
 

@@ -84,6 +84,12 @@ class ModelSpec:
     # Which tiny layout ``make-tiny`` writes for this model in demo mode.
     demo_layout: str = "sd15"
 
+    @property
+    def slug(self) -> str:
+        """The id without Workers AI's ``@cf/`` prefix, as gateways and hub users name the
+        model (``runwayml/stable-diffusion-v1-5-img2img``); the id itself when it has none."""
+        return self.id.removeprefix("@cf/")
+
     def check_task(self, task: Task) -> None:
         if task not in self.tasks:
             need = {"inpaint": "an image and a mask", "img2img": "an image", "txt2img": "no image"}
@@ -157,14 +163,14 @@ DEMO_SIZE = 256
 
 @dataclass
 class Catalog:
-    """Every servable model by id, with alias lookup."""
+    """Every servable model by id, with alias lookup (each id's slug form is an alias too)."""
 
     models: list[ModelSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._index: dict[str, ModelSpec] = {}
         for spec in self.models:
-            for name in (spec.id, *spec.aliases):
+            for name in (spec.id, spec.slug, *spec.aliases):
                 # User entries come after built-ins, so a user's alias wins over a built-in one.
                 self._index[name] = spec
 
@@ -191,8 +197,9 @@ class Catalog:
         """The same ids, each pointed at the tiny random-weight model of its family.
 
         Steps, guidance and scheduler stay the model's own; the default size becomes
-        DEMO_SIZE square. Random weights make noise at any size, and at the native 1024²
-        one image takes minutes on a laptop CPU instead of a second or two.
+        DEMO_SIZE square: random weights make noise at any size, so the default stays the
+        cheapest one every dialect accepts (sizes up to 1024² still take only seconds with
+        the demo architecture, engine.tiny).
         """
         out = []
         for m in self.models:

@@ -11,6 +11,16 @@ Layout written for each family (``DIR/<layout>/``):
   tokenizer/, scheduler/; SDXL adds text_encoder_2/ and tokenizer_2/).
 * sdxl-lightning additionally ``sdxl_lightning_4step_unet.safetensors``: a bare UNet state
   dict, as ByteDance/SDXL-Lightning ships it.
+
+Two architectures per family, same layouts and pipeline classes:
+
+* the test models (``demo=False``, what ``make-tiny`` and the test suite write): attention at
+  the full latent resolution, so every block type runs even on 64-pixel images. Their
+  golden pixels are pinned in tests/goldens, so they must not change.
+* the demo models (``demo=True``, what ``sdserve serve --demo`` writes): attention only at
+  1/8 of the latent side, narrow full-resolution layers, no VAE mid-block attention. At
+  1024x1024 (a 128x128 latent) full-resolution self-attention alone is 16384² scores per
+  head per step (minutes on a laptop CPU); at 16x16 it is 256², and an image takes seconds.
 """
 
 from __future__ import annotations
@@ -28,9 +38,11 @@ if TYPE_CHECKING:  # imported where used: writing models is the only job that ne
     from diffusers import AutoencoderKL, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-__all__ = ["write_tiny", "write_all_tiny", "write_tokenizer", "LIGHTNING_UNET_FILE"]
+__all__ = ["write_tiny", "write_all_tiny", "write_tokenizer", "LIGHTNING_UNET_FILE", "DEMO_MARK"]
 
 LIGHTNING_UNET_FILE = "sdxl_lightning_4step_unet.safetensors"
+# README.txt line of a folder written with the demo architecture.
+DEMO_MARK = "Demo architecture (fast at large sizes)."
 _HIDDEN = 32  # text encoder width; SDXL's UNet cross-attends to both encoders concatenated
 # SDXL's second encoder is wider than the first (1280 vs 768): single-file loading tells the
 # two apart by width, so the tiny ones must differ too.
@@ -98,27 +110,48 @@ def _text_encoder(vocab_size: int, with_projection: bool,
     return CLIPTextModelWithProjection(cfg) if with_projection else CLIPTextModel(cfg)
 
 
-def _vae(scaling_factor: float) -> AutoencoderKL:
+def _vae(scaling_factor: float, demo: bool = False) -> AutoencoderKL:
     from diffusers import AutoencoderKL
 
     # Four blocks, like the real VAE, so the latent is 1/8 of the image on each side.
+    if demo:
+        # Narrow at full resolution, and no attention over the whole latent in the mid block.
+        # sample_size is the tile side when large images decode in tiles.
+        shape: dict[str, Any] = dict(block_out_channels=(4, 4, 8, 8), norm_num_groups=4, sample_size=512,
+                                     mid_block_add_attention=False)
+    else:
+        shape = dict(block_out_channels=(8, 16, 16, 16), norm_num_groups=8, sample_size=64)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
         scaling_factor=scaling_factor,
+        **shape,
     )
 
 
-def _unet_sd15(in_channels: int) -> UNet2DConditionModel:
+def _unet_sd15(in_channels: int, demo: bool = False) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
+    if demo:
+        # Three plain blocks halve the latent side three times before the one attention block.
+        return UNet2DConditionModel(
+            sample_size=32,
+            in_channels=in_channels,
+            out_channels=4,
+            down_block_types=("DownBlock2D",) * 3 + ("CrossAttnDownBlock2D",),
+            up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * 3,
+            block_out_channels=(8, 16, 16, 32),
+            layers_per_block=1,
+            cross_attention_dim=_HIDDEN,
+            # diffusers reads this as the number of heads: one head of 32 channels (torch's CPU
+            # attention kernel is slow per score, and 8 heads of 4 make 8x the scores).
+            attention_head_dim=1,
+            norm_num_groups=8,
+        )
     return UNet2DConditionModel(
         sample_size=8,
         in_channels=in_channels,
@@ -133,31 +166,47 @@ def _unet_sd15(in_channels: int) -> UNet2DConditionModel:
     )
 
 
-def _unet_sdxl() -> UNet2DConditionModel:
+def _unet_sdxl(demo: bool = False) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     time_dim = 8
+    shape: dict[str, Any]
+    if demo:
+        # As SDXL itself: plain first block(s), attention only further down (here at 1/8 side).
+        shape = dict(
+            sample_size=32,
+            down_block_types=("DownBlock2D",) * 3 + ("CrossAttnDownBlock2D",),
+            up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * 3,
+            block_out_channels=(8, 16, 16, 32),
+            attention_head_dim=1,  # one head (see _unet_sd15)
+            transformer_layers_per_block=(1, 1, 1, 2),
+            norm_num_groups=8,
+        )
+    else:
+        shape = dict(
+            sample_size=16,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 64),
+            attention_head_dim=(2, 4),
+            transformer_layers_per_block=(1, 2),
+            norm_num_groups=32,
+        )
     return UNet2DConditionModel(
-        sample_size=16,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
         layers_per_block=1,
-        attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
-        transformer_layers_per_block=(1, 2),
         # SDXL conditions on 6 size/crop numbers plus the pooled text embedding of encoder 2.
         projection_class_embeddings_input_dim=time_dim * 6 + _HIDDEN_2,
         cross_attention_dim=_HIDDEN + _HIDDEN_2,
-        norm_num_groups=32,
+        **shape,
     )
 
 
-def _sd15_pipe(layout: str) -> dict[str, Any]:
+def _sd15_pipe(layout: str, demo: bool) -> dict[str, Any]:
     """The StableDiffusionPipeline components of ``layout`` but its text encoder and tokenizer."""
     from diffusers import LCMScheduler, PNDMScheduler
     from transformers import CLIPTokenizer
@@ -169,8 +218,8 @@ def _sd15_pipe(layout: str) -> dict[str, Any]:
     else:
         scheduler = PNDMScheduler(**sched_kw, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
     return dict(
-        unet=_unet_sd15(9 if layout == "sd15-inpaint" else 4),
-        vae=_vae(0.18215),
+        unet=_unet_sd15(9 if layout == "sd15-inpaint" else 4, demo),
+        vae=_vae(0.18215, demo),
         text_encoder=None,
         tokenizer=CLIPTokenizer,
         scheduler=scheduler,
@@ -180,8 +229,9 @@ def _sd15_pipe(layout: str) -> dict[str, Any]:
     )
 
 
-def write_tiny(root: Path, layout: str) -> Path:
-    """Write one tiny model family under ``root/layout``; returns that folder."""
+def write_tiny(root: Path, layout: str, demo: bool = False) -> Path:
+    """Write one tiny model family under ``root/layout``; returns that folder. ``demo``: the
+    architecture that stays fast at large sizes (module docstring)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
@@ -197,12 +247,12 @@ def write_tiny(root: Path, layout: str) -> Path:
     if layout.startswith("sdxl"):
         write_tokenizer(tok_dir / "2", pad_token="!")
         pipe = StableDiffusionXLPipeline(
-            vae=_vae(0.13025),
+            vae=_vae(0.13025, demo),
             text_encoder=_text_encoder(vocab_size, with_projection=False),
             text_encoder_2=_text_encoder(vocab_size, with_projection=True, hidden=_HIDDEN_2),
             tokenizer=tokenizer,
             tokenizer_2=CLIPTokenizer.from_pretrained(str(tok_dir / "2")),
-            unet=_unet_sdxl(),
+            unet=_unet_sdxl(demo),
             scheduler=EulerDiscreteScheduler(
                 beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
@@ -210,7 +260,7 @@ def write_tiny(root: Path, layout: str) -> Path:
             force_zeros_for_empty_prompt=True,
         )
     else:
-        kw = _sd15_pipe(layout)
+        kw = _sd15_pipe(layout, demo)
         kw["text_encoder"] = _text_encoder(vocab_size, with_projection=False)
         kw["tokenizer"] = tokenizer
         pipe = StableDiffusionPipeline(**kw)
@@ -222,18 +272,20 @@ def write_tiny(root: Path, layout: str) -> Path:
             write_tokenizer(base / name, pad_token="!" if name == "tokenizer_2" else "<|endoftext|>")
     if layout == "sdxl-lightning":
         torch.manual_seed(1)  # a different UNet from the base, as the real distilled one is
-        save_file(_unet_sdxl().state_dict(), str(out / LIGHTNING_UNET_FILE))
+        save_file(_unet_sdxl(demo).state_dict(), str(out / LIGHTNING_UNET_FILE))
     for p in sorted(tok_dir.rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     tok_dir.rmdir()
     (out / "README.txt").write_text(
         f"Tiny random-weight '{layout}' model written by sdserve make-tiny.\n"
         "Real on-disk layout, random weights: its images are noise.\n"
+        f"{DEMO_MARK if demo else 'Test architecture.'}\n"
     )
     return out
 
 
-def write_all_tiny(root: Path, layouts: tuple[str, ...] = DEMO_LAYOUTS, force: bool = False) -> list[Path]:
+def write_all_tiny(root: Path, layouts: tuple[str, ...] = DEMO_LAYOUTS, force: bool = False,
+                   demo: bool = False) -> list[Path]:
     """Write every tiny family under ``root``; existing complete folders are kept unless ``force``."""
     done = []
     for layout in layouts:
@@ -241,5 +293,5 @@ def write_all_tiny(root: Path, layouts: tuple[str, ...] = DEMO_LAYOUTS, force: b
         if marker.exists() and not force:
             done.append(marker.parent)
             continue
-        done.append(write_tiny(Path(root), layout))
+        done.append(write_tiny(Path(root), layout, demo))
     return done

@@ -222,6 +222,10 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         "prompt": p.prompt, "safety_checker": "no", "scheduler": p.scheduler, "seed": p.seed, "seeds": p.seeds,
         "steps": p.steps, "enhance_prompt": _yes(x.enhance_prompt), "base64": _yes(x.base64),
         "instant_response": _yes(x.instant_response),
+        # The rest of the documented v3 example's keys, saying what sdserve did: attention is
+        # never sliced, outputs sit under "outputs" (file_prefix = the job id), and the weights
+        # and VAE are the model's own (the request's vae field is refused).
+        "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": "default",
     }
     if p.task != "txt2img":
         out["strength"] = p.strength

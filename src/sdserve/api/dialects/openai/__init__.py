@@ -4,7 +4,7 @@ from starlette.middleware import Middleware
 
 from sdserve.api.dialect import Dialect
 
-from .errors import OpenAIError, render_error
+from .errors import OpenAIError, render_error, renderer_for
 from .request_id import RequestIdHeader
 from .router import router
 
@@ -20,4 +20,5 @@ DIALECT: Dialect = Dialect(
     error_model=OpenAIError,
     middleware=(Middleware(RequestIdHeader, prefixes=_PREFIXES),),
     exposed_headers=("x-request-id",),
+    renderer_for=renderer_for,
 )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from sdserve.api.dialect import retry_headers
+from sdserve.config import Settings
 from sdserve.errors import (
     BadInput,
     Canceled,
@@ -20,7 +24,7 @@ from sdserve.errors import (
     UnknownModel,
 )
 
-__all__ = ["render_error", "OpenAIError"]
+__all__ = ["render_error", "renderer_for", "OpenAIError"]
 
 # (type, code) per error.
 _OPENAI_CODES: list[tuple[type[SdserveError], str, str]] = [
@@ -37,8 +41,30 @@ _OPENAI_CODES: list[tuple[type[SdserveError], str, str]] = [
 ]
 
 
-def render_error(err: SdserveError) -> JSONResponse:
+# The ``type`` names of OpenAI-compatible gateways (aigateway.sh's error table), for
+# openai_error_types = "gateway"; codes and statuses stay those above.
+_GATEWAY_TYPES: list[tuple[type[SdserveError], str]] = [
+    (BadInput, "invalid_request_error"),  # PayloadTooLarge too
+    (UnknownModel, "not_found"),
+    (NotFound, "not_found"),
+    (Unauthorized, "authentication_error"),
+    (RateLimited, "rate_limit_error"),
+    (InsufficientCredits, "insufficient_credits"),
+    (QueueFull, "service_unavailable"),
+    (ModelUnavailable, "service_unavailable"),
+    (Canceled, "invalid_request_error"),
+]
+
+
+def renderer_for(settings: Settings) -> Callable[[SdserveError], JSONResponse]:
+    """``render_error`` in the vocabulary ``settings.openai_error_types`` picks."""
+    return functools.partial(render_error, types=settings.openai_error_types)
+
+
+def render_error(err: SdserveError, types: str = "openai") -> JSONResponse:
     kind, code = next(((t, c) for cls, t, c in _OPENAI_CODES if isinstance(err, cls)), ("server_error", "server_error"))
+    if types == "gateway":
+        kind = next((t for cls, t in _GATEWAY_TYPES if isinstance(err, cls)), "server_error")
     param = None
     if isinstance(err, BadInput):
         param = err.field or None

@@ -115,7 +115,7 @@ def _stream(request: Request, params: GenerationParams, owner: str | None, kind:
             return
         if ended.status != "succeeded":
             err = ended.error or Canceled(f"job {job.id} was canceled")
-            error = json.loads(bytes(render_error(err).body))
+            error = json.loads(bytes(render_error(err, settings_of(request).openai_error_types).body))
             yield sse({"type": "error", **error})
             return
         for out in ended.outputs:
@@ -220,10 +220,11 @@ async def create_image_variation(request: Request, response: Response) -> dict[s
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> dict[str, Any]:
-    """Every catalog model (OpenAI's own names also work and mean the default model)."""
+    """Every catalog model under its slug, the name gateway clients use (``@cf/`` ids,
+    aliases and OpenAI's own names also work; the latter mean the default model)."""
     owner_of(request)
     created = _state(request).created
-    return {"object": "list", "data": [model_object(s.id, created) for s in service_of(request).catalog]}
+    return {"object": "list", "data": [model_object(s.slug, created) for s in service_of(request).catalog]}
 
 
 @router.get("/v1/models/{model:path}", response_model=Model)
