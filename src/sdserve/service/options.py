@@ -16,6 +16,7 @@ from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
 from ..errors import SdserveError
 from .jobs import Job
+from .limits import RequestLimits
 from .webhooks import WebhookPolicy
 
 __all__ = ["GenerationEngine", "ServiceOptions", "Observer", "WebhookFormat"]
@@ -70,6 +71,8 @@ class ServiceOptions:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # How often a running job's progress reaches a database other servers read (not SQLite).
     progress_s: float = 1.0
+    # What one request may ask for (a key's own limits narrow these).
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

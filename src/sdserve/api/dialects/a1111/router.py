@@ -81,6 +81,10 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     fmt = output_format(fmt_override, "override_settings.samples_format") if fmt_override is not None \
         else output_format(st.options.get("samples_format", "png"))
     plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
+    try:  # the per-request limits count all n_iter batches: refuse before the first is queued
+        service.check(plan.params, owner, jobs=plan.n_iter)
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
     batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner)
     st.batches.append(batch)
     images: list[bytes] = []

@@ -8,13 +8,13 @@ from functools import partial
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from ....errors import BadInput
+from ....errors import BadInput, NotFound
 from ....service.jobs import Job
 from ....service.service import OUTPUTS_PATH
 from ...deps import owner_of, require_key, service_of, settings_of
 from ...openapi import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
-from .protocol import CatalogList, JobList, JobOut, JobRequest
+from .protocol import CatalogList, JobList, JobOut, JobRequest, UsageList, UsageOut
 
 __all__ = ["router"]
 
@@ -93,6 +93,23 @@ async def get_output(token: str, request: Request) -> Response:
     out, data = await service_of(request).output_bytes(token)
     return Response(content=data, media_type=out.content_type,
                     headers={"Cache-Control": "private, max-age=3600", "X-Sdserve-Seed": str(out.seed)})
+
+
+@router.get("/v1/usage", response_model=UsageOut, dependencies=_KEY_FIRST)
+async def get_usage(request: Request) -> UsageOut:
+    """Your spend (images and compute units), credits left, rate limit and per-request limits."""
+    return UsageOut.model_validate(service_of(request).usage(owner_of(request)))
+
+
+@router.get("/v1/usage/keys", response_model=UsageList, dependencies=_KEY_FIRST)
+async def list_usage(request: Request) -> UsageList:
+    """Every key's usage: for the server's operator (a key from the ``api_keys`` setting, or
+    anyone on an open server). Other keys get 404, as for a route they cannot see."""
+    owner = owner_of(request)
+    if owner is not None and not owner.startswith("static-"):
+        raise NotFound("the usage of every key is for the server's operator (a key from the api_keys setting); "
+                       "GET /v1/usage shows your own")
+    return UsageList(data=[UsageOut.model_validate(u) for u in service_of(request).usage_all()])
 
 
 @router.get("/v1/catalog", response_model=CatalogList)
