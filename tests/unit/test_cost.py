@@ -78,3 +78,23 @@ def test_a_keys_limits_only_narrow_the_servers():
     assert RequestLimits.from_json(key.to_json()) == key and RequestLimits().to_json() is None
     with pytest.raises(ValueError):
         RequestLimits(max_images=0)
+
+
+def test_the_documented_public_profile_and_worked_examples_hold():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from sdserve.config import Settings
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "jobs.md").read_text()
+    profile = tomllib.loads(re.search(r"```toml\n# sdserve.toml\n(.*?)```", doc, re.S).group(1))
+    s = Settings.model_validate(profile)
+    sdxl = _p(width=1024, height=1024)  # SDXL's defaults: 20 steps, guidance 7.5
+    assert 4 * job_cost(sdxl, "sdxl") <= s.request_max_cost < 5 * job_cost(sdxl, "sdxl")
+    assert 35 * job_cost(_p(), "sd15") <= s.request_max_cost < 36 * job_cost(_p(), "sd15")
+    assert 1024 * 1024 <= s.request_max_pixels and 1024 <= s.request_max_side
+    # The fairness example: L's SDXL jobs cost 504, S's SD 1.5 jobs 40.
+    large = job_cost(_p(width=1024, height=1024, steps=30, guidance=7.0), "sdxl")
+    assert large == pytest.approx(504) and "(504 units each)" in doc
+    assert -(-large // 40) == 13 and "13 jobs, 520" in doc

@@ -73,4 +73,4 @@ def job_cost(p: GenerationParams, arch: Arch | str) -> float:
     """The cost of a resolved request (``prepare``'s output) in cost units."""
     latent_pixels = ((p.width or 0) // 8) * ((p.height or 0) // 8)
     units = unet_evaluations(p) * latent_pixels / _UNIT_LATENT_PIXELS * FAMILY_WEIGHT.get(arch, 1.0)
-    return round(units, 4)
+    return round(units, 6)

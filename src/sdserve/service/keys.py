@@ -54,12 +54,12 @@ class ApiKey:
 
     @property
     def compute_left(self) -> float | None:
-        return None if self.compute_credits is None else max(0.0, round(self.compute_credits - self.compute_used, 4))
+        return None if self.compute_credits is None else max(0.0, round(self.compute_credits - self.compute_used, 6))
 
     def usage(self) -> dict[str, object]:
         """What the key has spent and has left (the usage route's body for one key)."""
         return {"key": self.id, "name": self.name, "images_used": self.credits_used, "image_credits": self.credits,
-                "images_left": self.credits_left, "compute_used": round(self.compute_used, 4),
+                "images_left": self.credits_left, "compute_used": round(self.compute_used, 6),
                 "compute_credits": self.compute_credits, "compute_left": self.compute_left,
                 "rate_limit": self.rate_limit, "limits": asdict(self.limits)}
 
