@@ -5,12 +5,15 @@ compute between keys, and rate limits and credits held across two servers on one
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sdserve.engine.params import GenerationParams
-from tests.jobs_support import FAST, fresh_database_url, job_client, make_service, wait_done
+from tests.jobs_support import FAST, job_client, make_service, wait_done
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
 # FAST: 64x64 (8x8 latent), 2 steps with CFG (guidance 7.5): 2 x 2 x 64 / 4096 units.
@@ -161,26 +164,86 @@ def test_fairness_shares_the_device_by_compute_not_by_job_count(settings, engine
     assert 0.25 <= share <= 0.62, busy
 
 
-def test_rate_limits_and_credits_hold_across_two_servers_on_one_database(settings, engine, tmp_path):
+@contextmanager
+def _shared_database(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A database URL two servers share: one SQLite file, or a fresh PostgreSQL cluster."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    from tests.servers import postgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/ci/system-packages.sh installs it)")
+    with postgres() as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_rate_limits_and_credits_hold_across_two_servers_on_one_database(settings, engine, tmp_path, kind):
     """Two servers (each its own app and job service) on one database, as Ray's API replicas
     are: a key gets one rate limit and one credit balance between them, not one per server."""
     from fastapi.testclient import TestClient
 
     from sdserve.api.app import build_app
 
-    url = fresh_database_url()  # PostgreSQL when SDSERVE_TEST_DATABASE_URL is set; else one SQLite file
-    shared = {"database_url": url} if url else {"database_url": f"sqlite:///{tmp_path / 'shared.db'}"}
-    s1, one = make_service(settings, engine, tmp_path / "one", **shared)
-    s2, two = make_service(settings, engine, tmp_path / "two", **shared)
-    with TestClient(build_app(s1, one)) as a, TestClient(build_app(s2, two)) as b:
-        _, key = one.keys.create("shared", rate_limit=3, compute_credits=2 * FAST_COST)
-        h = _auth(key)
-        assert a.post("/v1/jobs", json=FAST, headers=h).status_code == 201
-        assert b.post("/v1/jobs", json=FAST, headers=h).status_code == 201
-        # Third request: within the rate limit, but the credits are spent, on either server.
-        r = a.post("/v1/jobs", json=FAST, headers=h)
-        assert r.status_code == 402, r.text
-        # Fourth: the rate limit (3 a minute) is spent over both servers together.
-        r = b.get("/v1/jobs", headers=h)
-        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_exceeded"
-        assert a.get("/v1/jobs", headers=h).status_code == 429
+    with _shared_database(kind, tmp_path) as url:
+        s1, one = make_service(settings, engine, tmp_path / "one", database_url=url)
+        s2, two = make_service(settings, engine, tmp_path / "two", database_url=url)
+        with TestClient(build_app(s1, one)) as a, TestClient(build_app(s2, two)) as b:
+            _, key = one.keys.create("shared", rate_limit=3, compute_credits=2 * FAST_COST)
+            h = _auth(key)
+            assert a.post("/v1/jobs", json=FAST, headers=h).status_code == 201
+            assert b.post("/v1/jobs", json=FAST, headers=h).status_code == 201
+            # Third request: within the rate limit, but the credits are spent, on either server.
+            r = a.post("/v1/jobs", json=FAST, headers=h)
+            assert r.status_code == 402, r.text
+            # Fourth: the rate limit (3 a minute) is spent over both servers together.
+            r = b.get("/v1/jobs", headers=h)
+            assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_exceeded"
+            assert 1 <= int(r.headers["retry-after"]) <= 20
+            assert a.get("/v1/jobs", headers=h).status_code == 429
+
+
+def test_concurrent_requests_on_two_servers_cannot_overdraw_a_rate_limit(tmp_path):
+    """The bucket is one conditional UPDATE: two limiters (two servers) taking tokens at once
+    from threads admit exactly the limit between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sdserve.errors import RateLimited
+    from sdserve.service.db import Database
+    from sdserve.service.ratelimit import RateLimiter
+
+    url = f"sqlite:///{tmp_path / 'rl.db'}"
+    limiters = [RateLimiter(Database(url), clock=lambda: 1000.0) for _ in range(2)]
+
+    def attempt(i: int) -> bool:
+        try:
+            limiters[i % 2].check("key_x", 10)
+            return True
+        except RateLimited:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        admitted = sum(pool.map(attempt, range(40)))
+    assert admitted == 10
+
+
+def test_keys_cli_sets_compute_credits_and_limits_grants_and_lists_usage(tmp_path, capsys):
+    from sdserve.cli.main import main
+    from sdserve.service.db import Database
+    from sdserve.service.keys import KeyStore
+    from sdserve.service.limits import RequestLimits
+
+    assert main(["keys", "create", "--data-dir", str(tmp_path), "--name", "cli", "--compute-credits", "400",
+                 "--max-steps", "30", "--max-cost", "200"]) == 0
+    key = capsys.readouterr().out.splitlines()[0]
+    store = KeyStore(Database.at(tmp_path))
+    rec = store.authenticate(key)
+    assert rec is not None and rec.compute_credits == 400 and rec.limits == RequestLimits(max_steps=30, max_cost=200)
+    assert main(["keys", "grant", rec.id, "--compute", "100", "--images", "5", "--data-dir", str(tmp_path)]) == 0
+    assert "compute 0/500" in capsys.readouterr().out
+    rec = store.get(rec.id)
+    assert rec is not None and rec.compute_credits == 500 and rec.credits == 5
+    assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "compute used/total" in listing and "0/500" in listing and '"max_steps": 30' in listing
