@@ -247,3 +247,17 @@ def test_keys_cli_sets_compute_credits_and_limits_grants_and_lists_usage(tmp_pat
     assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
     listing = capsys.readouterr().out
     assert "compute used/total" in listing and "0/500" in listing and '"max_steps": 30' in listing
+
+
+def test_cost_route_quotes_a_job_with_the_same_checks_and_queues_nothing(settings, engine, tmp_path):
+    with job_client(settings, engine, tmp_path, request_max_steps=30) as c:
+        _, key = c.service.keys.create("quote", compute_credits=1.0)
+        h = _auth(key)
+        q = c.post("/v1/cost", json={**FAST, "n": 2}, headers=h)
+        assert q.status_code == 200 and q.json() == {"cost": pytest.approx(2 * FAST_COST), "compute_left": 1.0}
+        r = c.post("/v1/cost", json={**FAST, "steps": 31}, headers=h)
+        assert r.status_code == 400 and r.json()["error"]["field"] == "steps" and "limit of 30" in r.text
+        assert c.post("/v1/cost", json=FAST).status_code == 401
+        assert c.service.queue_length() == 0 and c.service.keys.authenticate(key).compute_used == 0
+        # The page that shows it loads the element it writes to.
+        assert 'id="cost"' in c.get("/").text and "/v1/cost" in c.get("/playground/static/playground.js").text

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ....engine.params import MAX_SEED
 
-__all__ = ["JobRequest", "JobOut", "UsageOut", "UsageList", "LimitsOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
+__all__ = ["JobRequest", "JobOut", "UsageOut", "UsageList", "LimitsOut", "CostOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
@@ -118,6 +118,13 @@ class UsageOut(BaseModel):
 
 class UsageList(BaseModel):
     data: list[UsageOut]
+
+
+class CostOut(BaseModel):
+    """What a job would cost; the request passed every check a submit makes before queuing."""
+
+    cost: float = Field(description="Compute units the job would be charged (see docs/jobs.md, 'Cost').")
+    compute_left: float | None = Field(description="Your compute credits left (null: no quota).")
 
 
 class ModelDefaults(BaseModel):

@@ -14,7 +14,7 @@ from ....service.service import OUTPUTS_PATH
 from ...deps import owner_of, require_key, service_of, settings_of
 from ...openapi import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
-from .protocol import CatalogList, JobList, JobOut, JobRequest, UsageList, UsageOut
+from .protocol import CatalogList, CostOut, JobList, JobOut, JobRequest, UsageList, UsageOut
 
 __all__ = ["router"]
 
@@ -49,6 +49,18 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
                          webhook_events=tuple(body.webhook_events))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _out(request, job)
+
+
+@router.post("/v1/cost", response_model=CostOut, dependencies=_KEY_FIRST)
+async def quote_job(body: JobRequest, request: Request) -> CostOut:
+    """What a job would cost, checked as ``POST /v1/jobs`` checks it (defaults, ranges, your
+    per-request limits: the same 400s), without queuing it or charging anything."""
+    owner = owner_of(request)
+    service = service_of(request)
+    params = to_params(body, service.catalog.get(body.model), settings_of(request).max_image_pixels)
+    _, cost = service.check(params, owner)
+    key = service.keys.get(owner) if owner is not None else None
+    return CostOut(cost=cost, compute_left=key.compute_left if key is not None else None)
 
 
 @router.get("/v1/jobs", response_model=JobList, dependencies=_KEY_FIRST)
