@@ -57,3 +57,9 @@ def test_a_returning_key_starts_level_instead_of_with_saved_up_turns():
     # An owner whose queue ran empty is forgotten: its history does not outlive its backlog.
     _, after = _serve([Waiting("x", "A", 0, 1, cost=10.0), Waiting("y", "B", 0, 2, cost=1.0)], {"A": 5.0, "C": 1.0}, 1)
     assert "C" not in after
+
+
+def test_jobs_without_a_price_still_take_turns():
+    # Jobs queued before costs existed are priced 0: they go round-robin, as before.
+    waiting = [Waiting(f"a{i}", "A", 0, i, cost=0.0) for i in range(3)] + [Waiting("b0", "B", 0, 10, cost=0.0)]
+    assert fair_order(waiting, {}) == ["a0", "b0", "a1", "a2"]

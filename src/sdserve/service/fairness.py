@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 __all__ = ["Waiting", "fair_order", "record_served"]
 
+# The least a start counts: jobs priced 0 (queued before costs existed) still take turns.
+_MIN_COST = 1e-3
+
 
 @dataclass(frozen=True)
 class Waiting:
@@ -59,7 +62,7 @@ def fair_order(waiting: Iterable[Waiting], served: Mapping[str | None, float]) -
         line = lines[owner]
         job = line.popleft()
         order.append(job.id)
-        level[owner] += max(job.cost, 0.0)
+        level[owner] += max(job.cost, _MIN_COST)
         if not line:
             del lines[owner]
     return order
@@ -74,6 +77,6 @@ def record_served(served: Mapping[str | None, float], waiting: Iterable[Waiting]
     """
     waiting = list(waiting)
     level = _start([w.owner for w in waiting] + [started.owner], served)
-    level[started.owner] += max(started.cost, 0.0)
+    level[started.owner] += max(started.cost, _MIN_COST)
     keep = {w.owner for w in waiting if w.id != started.id} | {started.owner}
     return {o: v for o, v in level.items() if o in keep}
