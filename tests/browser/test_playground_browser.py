@@ -298,7 +298,7 @@ def test_copy_as_curl_gives_the_same_pixels_in_every_dialect(server: str, tmp_pa
         assert browser_errors(d) == []
 
 
-def test_cost_shows_before_sending_and_names_a_limit(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cost_shows_before_sending_and_names_a_limit(settings, engine, tmp_path):  # type: ignore[no-untyped-def]
     from sdserve.api.app import build_app
     from tests.jobs_support import make_service
 

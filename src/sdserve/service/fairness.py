@@ -68,7 +68,8 @@ def fair_order(waiting: Iterable[Waiting], served: Mapping[str | None, float]) -
     return order
 
 
-def record_served(served: Mapping[str | None, float], waiting: Iterable[Waiting], started: Waiting) -> dict[str | None, float]:
+def record_served(served: Mapping[str | None, float], waiting: Iterable[Waiting],
+                  started: Waiting) -> dict[str | None, float]:
     """``served`` after ``started`` (one of ``waiting``, the queue it was taken from) starts.
 
     Every waiting owner's level is fixed as ``fair_order`` computed it, its owner's grows by

@@ -163,13 +163,15 @@ class JobService:
         if webhook is not None:
             self.fetcher.precheck(webhook, "webhook")
         job = Job(id=new_job_id(), params=resolved, owner=owner, priority=priority, request=params.summary(),
-                  cost=cost, webhook=webhook, webhook_events=events, webhook_format=webhook_format, reply=dict(reply or {}))
+                  cost=cost, webhook=webhook, webhook_events=events, webhook_format=webhook_format,
+                  reply=dict(reply or {}))
         self.store.add(job, self.max_queue, retry_after=max(1.0, self._worker.run_ema_s))
         self._worker.wake.set()
         self._hub.notify("submitted", job)
         return job
 
-    def check(self, params: GenerationParams, owner: str | None = None, jobs: int = 1) -> tuple[GenerationParams, float]:
+    def check(self, params: GenerationParams, owner: str | None = None,
+              jobs: int = 1) -> tuple[GenerationParams, float]:
         """Resolve ``params`` (``prepare``), price them, and check the request (``jobs`` jobs
         like it, e.g. A1111's ``n_iter``) against the server's and the owner's key's
         per-request limits. Returns the resolved parameters and the cost of one job; raises
@@ -178,7 +180,7 @@ class JobService:
         resolved = self.engine.prepare(params)
         cost = job_cost(resolved, self.catalog.get(resolved.model).arch)
         limits = self.options.limits
-        key = self.keys.get(owner) if owner is not None and owner.startswith("key_") else None
+        key = self.keys.get(owner) if owner is not None else None  # static keys and open servers: none
         if key is not None:
             limits = limits.tighter(key.limits)
         check_limits(resolved, cost, limits, jobs)

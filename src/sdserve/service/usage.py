@@ -32,8 +32,8 @@ def _from_jobs(db: Database, owners: list[str | None] | None = None) -> dict[str
     with db.tx() as conn:
         rows = conn.execute(q_cost).all()
         images = {r.owner: int(r.images) for r in conn.execute(q_images)}
-    out = {r.owner: {"jobs": int(r.jobs), "compute_used": round(float(r.cost), 6), "images_used": images.get(r.owner, 0)}
-           for r in rows}
+    out = {r.owner: {"jobs": int(r.jobs), "compute_used": round(float(r.cost), 6),
+                     "images_used": images.get(r.owner, 0)} for r in rows}
     for owner, n in images.items():
         out.setdefault(owner, {"jobs": 0, "compute_used": 0.0, "images_used": n})
     return out if owners is None else {o: out.get(o, {"jobs": 0, "compute_used": 0.0, "images_used": 0})

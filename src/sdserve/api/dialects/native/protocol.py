@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ....engine.params import MAX_SEED
 
-__all__ = ["JobRequest", "JobOut", "UsageOut", "UsageList", "LimitsOut", "CostOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
+__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
+           "UsageOut", "UsageList", "LimitsOut", "CostOut"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:

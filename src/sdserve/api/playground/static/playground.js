@@ -307,7 +307,8 @@ async function quote() {
   quoting = new AbortController();
   try {
     // The prompt does not change the cost; an empty one would only be refused for itself.
-    const q = await api("/v1/cost", { method: "POST", body: { ...body, prompt: body.prompt || "x" }, signal: quoting.signal });
+    const quoted = { ...body, prompt: body.prompt || "x" };
+    const q = await api("/v1/cost", { method: "POST", body: quoted, signal: quoting.signal });
     const left = q.compute_left === null ? "" : ` (${q.compute_left} left)`;
     $("cost").textContent = `Cost: ${q.cost} compute units${left}`;
   } catch (e) {
