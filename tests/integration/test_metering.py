@@ -261,3 +261,38 @@ def test_cost_route_quotes_a_job_with_the_same_checks_and_queues_nothing(setting
         assert c.service.queue_length() == 0 and c.service.keys.authenticate(key).compute_used == 0
         # The page that shows it loads the element it writes to.
         assert 'id="cost"' in c.get("/").text and "/v1/cost" in c.get("/playground/static/playground.js").text
+
+
+def test_jobs_already_accepted_run_when_limits_or_credits_change(settings, engine, tmp_path):
+    """Limits and credits are checked when a job is accepted; tightening them later drops and
+    re-charges nothing that is already queued."""
+    from dataclasses import replace
+
+    from sqlalchemy import update
+
+    from sdserve.service.limits import RequestLimits
+    from sdserve.service.tables import api_keys
+
+    _, service = make_service(settings, engine, tmp_path)
+    rec, _ = service.keys.create("changes", compute_credits=2 * FAST_COST)
+    params = GenerationParams(**FAST)
+
+    async def scenario() -> list[Any]:
+        queued = [service.submit(params, rec.id) for _ in range(2)]
+        service.options = replace(service.options, limits=RequestLimits(max_steps=1))
+        with service.db.tx() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.id == rec.id).values(compute_credits=0.0))
+        await service.start()
+        try:
+            return [await service.wait(j, 120) for j in queued]
+        finally:
+            await service.stop()
+
+    assert [j.status for j in asyncio.run(scenario())] == ["succeeded", "succeeded"]
+    key = service.keys.get(rec.id)
+    assert key is not None and key.compute_used == pytest.approx(2 * FAST_COST)
+    from sdserve.errors import BadInput
+
+    with pytest.raises(BadInput) as e:  # new work meets the new limit
+        service.submit(params, rec.id)
+    assert e.value.field == "steps" and "limit of 1 steps" in e.value.message
