@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imports torch: at run time only inside build_engine
     from sdserve.engine.engine import Engine
 
 __all__ = ["build_catalog", "build_engine", "build_service", "build_database", "build_artifacts",
-           "build_fetcher", "service_options", "user_spec"]
+           "build_fetcher", "service_options", "request_limits", "user_spec"]
 
 
 def user_spec(m: UserModel) -> ModelSpec:
@@ -82,6 +82,15 @@ def build_fetcher(settings: Settings):  # type: ignore[no-untyped-def]
                                max_bytes=int(settings.fetch_max_mb * 1024 * 1024)))
 
 
+def request_limits(settings: Settings):  # type: ignore[no-untyped-def]
+    """The server's per-request limits, as the job service takes them."""
+    from sdserve.service.limits import RequestLimits
+
+    s = settings
+    return RequestLimits(max_steps=s.request_max_steps, max_side=s.request_max_side, max_pixels=s.request_max_pixels,
+                         max_images=s.request_max_images, max_cost=s.request_max_cost)
+
+
 def service_options(settings: Settings):  # type: ignore[no-untyped-def]
     from sdserve.api.dialects.a1111.samplers import a1111_label
     from sdserve.service.service import ServiceOptions
@@ -93,6 +102,7 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         retention_s=settings.output_retention_hours * 3600 or None, url_ttl_s=settings.output_url_ttl_s,
         public_url=settings.public_url or f"http://{host}:{settings.port}",
         batch_wait_s=settings.batch_wait_ms / 1000, max_image_pixels=settings.max_image_pixels,
+        limits=request_limits(settings),
         lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
         sampler_label=a1111_label,

@@ -90,6 +90,19 @@ class Settings(BaseSettings):
         4096 * 4096, gt=0, description="Largest decoded input image, in pixels; checked before decoding."
     )
     max_queue: int = Field(256, ge=1, description="Most jobs waiting at once; more get 503 with Retry-After.")
+    # -- per-request limits (docs/jobs.md, "Limits"); a key's own limits narrow these --
+    request_max_steps: int | None = Field(
+        200, ge=1, description="Most denoising steps one request may ask for (unset: only the engine's 1-200).")
+    request_max_side: int | None = Field(
+        4096, ge=64, description="Largest width or height of a requested image, in pixels.")
+    request_max_pixels: int | None = Field(
+        4096 * 4096, ge=4096, description="Largest width x height of a requested image.")
+    request_max_images: int | None = Field(
+        1600, ge=1, description="Most images one request may ask for, over all its batches (A1111: batch_size x "
+        "n_iter, at most 16 x 100).")
+    request_max_cost: float | None = Field(
+        None, gt=0, description="Most compute units one request may cost (one unit: one SD 1.5 UNet evaluation "
+        "at 512x512; see docs/jobs.md). Unset: no limit.")
     models: list[UserModel] = Field(default_factory=list, description="Models added in the config file.")
     default_model: str = Field(
         "@cf/runwayml/stable-diffusion-v1-5-img2img",

@@ -296,3 +296,22 @@ def test_copy_as_curl_gives_the_same_pixels_in_every_dialect(server: str, tmp_pa
         check_curls(d, card2, server, tmp_path / "inpaint")
         screenshot(d, "curl")
         assert browser_errors(d) == []
+
+
+def test_cost_shows_before_sending_and_names_a_limit(settings, engine, tmp_path):  # type: ignore[no-untyped-def]
+    from sdserve.api.app import build_app
+    from tests.jobs_support import make_service
+
+    s, service = make_service(settings, engine, tmp_path, request_max_steps=30)  # limits live in the service
+    with live_server(build_app(s, service)) as base, chrome() as d:
+        open_page(d, base)
+        cost = d.find_element(By.ID, "cost")
+        # The model's defaults (demo: 256x256, 20 steps, CFG on): 20 x 2 x 0.25 = 10 units.
+        wait_for(d, lambda d: cost.text.startswith("Cost: "), 30, "the cost of the defaults")
+        set_value(d, "width", 512)
+        set_value(d, "height", 512)
+        wait_for(d, lambda d: cost.text == "Cost: 40 compute units", 30, "the cost at 512x512")
+        set_value(d, "steps", 31)
+        wait_for(d, lambda d: "steps" in cost.text and "limit of 30" in cost.text, 30, "the limit")
+        assert d.execute_script("return window.__posts.length") == 0  # nothing was sent for generation
+        assert browser_errors(d) == [] or all("400" in e["message"] for e in browser_errors(d))

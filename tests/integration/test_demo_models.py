@@ -58,7 +58,7 @@ def test_test_models_keep_attention_at_full_resolution(tiny_dir: Path) -> None:
 
 
 def test_serve_demo_writes_the_demo_architecture_and_replaces_an_older_demo_model(tmp_path: Path) -> None:
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
     from sdserve.config import Settings
     from sdserve.engine.params import GenerationParams
 

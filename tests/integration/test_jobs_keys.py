@@ -113,10 +113,11 @@ def test_rate_limiter_refills_over_time():
     import pytest
 
     from sdserve.errors import RateLimited
+    from sdserve.service.db import Database
     from sdserve.service.ratelimit import RateLimiter
 
     now = [1000.0]
-    limiter = RateLimiter(clock=lambda: now[0])
+    limiter = RateLimiter(Database.memory(), clock=lambda: now[0])
     for _ in range(3):
         limiter.check("k", 3)
     with pytest.raises(RateLimited) as e:

@@ -38,7 +38,7 @@ CF_TOKEN = "cf-token"  # the server is open: any bearer token passes, as the exa
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Settings and engine of a fresh `serve --demo` data dir (demo models written on first use)."""
-    from sdserve.cli.build import build_engine
+    from sdserve.compose import build_engine
     from sdserve.config import Settings
 
     settings = Settings(demo=True, data_dir=tmp_path_factory.mktemp("seed-demo"), device="cpu", dtype="float32",

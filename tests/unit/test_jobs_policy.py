@@ -22,9 +22,10 @@ def test_one_owners_backlog_does_not_starve_another():
     assert len(order) == 101
 
 
-def test_owner_served_last_goes_behind_the_others():
+def test_owner_served_most_goes_behind_the_others():
     waiting = [_w("a0", "A", 1), _w("b0", "B", 2), _w("c0", None, 3)]
-    assert fair_order(waiting, {"A": 7, "B": 3}) == ["c0", "b0", "a0"]
+    # C is new to the queue: it starts level with the least served (B), the older first.
+    assert fair_order(waiting, {"A": 7, "B": 3}) == ["b0", "c0", "a0"]
 
 
 def test_priority_orders_only_within_an_owner():

@@ -80,6 +80,11 @@ class Metrics:
         # How well cross-request batching works: 1 everywhere means no job had company.
         self.batch = Histogram("sdserve_job_batch_images", "Images in the denoising loop each job ran in.",
                                ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        # Compute by key (engine.cost): what each key asked of the device, and what it got.
+        self.cost_accepted = Counter("sdserve_compute_units_accepted", "Compute units of the jobs accepted, by key "
+                                     "(key id; 'open' without keys).", ["key"], registry=r)
+        self.cost_served = Counter("sdserve_compute_units_served", "Compute units of the jobs that succeeded, by key.",
+                                   ["key"], registry=r)
         r.register(_Live(service))
         # Process memory and CPU: on CPU-only machines this is the device memory.
         ProcessCollector(registry=r)
@@ -87,8 +92,10 @@ class Metrics:
 
     def on_job(self, kind: str, job: Job) -> None:
         model = job.params.model
+        key = job.owner or "open"
         if kind == "submitted":
             self.submitted.labels(model).inc()
+            self.cost_accepted.labels(key).inc(job.cost)
         elif kind == "started" and job.started_at is not None:
             self.wait.labels(model).observe(max(0.0, job.started_at - job.created_at))
             if job.batch_images:
@@ -99,6 +106,7 @@ class Metrics:
                 self.run.labels(model).observe(max(0.0, job.finished_at - job.started_at))
             if job.status == "succeeded":
                 self.images.labels(model).inc(len(job.outputs))
+                self.cost_served.labels(key).inc(job.cost)
             elif job.status == "failed" and job.error is not None:
                 self.errors.labels(job.error.kind).inc()
 

@@ -77,7 +77,9 @@ class Job:
     webhook: str | None = None
     webhook_events: tuple[str, ...] = ("completed",)
     cancel_requested: bool = False
-    credits: int = 0
+    credits: int = 0  # images charged to the owner's key
+    # Compute units (engine.cost), priced at submit and charged to the owner's key with it.
+    cost: float = 0.0
     # The latest live preview (PNG) while running; A1111's /progress shows it.
     preview: bytes | None = None
     # The engine's notes on how it read the request (e.g. a prompt cut to the encoder's length).
@@ -142,6 +144,7 @@ def job_view(job: Job, output_url: Callable[[Output], str], queue_position: int 
         "progress": {"step": job.step, "total": job.total_steps} if job.status == "running" else None,
         "attempts": job.attempts,
         "priority": job.priority,
+        "cost": job.cost,
         "params": job.params.summary(),
         "seeds": job.seeds,
         "outputs": [

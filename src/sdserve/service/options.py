@@ -16,6 +16,7 @@ from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
 from ..errors import SdserveError
 from .jobs import Job
+from .limits import RequestLimits
 from .webhooks import WebhookPolicy
 
 __all__ = ["GenerationEngine", "ServiceOptions", "Observer", "WebhookFormat"]
@@ -77,6 +78,8 @@ class ServiceOptions:
     # composition root passes the A1111 dialect's labels, which A1111-family tools read;
     # the service itself knows only the engine's names.
     sampler_label: Callable[[str], str] = str
+    # What one request may ask for (a key's own limits narrow these).
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

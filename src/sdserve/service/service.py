@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..engine.catalog import Catalog
+from ..engine.cost import job_cost
 from ..engine.params import GenerationParams
 from ..errors import BadInput, Canceled, NotFound
 from .artifacts import ArtifactStore, MemoryArtifacts
@@ -28,11 +29,13 @@ from .fetch import Fetcher
 from .housekeeping import Housekeeping
 from .jobs import WEBHOOK_EVENTS, Job, Output, new_job_id
 from .keys import KeyStore
+from .limits import check_limits
 from .options import GenerationEngine, Observer, ServiceOptions, WebhookFormat
 from .outcomes import OUTPUTS_PATH, Outcomes, Waiters
 from .ratelimit import RateLimiter
 from .recording import Recorder
 from .store import JobStore
+from .usage import all_usage, owner_usage
 from .webhooks import WebhookSender, signing_secret
 from .worker import BatchWorker
 
@@ -54,7 +57,7 @@ class JobService:
         self.db = db or Database.memory()
         self.store = JobStore(self.db)
         self.keys = KeyStore(self.db)
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(self.db)
         self.artifacts = artifacts = artifacts or MemoryArtifacts()
         self.fetcher = fetcher or Fetcher()
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,7 +123,7 @@ class JobService:
         """
         if webhook_format is not None and webhook_format not in self._recorder.formats:
             raise ValueError(f"webhook format {webhook_format!r} is not registered")
-        resolved = self.engine.prepare(params, self.options.max_image_pixels)
+        resolved, cost = self.check(params, owner)
         events = tuple(dict.fromkeys(webhook_events))
         bad = [e for e in events if e not in WEBHOOK_EVENTS]
         if bad:
@@ -128,11 +131,28 @@ class JobService:
         if webhook is not None:
             self.fetcher.precheck(webhook, "webhook")
         job = Job(id=new_job_id(), params=resolved, owner=owner, priority=priority, request=params.summary(),
-                  webhook=webhook, webhook_events=events, webhook_format=webhook_format, reply=dict(reply or {}))
+                  cost=cost, webhook=webhook, webhook_events=events, webhook_format=webhook_format,
+                  reply=dict(reply or {}))
         self.store.add(job, self.max_queue, retry_after=max(1.0, self._worker.run_ema_s))
         self._worker.wake.set()
         self._hub.notify("submitted", job)
         return job
+
+    def check(self, params: GenerationParams, owner: str | None = None,
+              jobs: int = 1) -> tuple[GenerationParams, float]:
+        """Resolve ``params`` (``prepare``), price them, and check the request (``jobs`` jobs
+        like it, e.g. A1111's ``n_iter``) against the server's and the owner's key's
+        per-request limits. Returns the resolved parameters and the cost of one job; raises
+        BadInput naming the field and the limit. Every submit passes here, so every dialect
+        refuses the same way, before anything is queued."""
+        resolved = self.engine.prepare(params, self.options.max_image_pixels)
+        cost = job_cost(resolved, self.catalog.get(resolved.model).arch)
+        limits = self.options.limits
+        key = self.keys.get(owner) if owner is not None else None  # static keys and open servers: none
+        if key is not None:
+            limits = limits.tighter(key.limits)
+        check_limits(resolved, cost, limits, jobs)
+        return resolved, cost
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job, with live progress if it is running here. Another key's job answers
@@ -223,6 +243,14 @@ class JobService:
         if any(o.data is None for o in job.outputs):  # ended in another process: read the store
             job.outputs = [replace(o, data=await asyncio.to_thread(self.artifacts.get, o.key)) for o in job.outputs]
         return job
+
+    def usage(self, owner: str | None) -> dict[str, Any]:
+        """What ``owner`` has spent (images, compute units), its credits left and its limits."""
+        return owner_usage(self.db, self.keys, owner, self.options.limits)
+
+    def usage_all(self) -> builtins.list[dict[str, Any]]:
+        """Every key's usage (the operator's view)."""
+        return all_usage(self.db, self.keys, self.options.limits)
 
     def running(self) -> Job | None:
         """The job started last (one of the batch on the engine now; the previous batch may

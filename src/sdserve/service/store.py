@@ -52,7 +52,7 @@ def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
         error=error_from_json(row.error) if row.error else None, device=row.device or "", dtype=row.dtype or "",
         priority=row.priority, attempts=row.attempts, request=json.loads(row.request), webhook=row.webhook,
         webhook_events=tuple(e for e in (row.webhook_events or "").split(",") if e),
-        cancel_requested=bool(row.cancel_requested), credits=row.credits,
+        cancel_requested=bool(row.cancel_requested), credits=row.credits, cost=row.cost,
         warnings=json.loads(row.warnings) if row.warnings else [],
         reply=json.loads(row.reply) if row.reply else {}, webhook_format=row.webhook_format,
         step=row.progress_step or 0, total_steps=row.progress_total or 0, preview=row.preview,
@@ -75,11 +75,11 @@ class JobStore:
             waiting = conn.execute(select(func.count()).select_from(jobs).where(jobs.c.status == "queued")).scalar_one()
             if waiting >= max_queue:
                 raise QueueFull(f"the queue is full ({waiting} jobs waiting); retry shortly", retry_after=retry_after)
-            job.credits = charge(conn, job.owner, p.n)
+            job.credits = charge(conn, job.owner, p.n, job.cost)
             conn.execute(insert(jobs).values(
                 id=job.id, owner=job.owner, status="queued", priority=job.priority, model=p.model,
                 request=json.dumps(job.request), params=p.model_dump_json(exclude={"inputs"}),
-                created_at=job.created_at, attempts=0, credits=job.credits, webhook=job.webhook,
+                created_at=job.created_at, attempts=0, credits=job.credits, cost=job.cost, webhook=job.webhook,
                 webhook_events=",".join(job.webhook_events), webhook_format=job.webhook_format,
                 reply=json.dumps(job.reply) if job.reply else None,
             ))
@@ -124,9 +124,9 @@ class JobStore:
     def waiting(self) -> list[Waiting]:
         """Every queued job, as much as the fairness policy needs to order them."""
         with self.db.tx() as conn:
-            rows = conn.execute(select(jobs.c.id, jobs.c.owner, jobs.c.priority, jobs.c.seq)
+            rows = conn.execute(select(jobs.c.id, jobs.c.owner, jobs.c.priority, jobs.c.seq, jobs.c.cost)
                                 .where(jobs.c.status == "queued")).all()
-        return [Waiting(r.id, r.owner, r.priority, r.seq) for r in rows]
+        return [Waiting(r.id, r.owner, r.priority, r.seq, r.cost) for r in rows]
 
     def params_of(self, job_ids: list[str]) -> dict[str, GenerationParams]:
         """The resolved parameters (without images) of queued jobs, in ``job_ids`` order."""
@@ -218,7 +218,7 @@ class JobStore:
                     key=o.key, size=o.size, created_at=job.finished_at, expires_at=o.expires_at, removed=False,
                 ) for o in job.outputs])
             if job.status != "succeeded":
-                refund(conn, job.owner, job.credits)
+                refund(conn, job.owner, job.credits, job.cost)
             if _has_inputs(job.params):
                 conn.execute(delete(job_inputs).where(job_inputs.c.job_id == job.id))
             for d in deliveries:

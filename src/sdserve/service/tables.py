@@ -23,7 +23,7 @@ from sqlalchemy import (
     false,
 )
 
-__all__ = ["metadata", "jobs", "job_inputs", "outputs", "api_keys", "webhook_deliveries", "meta"]
+__all__ = ["metadata", "jobs", "job_inputs", "outputs", "api_keys", "rate_buckets", "webhook_deliveries", "meta"]
 
 metadata = MetaData()
 
@@ -61,6 +61,8 @@ jobs = Table(
     Column("progress_step", Integer, nullable=True),
     Column("progress_total", Integer, nullable=True),
     Column("preview", LargeBinary, nullable=True),
+    # Compute units (engine.cost), priced at submit: credits, limits and fairness use it.
+    Column("cost", Float, nullable=False, server_default="0"),
 )
 Index("ix_jobs_status_owner", jobs.c.status, jobs.c.owner)
 
@@ -102,7 +104,20 @@ api_keys = Table(
     Column("revoked_at", Float, nullable=True),
     Column("rate_limit", Integer, nullable=True),  # requests per minute
     Column("credits", Integer, nullable=True),  # images allowed in total
-    Column("credits_used", Integer, nullable=False, server_default="0"),
+    Column("credits_used", Integer, nullable=False, server_default="0"),  # images charged (with or without a quota)
+    Column("compute_credits", Float, nullable=True),  # compute units allowed in total
+    Column("compute_used", Float, nullable=False, server_default="0"),  # compute units charged
+    Column("limits", Text, nullable=True),  # JSON: this key's per-request limits (service.limits)
+)
+
+# Token buckets of the per-key rate limits, in the database so that every server sharing it
+# enforces one limit per key (service.ratelimit).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # Unix seconds: servers share wall clocks, not monotonic ones
 )
 
 webhook_deliveries = Table(

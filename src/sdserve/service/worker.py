@@ -1,7 +1,8 @@
 """The batch worker: claims queued jobs, runs them on the engine, records each outcome.
 
 Each of ``ServiceOptions.workers`` asyncio tasks runs ``BatchWorker.run`` over the shared
-state here: it claims the next job in fair order (round-robin between owners) together with
+state here: it claims the next job in fair order (owners share the device by the compute
+they were served, see ``fairness.py``) together with
 queued jobs that can share its denoising loop, runs the blocking loop in a thread so the
 event loop keeps answering HTTP, stores the outputs and records each job's end. A heartbeat
 renews the running jobs' leases (and, on a shared database, writes their progress), and
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +22,7 @@ from ..engine.params import BatchItem, GenerationResult, StepInfo, batch_key
 from ..errors import Canceled, GenerationFailed, Interrupted, SdserveError
 from .artifacts import ArtifactStore
 from .events import EventHub, data_uri
-from .fairness import fair_order
+from .fairness import Waiting, fair_order, record_served
 from .jobs import Job
 from .options import GenerationEngine, ServiceOptions
 from .outcomes import Outcomes
@@ -50,8 +50,7 @@ class BatchWorker:
         self.outcomes = outcomes  # tells waiters, streams and observers a job ended
         self.running: dict[str, Job] = {}
         self.canceled = outcomes.canceled  # to stop at the next step and end as canceled
-        self.served: dict[str | None, int] = {}  # owner -> when a job of theirs last started
-        self._serve_order = itertools.count()
+        self.served: dict[str | None, float] = {}  # owner -> compute units started while it had work waiting
         self.stopping = False
         self.wake = asyncio.Event()
         self.run_ema_s = 5.0  # how long a batch takes (QueueFull's Retry-After)
@@ -103,7 +102,6 @@ class BatchWorker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.options.poll_s)
             return concluding
-        self.served[first.owner] = next(self._serve_order)
         batch = [first]
         try:
             if self.options.batch_wait_s and (self._last_batch_size > 1
@@ -114,8 +112,6 @@ class BatchWorker:
             batch += await asyncio.to_thread(self._claim_companions, first)
         except Exception:  # noqa: BLE001 - batching is an optimisation: run the first job alone
             log.exception("could not gather a batch for job %s", first.id)
-        for job in batch[1:]:
-            self.served[job.owner] = next(self._serve_order)
         self._last_batch_size = len(batch)
         try:
             results, heartbeat = await self._run_batch(batch)
@@ -131,9 +127,18 @@ class BatchWorker:
 
     # -- claiming -------------------------------------------------------------------------
 
+    def _claim(self, w: Waiting, waiting: list[Waiting]) -> Job | None:
+        """Claim one queued job; if it is ours, count its cost as served to its owner."""
+        job = self.store.claim(w.id, self.options.worker_id)
+        if job is not None:
+            self.served = record_served(self.served, waiting, w)
+        return job
+
     def _claim_next(self) -> Job | None:
-        for job_id in self.line():
-            job = self.store.claim(job_id, self.options.worker_id)
+        waiting = self.store.waiting()
+        by_id = {w.id: w for w in waiting}
+        for job_id in fair_order(waiting, self.served):
+            job = self._claim(by_id[job_id], waiting)
             if job is not None:  # else another worker took it first: try the next in line
                 return job
         return None
@@ -147,11 +152,13 @@ class BatchWorker:
         if room <= 0:
             return []
         key = batch_key(p)
-        order = self.line()[:64]
+        waiting = self.store.waiting()
+        by_id = {w.id: w for w in waiting}
+        order = fair_order(waiting, self.served)[:64]
         companions = []
         for job_id, params in self.store.params_of(order).items():
             if params.n <= room and batch_key(params) == key:
-                job = self.store.claim(job_id, self.options.worker_id)
+                job = self._claim(by_id[job_id], waiting)
                 if job is not None:
                     companions.append(job)
                     room -= params.n

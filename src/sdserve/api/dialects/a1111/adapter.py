@@ -53,7 +53,7 @@ __all__ = [
 SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
-                 "image": "init_images[0]"}
+                 "image": "init_images[0]", "n": "batch_size"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 

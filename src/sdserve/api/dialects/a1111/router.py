@@ -93,6 +93,10 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
         else output_format(st.options.get("samples_format", "png"))
     plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
     previews = (req.override_settings or {}).get("live_previews_enable", st.options["live_previews_enable"])
+    try:  # the per-request limits count all n_iter batches: refuse before the first is queued
+        service.check(plan.params, owner, jobs=plan.n_iter)
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
     batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner, previews=bool(previews))
     st.batches.append(batch)
     images: list[bytes] = []

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sdserve.engine.params import MAX_SEED
 
-__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList"]
+__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
+           "UsageOut", "UsageList", "LimitsOut", "CostOut"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
@@ -77,6 +78,8 @@ class JobOut(BaseModel):
     progress: ProgressOut | None
     attempts: int
     priority: int
+    cost: float = Field(description="Compute units (one: an SD 1.5 UNet evaluation at 512x512), priced when the job "
+                        "was accepted; what compute credits are charged. See docs/jobs.md.")
     params: dict[str, Any] = Field(description="The parameters that ran (defaults filled in), without images.")
     seeds: list[int]
     outputs: list[OutputOut]
@@ -88,6 +91,44 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     data: list[JobOut]
+
+
+class LimitsOut(BaseModel):
+    """Per-request limits that apply to the caller (null: no limit)."""
+
+    max_steps: int | None
+    max_side: int | None
+    max_pixels: int | None
+    max_images: int | None
+    max_cost: float | None
+
+
+class UsageOut(BaseModel):
+    """What a key has spent and has left. Credits are charged when a job is accepted and
+    given back when it fails or is canceled; null credits: no quota."""
+
+    key: str | None = Field(description="The key's id (key_...), static-... for a config key, null on an open server.")
+    name: str | None
+    images_used: int
+    image_credits: int | None
+    images_left: int | None
+    compute_used: float = Field(description="Compute units charged (see docs/jobs.md, 'Cost').")
+    compute_credits: float | None
+    compute_left: float | None
+    rate_limit: int | None = Field(description="Requests per minute, over every server sharing the database.")
+    limits: LimitsOut
+    active: bool
+
+
+class UsageList(BaseModel):
+    data: list[UsageOut]
+
+
+class CostOut(BaseModel):
+    """What a job would cost; the request passed every check a submit makes before queuing."""
+
+    cost: float = Field(description="Compute units the job would be charged (see docs/jobs.md, 'Cost').")
+    compute_left: float | None = Field(description="Your compute credits left (null: no quota).")
 
 
 class ModelDefaults(BaseModel):

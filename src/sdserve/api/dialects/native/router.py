@@ -8,13 +8,13 @@ from functools import partial
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from sdserve.errors import BadInput
+from sdserve.errors import BadInput, NotFound
 from sdserve.service.jobs import Job
 from sdserve.service.service import OUTPUTS_PATH
 from sdserve.api.deps import owner_of, require_key, service_of, settings_of
 from sdserve.api.responses import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
-from .protocol import CatalogList, JobList, JobOut, JobRequest
+from .protocol import CatalogList, CostOut, JobList, JobOut, JobRequest, UsageList, UsageOut
 
 __all__ = ["router"]
 
@@ -49,6 +49,18 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
                          webhook_events=tuple(body.webhook_events))
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _out(request, job)
+
+
+@router.post("/v1/cost", response_model=CostOut, dependencies=_KEY_FIRST)
+async def quote_job(body: JobRequest, request: Request) -> CostOut:
+    """What a job would cost, checked as ``POST /v1/jobs`` checks it (defaults, ranges, your
+    per-request limits: the same 400s), without queuing it or charging anything."""
+    owner = owner_of(request)
+    service = service_of(request)
+    params = to_params(body, service.catalog.get(body.model))
+    _, cost = service.check(params, owner)
+    key = service.keys.get(owner) if owner is not None else None
+    return CostOut(cost=cost, compute_left=key.compute_left if key is not None else None)
 
 
 @router.get("/v1/jobs", response_model=JobList, dependencies=_KEY_FIRST)
@@ -93,6 +105,23 @@ async def get_output(token: str, request: Request) -> Response:
     out, data = await service_of(request).output_bytes(token)
     return Response(content=data, media_type=out.content_type,
                     headers={"Cache-Control": "private, max-age=3600", "X-Sdserve-Seed": str(out.seed)})
+
+
+@router.get("/v1/usage", response_model=UsageOut, dependencies=_KEY_FIRST)
+async def get_usage(request: Request) -> UsageOut:
+    """Your spend (images and compute units), credits left, rate limit and per-request limits."""
+    return UsageOut.model_validate(service_of(request).usage(owner_of(request)))
+
+
+@router.get("/v1/usage/keys", response_model=UsageList, dependencies=_KEY_FIRST)
+async def list_usage(request: Request) -> UsageList:
+    """Every key's usage: for the server's operator (a key from the ``api_keys`` setting, or
+    anyone on an open server). Other keys get 404, as for a route they cannot see."""
+    owner = owner_of(request)
+    if owner is not None and not owner.startswith("static-"):
+        raise NotFound("the usage of every key is for the server's operator (a key from the api_keys setting); "
+                       "GET /v1/usage shows your own")
+    return UsageList(data=[UsageOut.model_validate(u) for u in service_of(request).usage_all()])
 
 
 @router.get("/v1/catalog", response_model=CatalogList)

@@ -192,6 +192,7 @@ function describeModel() {
   const tasks = m.tasks.map((t) => ({ txt2img: "text to image", img2img: "image to image", inpaint: "inpaint" }[t]));
   $("model-info").textContent = `${m.id}: ${m.description} Does ${tasks.join(", ")}. Defaults: ${d.width}×${d.height}, ` +
     `${d.steps} steps, guidance ${d.guidance}, ${d.scheduler}.` + (m.available ? "" : " Weights missing: run `sdserve pull`.");
+  quoteSoon();  // the defaults just changed the fields without an input event
 }
 
 for (const radio of document.querySelectorAll('input[name="task"]')) radio.addEventListener("change", onTaskChange);
@@ -287,6 +288,42 @@ function requestBody() {
   }
   return { body, inputs };
 }
+
+// -- cost before sending: POST /v1/cost checks the request as a submit would, queues nothing --
+
+let quoting = null;  // the AbortController of the quote in flight
+let quoteTimer = 0;
+
+async function quote() {
+  if (quoting) quoting.abort();
+  let body;
+  try {
+    ({ body } = requestBody());
+  } catch {
+    $("cost").textContent = "";  // not complete yet (no input image, no mask)
+    return;
+  }
+  if (!body.model) return;
+  quoting = new AbortController();
+  try {
+    // The prompt does not change the cost; an empty one would only be refused for itself.
+    const quoted = { ...body, prompt: body.prompt || "x" };
+    const q = await api("/v1/cost", { method: "POST", body: quoted, signal: quoting.signal });
+    const left = q.compute_left === null ? "" : ` (${q.compute_left} left)`;
+    $("cost").textContent = `Cost: ${q.cost} compute units${left}`;
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    $("cost").textContent = e.field ? `Not allowed: ${e.field}: ${e.message}` : `Cost unknown: ${e.message}`;
+  }
+}
+
+function quoteSoon() {
+  clearTimeout(quoteTimer);
+  quoteTimer = setTimeout(quote, 250);
+}
+
+$("gen-form").addEventListener("input", quoteSoon);
+$("gen-form").addEventListener("change", quoteSoon);
 
 function reportError(e) {
   const field = e.field && FIELD_INPUTS[e.field] ? e.field : null;
