@@ -3,11 +3,20 @@ through /sdapi/v1/txt2img on the tiny SD 1.5, and the response names it as A1111
 
 from __future__ import annotations
 
+import base64
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from sdserve.api.dialects.a1111.samplers import LABELS, SAMPLERS
 
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
+
+
+def _px(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")).astype(int)
 
 
 def _txt2img(client, **body):  # type: ignore[no-untyped-def]
@@ -63,3 +72,12 @@ def test_refusals_name_the_field_and_the_alternatives(client, body, field: str, 
     assert r.status_code == 400
     text = r.text
     assert field in text and named in text
+
+
+@pytest.mark.parametrize("sampler", ["DPM++ SDE", "DPM++ 3M SDE"])
+def test_stochastic_samplers_repeat_with_the_seed(client, sampler: str) -> None:  # type: ignore[no-untyped-def]
+    # Their per-step noise comes from the image's own seeded generator: alone or in a batch.
+    alone = _px(_txt2img(client, sampler_name=sampler, seed=9).json()["images"][0])
+    first, second = (_px(i) for i in _txt2img(client, sampler_name=sampler, seed=9, batch_size=2).json()["images"])
+    assert np.abs(alone - first).max() <= 1  # batched float sums may round one level apart
+    assert np.abs(alone - second).max() > 8

@@ -47,8 +47,9 @@ _BASES: tuple[SchedulerEntry, ...] = (
                    "DPM-Solver++ 2M, stochastic variant with the Heun solver (k-diffusion solver_type='heun')"),
     SchedulerEntry("dpmpp_3m_sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
                    "DPM-Solver++ 3rd-order multistep, stochastic variant (k-diffusion sample_dpmpp_3m_sde)"),
-    SchedulerEntry("dpmpp_sde", "DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"},
-                   "DPM-Solver++ single-step (deterministic stand-in for A1111's DPM++ SDE)"),
+    SchedulerEntry("dpmpp_sde", "DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++"},
+                   "DPM-Solver++ single-step, stochastic (k-diffusion sample_dpmpp_sde's method; Gaussian noise "
+                   "per step where k-diffusion uses a Brownian tree)"),
     SchedulerEntry("dpm2", "KDPM2DiscreteScheduler", {}, "k-diffusion sample_dpm_2"),
     SchedulerEntry("dpm2_a", "KDPM2AncestralDiscreteScheduler", {}, "k-diffusion sample_dpm_2_ancestral"),
     SchedulerEntry("unipc", "UniPCMultistepScheduler", {}, "Zhao et al. 2023, UniPC (arXiv:2302.04867)"),
