@@ -115,7 +115,7 @@ def test_models_lists_the_demo_catalog(data_dir: Path, capsys) -> None:  # type:
     for spec in BUILTIN_MODELS:
         assert spec.id in out
     assert out.count("status: demo") == len(BUILTIN_MODELS)
-    assert "DPM++ 2M Karras" in out and "euler_trailing" in out
+    assert "DPM++ 2M SDE Karras" in out and "euler_trailing" in out and "Euler SGM Uniform" in out
 
 
 def _free_port() -> int:

@@ -145,7 +145,8 @@ def test_listings(api: webuiapi.WebUIApi, engine) -> None:  # type: ignore[no-un
     assert api.util_get_model_names() == sorted(s.id for s in engine.catalog)
     samplers = api.util_get_sampler_names()
     assert {"Euler", "Euler a", "DPM++ 2M", "DPM++ SDE", "DDIM", "LMS", "Heun", "LCM"} <= set(samplers)
-    assert api.util_get_scheduler_names() == ["automatic", "karras"]  # names; labels are capitalised
+    assert set(api.util_get_scheduler_names()) == {"automatic", "uniform", "karras", "exponential", "polyexponential",
+                                                   "sgm_uniform", "simple", "normal", "ddim", "beta"}  # A1111's names
     assert api.get_upscalers() == [] and api.get_scripts() == {"txt2img": [], "img2img": []}
 
 

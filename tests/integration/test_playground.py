@@ -91,7 +91,8 @@ def test_open_server_says_no_key_is_needed(client: TestClient) -> None:
     cfg = client.get("/playground/config").json()
     assert cfg["auth_required"] is False and cfg["demo"] is True and "DEMO MODE" in cfg["demo_warning"]
     labels = {s["name"]: s["a1111"] for s in cfg["schedulers"]}
-    assert labels["dpmpp_2m"] == "DPM++ 2M" and labels["euler_trailing"] is None
+    assert labels["dpmpp_2m_karras"] == "DPM++ 2M" and labels["euler_trailing"] == "Euler SGM Uniform"
+    assert labels["dpmpp_2m"] is None  # the model's own spacing: A1111 has no name for it
 
 
 def test_catalog_lists_tasks_and_defaults(client: TestClient) -> None:

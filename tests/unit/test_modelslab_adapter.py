@@ -167,8 +167,9 @@ def test_schedulers_by_diffusers_class_and_karras() -> None:
     assert resolve_scheduler("EulerAncestralDiscreteScheduler", False) == "euler_a"
     assert resolve_scheduler("UniPCMultistepScheduler", None) == "unipc"
     assert resolve_scheduler("ddim", None) == "ddim"
+    assert resolve_scheduler("UniPCMultistepScheduler", True) == "unipc_karras"  # diffusers has it
     with pytest.raises(BadInput) as e:
-        resolve_scheduler("UniPCMultistepScheduler", True)
+        resolve_scheduler("DDIMScheduler", True)
     assert e.value.field == "use_karras_sigmas"
     with pytest.raises(BadInput, match="valid: .*EulerDiscreteScheduler"):
         resolve_scheduler("Bogus", None)

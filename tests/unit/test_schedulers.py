@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdserve.engine.catalog import Catalog
-from sdserve.engine.schedulers import SCHEDULERS, get_scheduler, scheduler_names
+from sdserve.engine.schedulers import CLASS_SCHEDULES, SCHEDULERS, SCHEDULES, get_scheduler, scheduler_names
 from sdserve.errors import BadInput
 
 
@@ -63,3 +63,31 @@ def test_unknown_scheduler_is_bad_input_listing_the_valid_ones() -> None:
         get_scheduler("nope", field_name="sampler")
     assert e.value.field == "sampler"
 
+
+
+@pytest.mark.parametrize("cls", sorted(CLASS_SCHEDULES))
+def test_every_schedule_variant_changes_the_schedule(cls: str, sd15_scheduler_config: dict) -> None:
+    """diffusers' from_config drops options a class lacks with only a log line: each variant's
+    options must be the class's own, and each must give its own sigmas or timesteps."""
+    import inspect
+
+    import diffusers
+
+    from sdserve.engine.pipelines import make_scheduler
+
+    params = inspect.signature(getattr(diffusers, cls).__init__).parameters
+    config = {**sd15_scheduler_config, "timestep_spacing": "linspace"}  # so _linspace is the base's schedule
+    by_base: dict[str, dict[str, str]] = {}
+    for entry in (e for e in SCHEDULERS if e.cls == cls):
+        assert set(entry.overrides) <= set(params), f"{entry.name}: {set(entry.overrides) - set(params)}"
+        sched = make_scheduler(entry.name, config)
+        sched.set_timesteps(7)
+        sigmas = getattr(sched, "sigmas", None)
+        key = repr((sched.timesteps.tolist(), None if sigmas is None else sigmas.tolist()))
+        base, _, suffix = entry.name.rpartition("_")
+        if suffix not in SCHEDULES:
+            base = entry.name
+        if suffix != "linspace":
+            by_base.setdefault(base, {})[entry.name] = key
+    for base, keys in by_base.items():
+        assert len(set(keys.values())) == len(keys), f"{base}: some schedule options change nothing: {keys}"

@@ -121,7 +121,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         print("\nschedulers:")
         for e in SCHEDULERS:
-            print(f"  {e.name:22} {', '.join(a1111_labels(e)) or '-':22} {e.source}")
+            print(f"  {e.name:30} {', '.join(a1111_labels(e)) or '-':30} {e.source}")
     return 0
 
 

@@ -21,16 +21,15 @@ from PIL import Image
 from sdserve import __version__
 from sdserve.engine.catalog import Catalog, ModelSpec
 from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
-from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
+from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
 from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
 from .infotext import read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
-from .samplers import a1111_label, a1111_labels, lookup_a1111
+from .samplers import SAMPLERS, SCHEDULE_TYPES, a1111_label, resolve_a1111
 
 __all__ = [
-    "SCHEDULE_TYPES",
     "Plan",
     "resolve_sampler",
     "resolve_checkpoint",
@@ -48,9 +47,6 @@ __all__ = [
     "in_dialect_terms",
 ]
 
-# The A1111 1.9+ schedule types sdserve maps onto registry entries: Automatic is the
-# sampler's own entry, Karras its "<label> Karras" twin.
-SCHEDULE_TYPES = {"automatic": "Automatic", "karras": "Karras"}
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
                  "image": "init_images[0]", "n": "batch_size"}
@@ -62,22 +58,7 @@ def resolve_sampler(sampler_name: str | None, sampler_index: str | None, schedul
     """The registry entry for A1111's sampler (``sampler_name``, else the legacy
     ``sampler_index``, else Euler) and schedule type; BadInput listing valid names."""
     field = "sampler_name" if sampler_name else "sampler_index"
-    entry = lookup_a1111((sampler_name or sampler_index or "Euler").strip(), field)
-    kind = (scheduler or "automatic").strip().lower()
-    if kind == "automatic":
-        return entry
-    if kind not in SCHEDULE_TYPES:
-        raise BadInput("scheduler", f"unknown schedule type {scheduler!r}; valid: {', '.join(SCHEDULE_TYPES.values())}")
-    label = a1111_label(entry.name)
-    if label.lower().endswith(" karras"):
-        return entry
-    try:
-        return lookup_a1111(f"{label} Karras", "scheduler")
-    except BadInput:
-        karras = sorted(lbl.removesuffix(" Karras") for e in SCHEDULERS for lbl in a1111_labels(e)
-                        if lbl.endswith(" Karras"))
-        raise BadInput("scheduler", f"sampler {label!r} has no Karras schedule here; use 'Automatic', or a sampler "
-                                    f"with one: {', '.join(karras)}") from None
+    return resolve_a1111(sampler_name or sampler_index or "Euler", scheduler, field)
 
 
 def resolve_checkpoint(name: str, catalog: Catalog, field: str = "sd_model_checkpoint") -> ModelSpec:
@@ -310,14 +291,16 @@ def sd_model_item(spec: ModelSpec) -> dict[str, Any]:
 
 
 def sampler_items() -> list[dict[str, Any]]:
-    """A1111 1.9+ lists base samplers; "<name> Karras" is the same sampler with scheduler Karras."""
-    return [{"name": labels[0], "aliases": [e.name, *labels[1:]], "options": {}}
-            for e in SCHEDULERS if (labels := a1111_labels(e)) and not labels[0].endswith(" Karras")]
+    """A1111 1.10's samplers that run here (the rest are refused, see samplers.py), with
+    its aliases and its options' default schedule."""
+    return [{"name": s.label, "aliases": list(s.aliases), "options": {"scheduler": s.default} if s.default else {}}
+            for s in SAMPLERS if s.engine]
 
 
 def scheduler_items() -> list[dict[str, Any]]:
-    return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
-            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False}]
+    """A1111 1.10's schedule types that run here, in its shape."""
+    return [{"name": t.name, "label": t.label, "aliases": list(t.aliases) or None, "default_rho": t.default_rho,
+             "need_inner_model": t.need_inner_model} for t in SCHEDULE_TYPES if t.engine or t.name == "automatic"]
 
 
 def progress_body(

@@ -50,7 +50,8 @@ class _Common(BaseModel):
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str | None = Field(None, description="e.g. 'Euler a', 'DPM++ 2M' (GET /sdapi/v1/samplers).")
-    scheduler: str | None = Field(None, description="'Automatic' or 'Karras' (GET /sdapi/v1/schedulers).")
+    scheduler: str | None = Field(None, description="Schedule type: 'Automatic' (the sampler's default), 'Karras', "
+                                  "'Normal', ... (GET /sdapi/v1/schedulers).")
     batch_size: int = Field(1, ge=1, le=16, description="Images per batch (one job).")
     n_iter: int = Field(1, ge=1, le=100, description="Batches, run one after another; seeds continue.")
     steps: int = Field(50, ge=1, le=200)
