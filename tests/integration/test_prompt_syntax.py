@@ -35,6 +35,15 @@ def test_weights_and_break_change_the_conditioning(engine, model):
     assert not np.array_equal(plain, _image(engine, model, "(a cat in a garden:1.0)", syntax="plain"))
 
 
+@pytest.mark.parametrize("model", [SD15, SDXL])
+def test_long_weighted_prompts_make_a_real_image(engine, model):
+    # Many chunks with weights (the tiny tokenizer reads one token per character): every chunk's
+    # emphasis must stay finite, whatever the encoder's mean.
+    img = _image(engine, model, "a (cat in a hat, " + " ".join(f"word{i}" for i in range(120)),
+                 negative_prompt="[blurry], (low quality:1.4)")
+    assert img.std() > 5  # NaN latents decode to an all-black image
+
+
 def test_long_prompts_are_read_in_chunks_without_a_warning(engine):
     p = GenerationParams(model=SD15, prompt=LONG + ", and then a red moon", prompt_syntax="a1111", **BASE)
     res = engine.generate(p)

@@ -119,7 +119,15 @@ def _emphasis(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
     w = torch.tensor(weights, dtype=z.dtype, device=z.device).reshape(1, -1, 1)
     original = z.mean()
     z = z * w
-    return z * (original / z.mean())
+    new = z.mean()
+    # The rescale assumes a mean well away from zero, as SD's text encoders give. An encoder
+    # whose last layer norm centres every token (random-weight test models) has a mean of
+    # about 0 before and after: dividing one rounding error by another would flip the sign of
+    # the embeddings or make them infinite, so such a chunk keeps its weighted values.
+    floor = 1e-3 * float(z.abs().mean())
+    if abs(float(original)) > floor and abs(float(new)) > floor and float(original / new) > 0:
+        z = z * (original / new)
+    return z
 
 
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
