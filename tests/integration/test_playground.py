@@ -92,7 +92,9 @@ def test_open_server_says_no_key_is_needed(client: TestClient) -> None:
     assert cfg["auth_required"] is False and cfg["demo"] is True and "DEMO MODE" in cfg["demo_warning"]
     labels = {s["name"]: s["a1111"] for s in cfg["schedulers"]}
     assert labels["dpmpp_2m_karras"] == "DPM++ 2M" and labels["euler_trailing"] == "Euler SGM Uniform"
-    assert labels["dpmpp_2m"] is None  # the model's own spacing: A1111 has no name for it
+    # The model's own spacing has no A1111 label: the engine's name, which the A1111 dialect
+    # also takes, so "copy as curl" reproduces the image there too.
+    assert labels["dpmpp_2m"] == "dpmpp_2m"
 
 
 def test_catalog_lists_tasks_and_defaults(client: TestClient) -> None:

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from sdserve import __version__
 from sdserve.api.deps import settings_of
-from sdserve.api.dialects.a1111.samplers import LABELS
+from sdserve.api.dialects.a1111.samplers import a1111_label
 from sdserve.api.responses import PUBLIC
 from sdserve.engine.schedulers import SCHEDULERS
 
@@ -67,6 +67,8 @@ async def config(request: Request) -> dict[str, Any]:
         "demo": settings.demo,
         "demo_warning": DEMO_WARNING if settings.demo else None,
         "auth_required": not request.app.state.keys.open,
-        "schedulers": [{"name": s.name, "a1111": LABELS[s.name][0] if s.name in LABELS else None}
-                       for s in SCHEDULERS],
+        # A1111's label where it has one; else the engine's own name, which sdserve's A1111
+        # dialect also takes as sampler_name (a k-diffusion sampler on the model's own
+        # spacing, e.g. euler, has no A1111 label: "Euler" is Euler on uniform spacing there).
+        "schedulers": [{"name": s.name, "a1111": a1111_label(s.name)} for s in SCHEDULERS],
     }
