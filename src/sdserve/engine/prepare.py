@@ -28,7 +28,6 @@ MIN_SIDE, MAX_SIDE = 64, 4096
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # How each input role is decoded, and the field name a problem with it is reported under.
 _ROLE_FIELD = {"init": ("image", "RGB"), "mask": ("mask", "L")}
-_NEEDS = {"inpaint": "an image and a mask", "img2img": "an image", "txt2img": "no image"}
 
 
 def _check_text(field: str, text: str) -> None:
@@ -60,13 +59,11 @@ def _check_task(spec: ModelSpec, p: GenerationParams, task: Task) -> None:
         raise BadInput("image", f"task {task} needs an input image")
     if task == "inpaint" and p.mask_image is None:
         raise BadInput("mask", "inpainting needs a mask (white = repaint, black = keep)")
-    if task not in spec.tasks:
-        if spec.tasks == ("inpaint",):
-            raise BadInput("mask" if p.init_image is not None else "image",
-                           f"model {spec.id} is an inpainting model: send an image and a mask "
-                           "(white = repaint, black = keep)")
-        allowed = " or ".join(f"{t} ({_NEEDS[t]})" for t in spec.tasks)
-        raise BadInput("image" if task == "txt2img" else "mask", f"model {spec.id} does {allowed}, not {task}")
+    if spec.tasks == ("inpaint",) and task != "inpaint":
+        raise BadInput("mask" if p.init_image is not None else "image",
+                       f"model {spec.id} is an inpainting model: send an image and a mask "
+                       "(white = repaint, black = keep)")
+    spec.check_task(task)  # the model's own wording of what it does
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
