@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     preview_every: int = Field(5, ge=0, description="Attach a preview image to every k-th step event (0: never).")
     outputs_backend: Literal["local", "s3"] = Field("local", description="Where outputs are kept: 'local' or 's3'.")
     outputs_dir: Path | None = Field(None, description="Local output directory. Default: DATA_DIR/outputs.")
+    # -- add-on files (engine.addon_files): A1111's models/ layout --
+    models_dir: Path | None = Field(
+        None, description="Folder with A1111's layout of add-on files (Lora/, embeddings/, VAE/, ESRGAN/, "
+        "ControlNet/, Stable-diffusion/, ...). Default: DATA_DIR/models; an A1111 install's models folder works as is.",
+    )
+    model_dirs: dict[str, list[Path]] = Field(
+        default_factory=dict, description="Folders per add-on kind, replacing that kind's folders under models_dir "
+        "(kinds: checkpoint, lora, embedding, vae, upscaler, face_restorer, controlnet, ip_adapter), e.g. "
+        "{lora = ['/a1111/models/Lora']}.",
+    )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...); unset for AWS.")
     s3_bucket: str | None = Field(None, description="Bucket for outputs when outputs_backend is 's3'.")
     s3_prefix: str = Field("sdserve/", description="Key prefix for outputs in the bucket.")
@@ -217,6 +227,10 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def addon_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def demo_dir(self) -> Path:

@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
-from sdserve.compose import build_catalog, build_engine, build_service
+from sdserve.compose import build_addons, build_catalog, build_engine, build_service
 from ..config import Settings, load_settings
 from ..engine.params import BatchItem, GenerationParams, StepInfo
 from ..errors import SdserveError
@@ -85,7 +85,7 @@ class ApiServer:
 
         s = self.settings
         engine = RemoteEngine(build_catalog(s), self.models, preview_every=s.preview_every,
-                              max_batch_images=s.max_batch_images)
+                              max_batch_images=s.max_batch_images, addons=build_addons(s))
         engine.watch()
         service = build_service(s, engine, workers=s.ray_batches_in_flight, worker_id=_replica_id())
         app = build_app(s, service)

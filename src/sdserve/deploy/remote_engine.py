@@ -16,8 +16,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
 from ..engine.prepare import prepare
@@ -53,8 +55,11 @@ def _replica_lost(e: BaseException) -> bool:
 class RemoteEngine:
     """GenerationEngine over a Ray Serve ``DeploymentHandle`` to ``deploy.ray.ModelServer``."""
 
-    def __init__(self, catalog: Catalog, handle: Any, preview_every: int = 0, max_batch_images: int = 8) -> None:
+    def __init__(self, catalog: Catalog, handle: Any, preview_every: int = 0, max_batch_images: int = 8,
+                 addons: AddonFolders | None = None) -> None:
         self.catalog = catalog
+        # The API replica lists add-on files itself: its folders are the model replicas' (shared storage).
+        self.addons = addons or AddonFolders(Path("data/models"))
         self._handle = handle
         self._preview_every = preview_every
         self._batch_cap = max_batch_images

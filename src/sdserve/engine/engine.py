@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
+from .addon_files import AddonFolders
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
@@ -101,6 +102,9 @@ class EngineOptions:
     vae_tiling: Switch = "auto"
     # A fp16-safe VAE for SDXL-family models, used when running in float16.
     sdxl_vae: WeightSource | None = None
+    # Add-on files (LoRA, embeddings, VAEs, ...) in A1111's layout; kind -> folders overrides.
+    models_dir: Path = Path("data/models")
+    model_dirs: dict[str, list[Path]] | None = None
 
 
 class Engine:
@@ -109,6 +113,7 @@ class Engine:
     def __init__(self, catalog: Catalog, options: EngineOptions | None = None) -> None:
         self.catalog = catalog
         self.options = options or EngineOptions()
+        self.addons = AddonFolders(self.options.models_dir, self.options.model_dirs or {})
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.options.dtype, self.device)
         if self.device.type == "cpu":

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
 from ..errors import SdserveError
@@ -26,6 +27,8 @@ class GenerationEngine(Protocol):
     """What the service needs of the engine (``sdserve.engine.engine.Engine`` provides it)."""
 
     catalog: Catalog
+    # Add-on files (LoRA, embeddings, VAEs, upscalers, ...) by kind; listed by the API.
+    addons: AddonFolders
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve and check ``params`` (input images up to ``max_pixels``, else the engine's cap)."""
