@@ -361,14 +361,9 @@ def _grow(mask: Image.Image, by: int) -> Image.Image:
     h, w = m.shape
     padded = np.pad(m, pad)
     out = np.zeros((h, w), dtype=np.float32)
-    for dy in range(by):
+    for dy in range(by):  # the padded side is h + 2 * pad >= h + by - 1: every window is h x w
         for dx in range(by):
-            window = padded[dy:dy + h, dx:dx + w]
-            if window.shape == out.shape:
-                np.maximum(out, window, out=out)
-            else:  # the box runs past the padded edge
-                out[: window.shape[0], : window.shape[1]] = np.maximum(out[: window.shape[0], : window.shape[1]],
-                                                                       window)
+            np.maximum(out, padded[dy:dy + h, dx:dx + w], out=out)
     return Image.fromarray((out * 255).astype(np.uint8), "L")
 
 
@@ -565,7 +560,7 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
     fields = dict(s.fields)
     base: dict[str, Any] = dict(
         model=s.model.spec.id, prompt=s.positive.text, negative_prompt=s.negative.text, steps=s.steps,
-        guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="plain")
+        guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="comfyui")
     if s.positive.clip.clip_skip != 1:  # only reachable when the engine has the field
         base["clip_skip"] = s.positive.clip.clip_skip
         fields["clip_skip"] = (s.positive.clip.node_id, "stop_at_clip_layer")
