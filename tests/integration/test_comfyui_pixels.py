@@ -51,9 +51,9 @@ def _default() -> dict:  # type: ignore[type-arg]
     ("euler_ancestral", "simple", "euler_a_trailing")])
 def test_default_workflow_gives_the_native_requests_pixels(engine, env, sampler, scheduler, engine_name):
     [job] = compile_prompt(_small(_default(), sampler_name=sampler, scheduler=scheduler), env)
-    native = GenerationParams(model="sd15", prompt="beautiful scenery nature glass bottle landscape, , purple galaxy "
-                              "bottle,", negative_prompt="text, watermark", prompt_syntax="comfyui", width=64, height=64,
-                              steps=3, guidance=8.0, seed=1234, scheduler=engine_name)
+    native = GenerationParams(model="sd15", prompt="beautiful scenery nature glass bottle landscape, , purple "
+                              "galaxy bottle,", negative_prompt="text, watermark", prompt_syntax="comfyui", width=64,
+                              height=64, steps=3, guidance=8.0, seed=1234, scheduler=engine_name)
     got = _pixels(engine, job.params)
     assert np.array_equal(got, _pixels(engine, native))
     assert got.std() > 1  # a real image, not a constant

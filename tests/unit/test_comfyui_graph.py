@@ -119,8 +119,9 @@ def test_unknown_class_type_is_missing_node_type_naming_it(env):
 
 def test_known_node_without_engine_support_is_refused_by_name(env):
     wf = workflow()
-    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": "x.safetensors",
-                                                       "strength_model": 1, "strength_clip": 1}}
+    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                       "lora_name": "x.safetensors", "strength_model": 1,
+                                                       "strength_clip": 1}}
     e = refused(wf, env)
     assert e.error["type"] == "missing_node_type" and "LoRA" in e.error["message"]
     assert "10" in e.node_errors
