@@ -420,3 +420,59 @@ def test_every_listed_checkpoint_compiles(env):
         if "inpainting" in name:
             continue  # the inpainting model does inpaint only: prepare refuses txt2img there
         assert compile_prompt(wf, env)[0].params.model
+
+
+# ---- add-on nodes: compiled once the engine has their field (the lead's merge) ------------
+
+def _has_field(name: str) -> bool:
+    from sdserve.engine.params import GenerationParams
+
+    return name in GenerationParams.model_fields
+
+
+@pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
+def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
+    (tmp_path / "Lora").mkdir()
+    (tmp_path / "Lora" / "detail.safetensors").write_bytes(b"x")
+    wf = workflow()
+    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                       "lora_name": "detail.safetensors", "strength_model": 0.7,
+                                                       "strength_clip": 0.7}}
+    wf["3"]["inputs"]["model"] = ["10", 0]
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 1]
+    [job] = compile_prompt(wf, env)
+    assert [(r.name, r.weight) for r in job.params.loras] == [("detail", 0.7)]
+    wf["10"]["inputs"]["strength_clip"] = 0.2
+    assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_clip"
+
+
+@pytest.mark.skipif(not _has_field("vae"), reason="the engine's vae field is not on this branch")
+def test_vae_loader_becomes_the_jobs_vae(env, tmp_path):
+    (tmp_path / "VAE").mkdir()
+    (tmp_path / "VAE" / "better.safetensors").write_bytes(b"x")
+    wf = workflow()
+    wf["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "better.safetensors"}}
+    wf["8"]["inputs"]["vae"] = ["10", 0]
+    assert compile_prompt(wf, env)[0].params.vae == "better"
+
+
+@pytest.mark.skipif(not _has_field("clip_skip"), reason="the engine's clip_skip field is not on this branch")
+def test_clip_set_last_layer_becomes_clip_skip(env):
+    wf = workflow()
+    wf["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}}
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 0]
+    assert compile_prompt(wf, env)[0].params.clip_skip == 2
+
+
+def test_clip_set_last_layer_at_the_last_layer_is_the_default(env):
+    wf = workflow()
+    wf["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -1}}
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 0]
+    [job] = compile_prompt(wf, env)
+    assert getattr(job.params, "clip_skip", 1) == 1
+    if not _has_field("clip_skip"):
+        wf["10"]["inputs"]["stop_at_clip_layer"] = -2
+        assert "clip skip" in refused(wf, env).node_errors["10"]["errors"][0]["details"]

@@ -92,19 +92,26 @@ class _Refuse(Exception):
 class Checkpoint:
     spec: ModelSpec
     node_id: str
+    # LoraLoader's (add-on name, weight) pairs applied to this MODEL, in graph order.
+    loras: tuple[tuple[str, float], ...] = ()
+    lora_node: str = ""  # the last LoraLoader (for errors on the job's loras)
 
 
 @dataclass(frozen=True)
 class Clip:
     checkpoint: Checkpoint
     node_id: str  # the node whose input names the encoder (for errors)
+    loras: tuple[tuple[str, float], ...] = ()
     # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the last layer).
     clip_skip: int = 1
 
 
 @dataclass(frozen=True)
 class Vae:
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None
+    # VAELoader: the add-on name of a VAE file replacing the model's own, and its node.
+    file: str | None = None
+    node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ class Sampled:
 class Decoded:
     sampled: Sampled
     node_id: str
+    vae: Vae
 
 
 # ---- one function per node ------------------------------------------------------------
@@ -420,6 +428,9 @@ def _conditioning(node: Node, ev: _Eval, name: str, model: Checkpoint) -> Condit
         raise _Refuse(node, name, f"{name}: encoded with the text encoder of {cond.clip.checkpoint.spec.id} but "
                                   f"sampled with {model.spec.id}; sdserve encodes prompts with the sampled model's "
                                   "own text encoder, so load both from one checkpoint")
+    if cond.clip.loras != model.loras:
+        raise _Refuse(node, name, f"{name}: its CLIP has other LoRAs than the sampled MODEL; sdserve applies each "
+                                  "LoRA to the UNet and the text encoder together (one LoraLoader feeding both)")
     return cond
 
 
@@ -501,16 +512,47 @@ def _ksampler_advanced(node: Node, ev: _Eval) -> tuple[Any, ...]:
     return (_sampler(node, ev, "noise_seed", i["start_at_step"], None),)
 
 
+def _vae_key(vae: Vae) -> tuple[str | None, str | None]:
+    return vae.file, vae.checkpoint.spec.id if vae.checkpoint is not None else None
+
+
 def _vae_decode(node: Node, ev: _Eval) -> tuple[Any, ...]:
     latent = ev(node, "samples")
     if not isinstance(latent, Sampled):
         raise _Refuse(node, "samples", "samples: sdserve decodes the latent a sampler (KSampler) made; this latent "
                                        "was not sampled")
     vae = _vae_in(node, ev)
-    if vae.checkpoint.spec.id != latent.model.spec.id:
+    if vae.checkpoint is not None and vae.checkpoint.spec.id != latent.model.spec.id:
         raise _Refuse(node, "vae", f"vae: the VAE of {vae.checkpoint.spec.id} cannot decode a latent of "
-                                   f"{latent.model.spec.id}; sdserve decodes with the sampled model's own VAE")
-    return (Decoded(latent, node.id),)
+                                   f"{latent.model.spec.id}; load the sampled model's VAE or a VAE file (VAELoader)")
+    if isinstance(latent.latent, Encoded) and _vae_key(latent.latent.vae) != _vae_key(vae):
+        raise _Refuse(node, "vae", "vae: the image was encoded with another VAE than this one; one job encodes and "
+                                   "decodes with one VAE")
+    return (Decoded(latent, node.id, vae),)
+
+
+def _addon(node: Node, ev: _Eval, kind: Any, input_name: str) -> str:
+    """The add-on name (engine.addon_files) of the file a loader node names."""
+    try:
+        return ev.env.addons.find(kind, str(node.inputs[input_name]), field=input_name).name
+    except BadInput as e:
+        raise _Refuse(node, input_name, f"{input_name}: {e.detail}", "value_not_in_list", "Value not in list") from None
+
+
+def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    model, clip = ev(node, "model"), ev(node, "clip")
+    assert isinstance(model, Checkpoint) and isinstance(clip, Clip)
+    weight = node.inputs["strength_model"]
+    if node.inputs["strength_clip"] != weight:
+        raise _Refuse(node, "strength_clip", "strength_clip: sdserve applies a LoRA with one weight to the UNet and "
+                                             "the text encoder; set strength_clip equal to strength_model")
+    lora = (_addon(node, ev, "lora", "lora_name"), weight)
+    return (replace(model, loras=(*model.loras, lora), lora_node=node.id),
+            replace(clip, loras=(*clip.loras, lora)))
+
+
+def _vae_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    return (Vae(None, _addon(node, ev, "vae", "vae_name"), node.id),)
 
 
 def _output(node: Node, ev: _Eval) -> tuple[Any, ...]:
@@ -536,6 +578,9 @@ COMPILERS: dict[str, Compiler] = {
     "LatentUpscaleBy": _latent_upscale_by,
     "ImageScale": _image_scale,
     "ImageScaleBy": _image_scale_by,
+    # Available once the engine has their field (nodes.py ``needs``: node_available).
+    "LoraLoader": _lora_loader,
+    "VAELoader": _vae_loader,
 }
 
 
@@ -561,6 +606,12 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
     base: dict[str, Any] = dict(
         model=s.model.spec.id, prompt=s.positive.text, negative_prompt=s.negative.text, steps=s.steps,
         guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="comfyui")
+    if s.model.loras:  # only reachable when the engine has the field (LoraLoader's needs)
+        base["loras"] = tuple({"name": name, "weight": weight} for name, weight in s.model.loras)
+        fields["loras"] = (s.model.lora_node, "lora_name")
+    if decoded.vae.file is not None:  # likewise (VAELoader's needs)
+        base["vae"] = decoded.vae.file
+        fields["vae"] = (decoded.vae.node_id, "vae_name")
     if s.positive.clip.clip_skip != 1:  # only reachable when the engine has the field
         base["clip_skip"] = s.positive.clip.clip_skip
         fields["clip_skip"] = (s.positive.clip.node_id, "stop_at_clip_layer")
