@@ -1,0 +1,655 @@
+"""A validated ComfyUI graph compiled into sdserve jobs.
+
+Each output node (SaveImage, PreviewImage) is walked back to the sampler that made its
+images: every node on the way is evaluated by its function in ``COMPILERS`` into a value that
+says what it stands for (a checkpoint, a prompt, an empty latent, an encoded image, a
+sampler pass, ...), and the decoded sampler pass becomes one ``GenerationParams``. Outputs
+fed by the same decode share its job. What a node asks that the engine cannot do is a
+``node_errors`` entry naming the node and the input, never an approximation.
+
+Pixel operations that happen before sampling (LoadImage, ImageScale, VAEEncodeForInpaint's
+grey fill and mask growth) are done here on the input image, as ComfyUI does them, so the
+job carries the image the sampler really starts from.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from sdserve.engine.addon_files import AddonFolders
+from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.params import MAX_SEED, GenerationParams, InputImage
+from sdserve.engine.prepare import DEFAULT_MAX_PIXELS
+from sdserve.engine.schedulers import SchedulerEntry
+from sdserve.errors import BadInput
+from sdserve.images import decode_image
+
+from .checkpoints import find_checkpoint
+from .graph import Graph, GraphError, Link, Node, error_item, node_available, outputs_failed, validate_prompt
+from .nodes import NODES
+from .samplers import SamplerRefused, resolve_comfy
+
+__all__ = ["CompileEnv", "CompiledJob", "OutputNode", "GraphError", "compile_prompt", "object_info", "COMPILERS",
+           "node_errors_for"]
+
+# The most images one job holds (GenerationParams.n); a larger batch_size is split into jobs
+# of consecutive seeds, which gives the same images (image i always gets seed + i).
+_MAX_N = 16
+_MAX_STEPS = 200  # engine.prepare's limit, checked here to name ComfyUI's inputs
+
+
+@dataclass(frozen=True)
+class CompileEnv:
+    """What a graph may look at."""
+
+    catalog: Catalog
+    addons: AddonFolders
+    # (filename, subfolder, type) -> bytes of an uploaded image; raises FileNotFoundError.
+    load_input: Callable[[str, str | None, str], bytes]
+    # The files LoadImage offers (/object_info); the router's input folder listing.
+    list_inputs: Callable[[], list[str]] = lambda: []
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class OutputNode:
+    node_id: str
+    kind: Literal["output", "temp"]  # SaveImage -> "output", PreviewImage -> "temp"
+    filename_prefix: str
+
+
+@dataclass(frozen=True)
+class CompiledJob:
+    params: GenerationParams  # one sdserve job
+    outputs: tuple[OutputNode, ...]  # the SaveImage/PreviewImage nodes that receive this job's images
+    # Engine field -> (node id, input name) it came from, so an engine BadInput at submit
+    # is reported on the node the caller wrote (node_errors_for).
+    fields: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+class _Refuse(Exception):
+    """A node the engine cannot run as asked: reported in node_errors."""
+
+    def __init__(self, node: Node | str, input_name: str | None, details: str,
+                 kind: str = "unsupported_graph", message: str = "Not supported by sdserve") -> None:
+        super().__init__(details)
+        self.node_id = node.id if isinstance(node, Node) else node
+        self.item = error_item(kind, message, details, **({"input_name": input_name} if input_name else {}))
+
+
+# ---- the values nodes stand for -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Checkpoint:
+    spec: ModelSpec
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Clip:
+    checkpoint: Checkpoint
+    node_id: str  # the node whose input names the encoder (for errors)
+    # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the last layer).
+    clip_skip: int = 1
+
+
+@dataclass(frozen=True)
+class Vae:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    text: str
+    clip: Clip
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """An input image (RGB) and the LoadImage node it came from."""
+
+    image: Image.Image
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A mask (L, white = repaint) and the node it came from."""
+
+    image: Image.Image
+    node_id: str
+    input_name: str
+
+
+@dataclass(frozen=True)
+class EmptyLatent:
+    width: int
+    height: int
+    batch: int
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """VAEEncode / VAEEncodeForInpaint / SetLatentNoiseMask: an image to start from."""
+
+    pixels: Pixels
+    vae: Vae
+    node_id: str
+    mask: Mask | None = None
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One sampler pass over its latent."""
+
+    node: Node
+    model: Checkpoint
+    positive: Conditioning
+    negative: Conditioning
+    latent: EmptyLatent | Encoded
+    seed: int
+    steps: int  # the engine's steps (the whole schedule)
+    guidance: float
+    scheduler: SchedulerEntry
+    strength: float
+    fields: dict[str, tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    sampled: Sampled
+    node_id: str
+
+
+# ---- one function per node ------------------------------------------------------------
+
+class _Eval:
+    """Evaluates nodes on demand, each once."""
+
+    def __init__(self, graph: Graph, env: CompileEnv) -> None:
+        self.graph = graph
+        self.env = env
+        self.done: dict[str, tuple[Any, ...]] = {}
+
+    def __call__(self, node: Node, name: str) -> Any:
+        """The value feeding ``node``'s input ``name``."""
+        value = node.inputs[name]
+        if not isinstance(value, Link):
+            return value
+        src = self.graph.nodes[value.node_id]
+        if src.id not in self.done:
+            self.done[src.id] = COMPILERS[src.class_type](src, self)
+        return self.done[src.id][value.slot]
+
+
+Compiler = Callable[[Node, _Eval], tuple[Any, ...]]
+
+
+def _checkpoint(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    spec = find_checkpoint(ev.env.catalog, node.inputs["ckpt_name"])
+    if spec is None:  # validation checked the name; the catalog changed in between
+        raise _Refuse(node, "ckpt_name", f"ckpt_name: no model named {node.inputs['ckpt_name']!r}",
+                      "value_not_in_list", "Value not in list")
+    ckpt = Checkpoint(spec, node.id)
+    return ckpt, Clip(ckpt, node.id), Vae(ckpt)
+
+
+def _clip_text(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    clip = ev(node, "clip")
+    return (Conditioning(node.inputs["text"], clip, node.id),)
+
+
+def _clip_last_layer(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    clip = ev(node, "clip")
+    skip = -node.inputs["stop_at_clip_layer"]  # -1 is the last layer: A1111's clip skip 1
+    if skip != 1 and "clip_skip" not in GenerationParams.model_fields:
+        raise _Refuse(node, "stop_at_clip_layer", "stop_at_clip_layer: only -1 (the last layer) is available: this "
+                                                  "server's engine has no clip skip yet")
+    return (replace(clip, clip_skip=skip, node_id=node.id),)
+
+
+def _empty_latent(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    # ComfyUI's latent is width // 8 x height // 8, so the image is the size rounded down to 8.
+    w, h = node.inputs["width"] // 8 * 8, node.inputs["height"] // 8 * 8
+    return (EmptyLatent(w, h, node.inputs["batch_size"], node.id),)
+
+
+def _load_bytes(node: Node, ev: _Eval) -> bytes:
+    """The uploaded file LoadImage names: ``name``, ``sub/name`` or ``name [input]``."""
+    value = str(node.inputs["image"])
+    kind = "input"
+    for k in ("input", "output", "temp"):
+        if value.endswith(f" [{k}]"):
+            value, kind = value[: -len(k) - 3], k
+    sub, _, name = value.rpartition("/")
+    try:
+        return ev.env.load_input(name, sub or None, kind)
+    except (FileNotFoundError, BadInput):
+        raise _Refuse(node, "image", f"image - Invalid image file: {node.inputs['image']}",
+                      "custom_validation_failed", "Custom validation failed for node") from None
+
+
+def _decode(node: Node, ev: _Eval, data: bytes) -> Image.Image:
+    try:
+        return decode_image(data, "image", ev.env.max_pixels, "RGBA")
+    except BadInput as e:
+        raise _Refuse(node, "image", f"image: {e.detail}", "custom_validation_failed",
+                      "Custom validation failed for node") from None
+
+
+def _load_image(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    img = _decode(node, ev, _load_bytes(node, ev))
+    # ComfyUI drops alpha for IMAGE (Pillow's convert) and makes MASK 1 - alpha.
+    mask = Image.eval(img.getchannel("A"), lambda a: 255 - a) if "A" in img.getbands() else None
+    pixels = Pixels(img.convert("RGB"), node.id)
+    return pixels, (Mask(mask, node.id, "image") if mask is not None else _NoMask(node.id))
+
+
+@dataclass(frozen=True)
+class _NoMask:
+    """LoadImage's MASK of an image without alpha: ComfyUI gives a 64x64 zero mask."""
+
+    node_id: str
+
+
+def _load_image_mask(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    img = _decode(node, ev, _load_bytes(node, ev))
+    channel = node.inputs["channel"][0].upper()
+    band = img.getchannel(channel)
+    return (Mask(Image.eval(band, lambda a: 255 - a) if channel == "A" else band, node.id, "image"),)
+
+
+_RESAMPLE = {"nearest-exact": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC,
+             "lanczos": Image.Resampling.LANCZOS}
+
+
+def _pixels_in(node: Node, ev: _Eval, name: str) -> Pixels:
+    value = ev(node, name)
+    if isinstance(value, Decoded):
+        raise _Refuse(node, name, f"{name}: this image is generated by node {value.node_id}; feeding a generated "
+                                  "image to another step (two-pass / hires graphs, post-scaling) needs the engine's "
+                                  "hires or upscale support, which this server does not have yet")
+    assert isinstance(value, Pixels)
+    return value
+
+
+def _scaled(img: Image.Image, method: str, width: int, height: int, crop: str) -> Image.Image:
+    """ComfyUI's common_upscale: 0 keeps the aspect ratio, center crop to the target's first."""
+    w, h = img.size
+    if width == 0 and height == 0:
+        return img
+    if width == 0:
+        width = max(1, round(w * height / h))
+    elif height == 0:
+        height = max(1, round(h * width / w))
+    if crop == "center":
+        old, new = w / h, width / height
+        if old > new:
+            x = round((w - w * (new / old)) / 2)
+            img = img.crop((x, 0, w - x, h))
+        elif old < new:
+            y = round((h - h * (old / new)) / 2)
+            img = img.crop((0, y, w, h - y))
+    return img.resize((width, height), _RESAMPLE[method])
+
+
+def _image_scale(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    px = _pixels_in(node, ev, "image")
+    i = node.inputs
+    return (Pixels(_scaled(px.image, i["upscale_method"], i["width"], i["height"], i["crop"]), px.node_id),)
+
+
+def _image_scale_by(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    px = _pixels_in(node, ev, "image")
+    w, h = px.image.size
+    s = node.inputs["scale_by"]
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return (Pixels(px.image.resize(size, _RESAMPLE[node.inputs["upscale_method"]]), px.node_id),)
+
+
+def _on_grid(img: Image.Image) -> Image.Image:
+    """ComfyUI's VAE encode crops the image to multiples of 8, centred."""
+    w, h = img.size
+    x, y = w // 8 * 8, h // 8 * 8
+    if (x, y) == (w, h):
+        return img
+    ox, oy = (w % 8) // 2, (h % 8) // 2
+    return img.crop((ox, oy, ox + x, oy + y))
+
+
+def _vae_in(node: Node, ev: _Eval) -> Vae:
+    vae = ev(node, "vae")
+    assert isinstance(vae, Vae)
+    return vae
+
+
+def _vae_encode(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    px = _pixels_in(node, ev, "pixels")
+    return (Encoded(Pixels(_on_grid(px.image), px.node_id), _vae_in(node, ev), node.id),)
+
+
+def _mask_in(node: Node, ev: _Eval, size: tuple[int, int]) -> Mask:
+    mask = ev(node, "mask")
+    if isinstance(mask, _NoMask):
+        raise _Refuse(node, "mask", f"mask: the image of node {mask.node_id} has no alpha channel, so its mask is "
+                                    "empty and nothing would be repainted; load a mask (LoadImageMask) or an image "
+                                    "with transparency")
+    assert isinstance(mask, Mask)
+    img = mask.image if mask.image.size == size else mask.image.resize(size, Image.Resampling.BILINEAR)
+    return replace(mask, image=img)
+
+
+def _grow(mask: Image.Image, by: int) -> Image.Image:
+    """ComfyUI's mask growth: a by x by box of ones convolved over the rounded mask, clamped
+    (a dilation; an even box reaches one pixel further up and left), then rounded."""
+    m = (np.asarray(mask, dtype=np.float32) / 255.0).round()
+    if by == 0:
+        return Image.fromarray((m * 255).astype(np.uint8), "L")
+    pad = math.ceil((by - 1) / 2)
+    h, w = m.shape
+    padded = np.pad(m, pad)
+    out = np.zeros((h, w), dtype=np.float32)
+    for dy in range(by):
+        for dx in range(by):
+            window = padded[dy:dy + h, dx:dx + w]
+            if window.shape == out.shape:
+                np.maximum(out, window, out=out)
+            else:  # the box runs past the padded edge
+                out[: window.shape[0], : window.shape[1]] = np.maximum(out[: window.shape[0], : window.shape[1]],
+                                                                       window)
+    return Image.fromarray((out * 255).astype(np.uint8), "L")
+
+
+def _vae_encode_inpaint(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    px = _pixels_in(node, ev, "pixels")
+    image = _on_grid(px.image)
+    mask = _mask_in(node, ev, px.image.size)
+    mask = replace(mask, image=_on_grid(mask.image))
+    # The masked pixels are set to grey before encoding: what was there is not kept.
+    keep = (np.asarray(mask.image, dtype=np.float32) / 255.0).round()[..., None]
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    grey = (rgb - 0.5) * (1.0 - keep) + 0.5
+    filled = Image.fromarray(np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
+    grown = replace(mask, image=_grow(mask.image, node.inputs["grow_mask_by"]))
+    return (Encoded(Pixels(filled, px.node_id), _vae_in(node, ev), node.id, grown),)
+
+
+def _set_noise_mask(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    latent = ev(node, "samples")
+    if not isinstance(latent, Encoded):
+        raise _Refuse(node, "samples", "samples: a noise mask needs an encoded image (VAEEncode) to keep the "
+                                       "unmasked part of")
+    return (replace(latent, mask=_mask_in(node, ev, latent.pixels.image.size), node_id=node.id),)
+
+
+def _latent_upscale(node: Node, ev: _Eval, size: Callable[[int, int], tuple[int, int]]) -> tuple[Any, ...]:
+    latent = ev(node, "samples")
+    if not isinstance(latent, EmptyLatent):
+        raise _Refuse(node, "samples", "samples: upscaling a sampled or encoded latent is a second pass (hires fix); "
+                                       "this server's engine has no hires support yet")
+    # An empty latent is zeros at any size: upscaling it only changes the size.
+    w, h = size(latent.width, latent.height)
+    return (replace(latent, width=w // 8 * 8, height=h // 8 * 8),)
+
+
+def _latent_upscale_to(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    def size(w: int, h: int) -> tuple[int, int]:
+        tw, th = node.inputs["width"], node.inputs["height"]
+        if tw == 0 and th == 0:
+            return w, h
+        return (tw or max(64, round(w * th / h)), th or max(64, round(h * tw / w)))
+    return _latent_upscale(node, ev, size)
+
+
+def _latent_upscale_by(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    s = node.inputs["scale_by"]
+    return _latent_upscale(node, ev, lambda w, h: (round(w * s), round(h * s)))
+
+
+def _conditioning(node: Node, ev: _Eval, name: str, model: Checkpoint) -> Conditioning:
+    cond = ev(node, name)
+    assert isinstance(cond, Conditioning)
+    if cond.clip.checkpoint.spec.id != model.spec.id:
+        raise _Refuse(node, name, f"{name}: encoded with the text encoder of {cond.clip.checkpoint.spec.id} but "
+                                  f"sampled with {model.spec.id}; sdserve encodes prompts with the sampled model's "
+                                  "own text encoder, so load both from one checkpoint")
+    return cond
+
+
+def _seed(value: int) -> int:
+    """ComfyUI seeds are 64-bit, the engine's 32-bit: larger seeds are folded (mod 2**32)."""
+    return value % (MAX_SEED + 1)
+
+
+def _sampler_entry(node: Node) -> SchedulerEntry:
+    try:
+        return resolve_comfy(node.inputs["sampler_name"], node.inputs["scheduler"])
+    except SamplerRefused as r:
+        raise _Refuse(node, r.input_name, f"{r.input_name}: {r.message}") from None
+
+
+def _partial(total: int, run: int) -> float:
+    """The engine's strength that runs the last ``run`` of ``total`` steps (diffusers runs
+    int(total * strength) of them)."""
+    s = run / total
+    while int(total * s) < run:
+        s = math.nextafter(s, 2.0)
+    return min(s, 1.0)
+
+
+def _sampler(node: Node, ev: _Eval, seed_input: str, first: int, denoise: float | None) -> Sampled:
+    """One pass: ``first`` skipped steps of ``steps`` (KSamplerAdvanced), or ComfyUI's denoise."""
+    model = ev(node, "model")
+    assert isinstance(model, Checkpoint)
+    positive = _conditioning(node, ev, "positive", model)
+    negative = _conditioning(node, ev, "negative", model)
+    if positive.clip.clip_skip != negative.clip.clip_skip:
+        raise _Refuse(node, "negative", "negative: encoded with another CLIP last layer than positive; one job "
+                                        "encodes both prompts with one encoder setting")
+    latent = ev(node, "latent_image")
+    if isinstance(latent, Sampled):
+        raise _Refuse(node, "latent_image", "latent_image: a second sampler pass over a sampled latent (hires fix, "
+                                            "refiner) needs the engine's hires support, which this server does not "
+                                            "have yet")
+    assert isinstance(latent, (EmptyLatent, Encoded))
+    steps = node.inputs["steps"]
+    strength_input = "denoise" if denoise is not None else "start_at_step"
+    total, strength = steps, 1.0
+    if denoise is not None and denoise <= 0.9999:
+        # ComfyUI: the last `steps` sigmas of an int(steps / denoise)-step schedule.
+        if denoise <= 0:
+            raise _Refuse(node, "denoise", "denoise: 0 runs no step; use a value above 0")
+        total = int(steps / denoise)
+        strength = _partial(total, steps)
+    elif first > 0:
+        if first >= steps:
+            raise _Refuse(node, "start_at_step", f"start_at_step: {first} of {steps} steps leaves none to run")
+        strength = _partial(steps, steps - first)
+    if strength < 1.0 and isinstance(latent, EmptyLatent):
+        raise _Refuse(node, strength_input, f"{strength_input}: a partial pass over an empty latent is not "
+                                            "available; it needs an input image (VAEEncode), or a full pass")
+    if total > _MAX_STEPS:
+        raise _Refuse(node, "steps", f"steps: {steps} steps at denoise {denoise} make a {total}-step schedule; "
+                                     f"sdserve runs at most {_MAX_STEPS}")
+    fields = {"model": (model.node_id, "ckpt_name"), "prompt": (positive.node_id, "text"),
+              "negative_prompt": (negative.node_id, "text"), "steps": (node.id, "steps"),
+              "guidance": (node.id, "cfg"), "seed": (node.id, seed_input), "scheduler": (node.id, "sampler_name"),
+              "strength": (node.id, strength_input)}
+    return Sampled(node, model, positive, negative, latent, _seed(node.inputs[seed_input]), total,
+                   node.inputs["cfg"], _sampler_entry(node), strength, fields)
+
+
+def _ksampler(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    return (_sampler(node, ev, "seed", 0, node.inputs["denoise"]),)
+
+
+def _ksampler_advanced(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    i = node.inputs
+    if i["add_noise"] != "enable":
+        raise _Refuse(node, "add_noise", "add_noise: a pass without fresh noise continues another sampler's "
+                                         "latent (refiner graphs); this server's engine has no such pass yet")
+    if i["end_at_step"] < i["steps"]:
+        raise _Refuse(node, "end_at_step", "end_at_step: a pass that stops early hands a noisy latent to another "
+                                           "sampler (refiner graphs); this server's engine has no such pass yet")
+    return (_sampler(node, ev, "noise_seed", i["start_at_step"], None),)
+
+
+def _vae_decode(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    latent = ev(node, "samples")
+    if not isinstance(latent, Sampled):
+        raise _Refuse(node, "samples", "samples: sdserve decodes the latent a sampler (KSampler) made; this latent "
+                                       "was not sampled")
+    vae = _vae_in(node, ev)
+    if vae.checkpoint.spec.id != latent.model.spec.id:
+        raise _Refuse(node, "vae", f"vae: the VAE of {vae.checkpoint.spec.id} cannot decode a latent of "
+                                   f"{latent.model.spec.id}; sdserve decodes with the sampled model's own VAE")
+    return (Decoded(latent, node.id),)
+
+
+def _output(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    return ()  # output nodes are read by compile_prompt, never linked from
+
+
+COMPILERS: dict[str, Compiler] = {
+    "CheckpointLoaderSimple": _checkpoint,
+    "CLIPTextEncode": _clip_text,
+    "CLIPSetLastLayer": _clip_last_layer,
+    "EmptyLatentImage": _empty_latent,
+    "KSampler": _ksampler,
+    "KSamplerAdvanced": _ksampler_advanced,
+    "VAEDecode": _vae_decode,
+    "VAEEncode": _vae_encode,
+    "VAEEncodeForInpaint": _vae_encode_inpaint,
+    "SetLatentNoiseMask": _set_noise_mask,
+    "LoadImage": _load_image,
+    "LoadImageMask": _load_image_mask,
+    "SaveImage": _output,
+    "PreviewImage": _output,
+    "LatentUpscale": _latent_upscale_to,
+    "LatentUpscaleBy": _latent_upscale_by,
+    "ImageScale": _image_scale,
+    "ImageScaleBy": _image_scale_by,
+}
+
+
+# ---- jobs -----------------------------------------------------------------------------
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _output_node(node: Node) -> OutputNode:
+    if node.class_type == "SaveImage":
+        return OutputNode(node.id, "output", node.inputs.get("filename_prefix", "ComfyUI"))
+    # PreviewImage: ComfyUI's temp prefix with five random letters.
+    suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
+    return OutputNode(node.id, "temp", f"ComfyUI_temp_{suffix}")
+
+
+def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob]:
+    s = decoded.sampled
+    fields = dict(s.fields)
+    base: dict[str, Any] = dict(
+        model=s.model.spec.id, prompt=s.positive.text, negative_prompt=s.negative.text, steps=s.steps,
+        guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="plain")
+    if s.positive.clip.clip_skip != 1:  # only reachable when the engine has the field
+        base["clip_skip"] = s.positive.clip.clip_skip
+        fields["clip_skip"] = (s.positive.clip.node_id, "stop_at_clip_layer")
+    latent = s.latent
+    if isinstance(latent, EmptyLatent):
+        fields.update(width=(latent.node_id, "width"), height=(latent.node_id, "height"),
+                      n=(latent.node_id, "batch_size"))
+        out = []
+        for first in range(0, latent.batch, _MAX_N):
+            n = min(_MAX_N, latent.batch - first)
+            params = GenerationParams(**base | {"seed": _seed(s.seed + first)}, task="txt2img", width=latent.width,
+                                      height=latent.height, n=n, strength=1.0)
+            out.append(CompiledJob(params, outputs, fields))
+        return out
+    img = latent.pixels.image
+    inputs = [InputImage(role="init", data=_png(img))]
+    fields.update(image=(latent.pixels.node_id, "image"), width=(latent.pixels.node_id, "image"),
+                  height=(latent.pixels.node_id, "image"))
+    task: Literal["img2img", "inpaint"] = "img2img"
+    if latent.mask is not None:
+        inputs.append(InputImage(role="mask", data=_png(latent.mask.image)))
+        fields["mask"] = (latent.mask.node_id, latent.mask.input_name)
+        task = "inpaint"
+    params = GenerationParams(**base, task=task, width=img.width, height=img.height, strength=s.strength,
+                              inputs=tuple(inputs))
+    return [CompiledJob(params, outputs, fields)]
+
+
+def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]:
+    """The jobs that make the prompt's output images, in output-node order; GraphError
+    (ComfyUI's 400 body) when the graph is invalid or asks what the engine cannot do."""
+    graph = validate_prompt(prompt, env)
+    ev = _Eval(graph, env)
+    by_decode: dict[str, tuple[Decoded, list[OutputNode]]] = {}
+    failed: list[tuple[str, list[dict[str, Any]]]] = []
+    node_errors: dict[str, Any] = {}
+    for out_id in graph.outputs:
+        node = graph.nodes[out_id]
+        try:
+            images = ev(node, "images")
+            if not isinstance(images, Decoded):
+                raise _Refuse(node, "images", "images: sdserve saves images a sampler made (KSampler -> VAEDecode); "
+                                              "these come from a loaded image with no sampler in between")
+        except _Refuse as r:
+            entry = node_errors.setdefault(r.node_id, {"errors": [r.item], "dependent_outputs": [],
+                                                       "class_type": graph.nodes[r.node_id].class_type})
+            entry["dependent_outputs"].append(out_id)
+            failed.append((out_id, [r.item] if r.node_id == out_id else []))
+            continue
+        by_decode.setdefault(images.node_id, (images, []))[1].append(_output_node(node))
+    if failed:
+        raise outputs_failed(failed, node_errors)
+    return [job for decoded, outs in by_decode.values() for job in _jobs(decoded, tuple(outs))]
+
+
+def node_errors_for(err: BadInput, job: CompiledJob) -> GraphError:
+    """An engine BadInput at submit (prepare's checks) as ComfyUI's 400, on the node and
+    input the field came from (the first output's node when the field has no source)."""
+    node_id, input_name = job.fields.get(err.field, (job.outputs[0].node_id, err.field))
+    item = error_item("value_not_valid", "Value not valid", f"{input_name}: {err.detail}", input_name=input_name)
+    return GraphError(error_item("prompt_outputs_failed_validation", "Prompt outputs failed validation", ""),
+                      {node_id: {"errors": [item], "dependent_outputs": [o.node_id for o in job.outputs],
+                                 "class_type": ""}})
+
+
+def object_info(env: CompileEnv) -> dict[str, Any]:
+    """GET /object_info: the nodes this server runs, with their inputs and options filled."""
+    out: dict[str, Any] = {}
+    for name, d in NODES.items():
+        if node_available(d) is not None:
+            continue
+        required = {n: i.spec(env) for n, i in d.inputs if not i.optional}
+        optional = {n: i.spec(env) for n, i in d.inputs if i.optional}
+        inputs: dict[str, Any] = {"required": required}
+        order: dict[str, list[str]] = {"required": list(required)}
+        if optional:
+            inputs["optional"] = optional
+            order["optional"] = list(optional)
+        if d.output_node and name == "SaveImage":
+            inputs["hidden"] = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+        out[name] = {
+            "input": inputs, "input_order": order, "output": list(d.outputs),
+            "output_is_list": [False] * len(d.outputs), "output_name": list(d.output_names or d.outputs),
+            "name": name, "display_name": d.display_name, "description": d.description,
+            "python_module": "nodes", "category": d.category, "output_node": d.output_node,
+        }
+    return out
