@@ -22,6 +22,8 @@ def error_of(path: str, response: Any) -> tuple[str | None, str]:
         return body.error.param, body.error.message  # type: ignore[attr-defined]
     if dialect == "a1111":
         return None, body.detail  # type: ignore[attr-defined]
+    if dialect == "comfyui":
+        return body.error.extra_info.get("input_name"), body.error.message  # type: ignore[attr-defined]
     return None, body.message  # type: ignore[attr-defined]
 
 

@@ -44,7 +44,7 @@ EXAMPLES = int(os.environ.get("SDSERVE_FUZZ_EXAMPLES", "12"))
 RANDOM = os.environ.get("SDSERVE_FUZZ_RANDOM") == "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
-DIALECTS = ["workers_ai", "openai", "a1111", "modelslab", "native"]
+DIALECTS = ["workers_ai", "openai", "a1111", "modelslab", "comfyui", "native"]
 # Real model names the fuzzer sometimes puts where a model goes, so valid requests reach the engine.
 MODELS = ["@cf/runwayml/stable-diffusion-v1-5-img2img", "sd15", "@cf/bytedance/stable-diffusion-xl-lightning",
           "@cf/runwayml/stable-diffusion-v1-5-inpainting", "dall-e-3"]

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocketDisconnect
 
 from sdserve.api.errors import dialect_of
 from sdserve.api.openapi import ERROR_MODELS
@@ -38,7 +39,7 @@ PUBLIC = {
     "/api/v3/outputs/{job_id}/{index}.png": "ModelsLab future_links: the 128-bit job id is the capability",
 }
 _SAMPLE = {"model": "sd15", "job_id": "no-such-job", "index": "0", "token": "no-such-token", "account_id": "acct",
-           "listing": "loras"}
+           "listing": "loras", "prompt_id": "no-such-prompt", "node_class": "KSampler", "folder": "loras"}
 # Valid JSON with wrong content: the key must be checked before the body is.
 _BAD_BODY = {"prompt": 5, "width": "wide", "init_images": 7, "model": 3, "image": "x"}
 
@@ -56,6 +57,8 @@ def _routes(app: Any) -> list[tuple[str, str, bool]]:
         if isinstance(r, Mount):
             assert isinstance(r.app, StaticFiles), f"unexpected mount {ctx.path}: audit it"
             out.append(("GET", f"{ctx.path}/", True))
+        elif isinstance(r, APIWebSocketRoute):
+            out.append(("WEBSOCKET", str(ctx.path), False))
         elif isinstance(r, (APIRoute, Route)):
             out += [(m, str(ctx.path), False) for m in sorted(ctx.methods or ()) if m != "HEAD"]
         else:
@@ -76,6 +79,12 @@ def test_every_route_needs_a_key_except_the_listed_public_ones(keyed) -> None:  
     for method, template, static in routes:
         path = _concrete(template)
         public = template in PUBLIC or static
+        if method == "WEBSOCKET":  # refused at the handshake, with a wrong key as without one
+            for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+                with pytest.raises(WebSocketDisconnect):
+                    with keyed.websocket_connect(path + "?token=sk-wrong" if headers else path, headers=headers):
+                        pass
+            continue
         for headers, body in (({}, _BAD_BODY), ({"Authorization": "Bearer sk-wrong"}, _BAD_BODY),
                               ({}, {**_BAD_BODY, "key": "sk-wrong"})):
             r = keyed.request(method, path, headers=headers, json=body if method in ("POST", "PUT") else None)

@@ -25,7 +25,7 @@ from sdserve.errors import (
 )
 
 PATHS = {"workers_ai": "/ai/run/x", "native": "/v1/jobs", "openai": "/v1/images/generations",
-         "a1111": "/sdapi/v1/txt2img", "modelslab": "/api/v3/text2img"}
+         "a1111": "/sdapi/v1/txt2img", "modelslab": "/api/v3/text2img", "comfyui": "/prompt"}
 ERRORS: list[SdserveError] = [
     BadInput("width", "is wrong"), BadInput("", "bad body"), PayloadTooLarge("body", "too big"),
     UnknownModel("m", ["a"]), Unauthorized("no key"), NotFound("no job"), RateLimited("slow down", 3.2),

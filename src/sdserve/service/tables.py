@@ -23,7 +23,8 @@ from sqlalchemy import (
     false,
 )
 
-__all__ = ["metadata", "jobs", "job_inputs", "outputs", "api_keys", "rate_buckets", "webhook_deliveries", "meta"]
+__all__ = ["metadata", "jobs", "job_inputs", "outputs", "api_keys", "rate_buckets", "webhook_deliveries", "meta",
+           "job_groups", "named_files"]
 
 metadata = MetaData()
 
@@ -141,4 +142,39 @@ meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# A dialect's request that became several jobs (a ComfyUI prompt: one job per sampler chain),
+# under the dialect's own id, with what the dialect needs to answer for it later (service.groups).
+job_groups = Table(
+    "job_groups",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("dialect", String(32), nullable=False),
+    Column("owner", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("job_ids", Text, nullable=False),  # JSON list, in the dialect's order
+    Column("data", Text, nullable=False),  # JSON: the dialect's own record of the request
+    Column("finished_at", Float, nullable=True),  # set once every job ended (history vs queue)
+)
+Index("ix_job_groups_dialect_owner", job_groups.c.dialect, job_groups.c.owner, job_groups.c.created_at)
+
+# Files a dialect names itself (ComfyUI's /view?filename=&subfolder=&type=): an upload (its bytes
+# in the artifact store under ``key``) or image ``image_index`` of a job's outputs (served while
+# that output lives). Names are per owner (``owner_ns``: the owner id, "" on an open server); a
+# name is looked up here, never joined onto a path, so no name reaches outside (service.named_files).
+named_files = Table(
+    "named_files",
+    metadata,
+    Column("dialect", String(32), primary_key=True),
+    Column("owner_ns", String(64), primary_key=True),
+    Column("folder", String(16), primary_key=True),
+    Column("subfolder", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("prefix", String(255), nullable=True),  # numbered outputs: <prefix>_<counter:05>_.png
+    Column("counter", Integer, nullable=True),
+    Column("key", String(512), nullable=True),
+    Column("job_id", String(64), nullable=True, index=True),
+    Column("image_index", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
 )

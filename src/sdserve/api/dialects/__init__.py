@@ -7,7 +7,7 @@ are mounted (and listed in the OpenAPI document).
 
 from sdserve.api.dialect import Dialect
 
-from . import a1111, modelslab, native, openai, workers_ai
+from . import a1111, comfyui, modelslab, native, openai, workers_ai
 
 __all__ = ["DIALECTS", "DEFAULT"]
 
@@ -16,6 +16,7 @@ DIALECTS: tuple[Dialect, ...] = (
     openai.DIALECT,
     a1111.DIALECT,
     modelslab.DIALECT,
+    comfyui.DIALECT,
     native.DIALECT,
 )
 # Renders the errors of (and documents) every path no dialect's prefixes claim.
