@@ -8,13 +8,17 @@ upscale route run without a download.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from .addon_files import AddonFolders
 from .upscalers.rrdbnet import RRDBNet
 
-__all__ = ["TINY_UPSCALERS", "write_tiny_upscalers"]
+__all__ = ["TINY_UPSCALERS", "write_tiny_upscalers", "write_demo_upscalers"]
+
+log = logging.getLogger(__name__)
 
 # file name below the upscaler home folder (models/ESRGAN) -> (layout, scale)
 TINY_UPSCALERS = {"tiny-ESRGAN-4x.pth": ("old", 4), "tiny-RealESRGAN_x2plus.pth": ("new", 2)}
@@ -58,3 +62,12 @@ def write_tiny_upscalers(folder: Path, *, overwrite: bool = False) -> list[Path]
         torch.save(sd if layout == "old" else {"params_ema": sd}, path)
         written.append(path)
     return written
+
+
+def write_demo_upscalers(addons: AddonFolders) -> None:
+    """Demo mode: the tiny upscalers in the upscaler home folder, when not there yet."""
+    written = write_tiny_upscalers(addons.home("upscaler"))
+    if written:
+        log.warning("DEMO MODE: wrote tiny random-weight upscalers %s; their output is noise",
+                    ", ".join(p.name for p in written))
+        addons.refresh("upscaler")

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
 __all__ = ["BUILTIN_UPSCALERS", "LATENT_UPSCALE_MODES", "UpscalerEntry", "list_upscalers", "upscaler_names",
-           "find_upscaler", "target_size", "upscale", "MAX_SCALE"]
+           "find_upscaler", "target_size", "upscale", "MAX_SCALE",
+           "face_restorers", "face_restoration_refused"]
 
 BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
 # A1111's latent upscale modes: name -> (torch interpolate mode, antialias).
@@ -81,7 +82,7 @@ def find_upscaler(addons: AddonFolders, name: str, *, field: str) -> UpscalerEnt
         if name.lower() == builtin.lower():
             return UpscalerEntry(builtin, None, 4)
     if name in LATENT_UPSCALE_MODES:
-        raise BadInput(field, f"{field}: {name!r} is a latent upscale mode (hires fix only), not an image upscaler")
+        raise BadInput(field, f"{name!r} is a latent upscale mode (hires fix only), not an image upscaler")
     try:
         f = addons.find("upscaler", name, field=field)
     except BadInput as e:
@@ -97,13 +98,13 @@ def target_size(width: int, height: int, *, scale: float | None = None, size: tu
     if size is not None:
         w, h = size
         if w < 1 or h < 1:
-            raise BadInput(field, f"{field}: target size {w}x{h} is not allowed: both sides must be at least 1")
+            raise BadInput(field, f"target size {w}x{h} is not allowed: both sides must be at least 1")
     else:
         if scale is None or not 0 < scale <= MAX_SCALE:
-            raise BadInput(field, f"{field}: {scale} is not allowed: use a factor above 0 and at most {MAX_SCALE:g}")
+            raise BadInput(field, f"{scale} is not allowed: use a factor above 0 and at most {MAX_SCALE:g}")
         w, h = max(1, round(width * scale)), max(1, round(height * scale))
     if w * h > max_pixels:
-        raise BadInput(field, f"{field}: the result would be {w}x{h} ({w * h} pixels), past this server's "
+        raise BadInput(field, f"the result would be {w}x{h} ({w * h} pixels), past this server's "
                               f"limit of {max_pixels} pixels; ask for a smaller size")
     return w, h
 
@@ -125,3 +126,21 @@ def upscale(images: Sequence[Image], name: str, *, scale: float | None = None, s
     entry = find_upscaler(addons, name, field=field)
     return upscale_images(images, entry, scale=scale, size=size, device=device, dtype=dtype, field=field,
                           max_pixels=max_pixels, on_progress=on_progress)
+
+
+def face_restorers(addons: AddonFolders) -> list[AddonFile]:
+    """Face restorers this server can run: none yet. GFPGAN and CodeFormer need spandrel's
+    architectures, a face detector and alignment before and pasting back after; sdserve runs
+    none of that, so requests that ask for it are refused (:func:`face_restoration_refused`)
+    rather than answered with unrestored faces."""
+    return []
+
+
+def face_restoration_refused(field: str, addons: AddonFolders) -> BadInput:
+    """The 4xx for a request that asks for face restoration, saying what is missing."""
+    found = [f.filename for f in addons.files("face_restorer")]
+    weights = (f"weights found ({', '.join(found[:5])}), but " if found else
+               f"no GFPGAN/CodeFormer weights in {addons.home('face_restorer')}, and ")
+    return BadInput(field, f"face restoration is not available on this server: {weights}sdserve does not "
+                           "run face restorers yet (they need the spandrel package, which needs torchvision, and a "
+                           "face detector); send 0/false, or restore faces elsewhere")

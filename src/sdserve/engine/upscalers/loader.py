@@ -118,10 +118,10 @@ def load_upscaler(file: AddonFile, device: torch.device, dtype: torch.dtype, *, 
         loaded = _build(file, device, dtype)
     except (UnsupportedUpscaler, OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
         # RuntimeError/pickle errors: a truncated or corrupt file; the caller chose it.
-        raise BadInput(field, f"{field}: cannot load upscaler {file.stem!r} ({file.filename}): "
+        raise BadInput(field, f"cannot load upscaler {file.stem!r} ({file.filename}): "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError and friends from a corrupt .pth
-        raise BadInput(field, f"{field}: cannot load upscaler {file.stem!r} ({file.filename}): "
+        raise BadInput(field, f"cannot load upscaler {file.stem!r} ({file.filename}): "
                               f"not a readable weights file ({type(e).__name__})") from None
     log.info("loaded upscaler %s: %s x%d, %.1fM parameters, %s/%s", file.name, loaded.architecture, loaded.scale,
              loaded.params / 1e6, device, str(loaded.dtype).removeprefix("torch."))
