@@ -99,6 +99,8 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     ]
     if summary.get("task") != "txt2img":
         fields.append(("Denoising strength", summary.get("strength")))
+    if summary.get("tiling"):
+        fields.append(("Tiling", True))
     fields += postprocess_fields(summary.get("upscale"))
     fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))

@@ -27,6 +27,7 @@ from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, bat
 from .pipelines import LoadedModel, prompt_warnings
 from .postprocess import apply_upscale
 from .prepare import prepare, prepare_with_images
+from .seamless import circular_padding
 from .tiny_upscalers import write_demo_upscalers
 from .upscalers.checks import check_upscaler_names
 
@@ -316,7 +317,8 @@ class Engine:
         try:
             with self._lock:
                 tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
-                per_item = run_batch(model, items)
+                with circular_padding(model.base, first.tiling):  # this loop only (seamless.py)
+                    per_item = run_batch(model, items)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:

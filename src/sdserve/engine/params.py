@@ -152,6 +152,8 @@ class GenerationParams(BaseModel):
     output_format: Annotated[OutputFormat, PER_ROW] = "png"
     # Upscaling: the job itself (task "upscale") or after the loop (see UpscaleSettings).
     upscale: UpscaleSettings | None = None
+    # Seamless tiling (A1111 "tiling"): circular padding in the UNet and VAE for this loop.
+    tiling: bool = False
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

@@ -99,6 +99,8 @@ def prepare_upscale(catalog: Catalog, params: GenerationParams,
         raise BadInput("image", "an upscale job needs an input image")
     if params.mask_image is not None:
         raise BadInput("mask", "an upscale job takes no mask")
+    if params.tiling:
+        raise BadInput("tiling", "an upscale job has no denoising loop to tile")
     if params.n != 1:
         raise BadInput("n", "an upscale job makes one image per input image")
     images = decode_inputs(params, max_pixels)
