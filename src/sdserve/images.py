@@ -82,6 +82,10 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
     from . import __version__
 
+    if summary.get("task") == "upscale":  # no generation: only what the upscale did (A1111's extras)
+        return ", ".join(f"{k}: {v}" for k, v in [*postprocess_fields(summary.get("upscale")),
+                                                   ("Size", f"{summary.get('width')}x{summary.get('height')}"),
+                                                   ("Device", device), ("Dtype", dtype)] if v is not None)
     lines = [summary["prompt"]]
     if summary.get("negative_prompt"):
         lines.append(f"Negative prompt: {summary['negative_prompt']}")
@@ -95,9 +99,28 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     ]
     if summary.get("task") != "txt2img":
         fields.append(("Denoising strength", summary.get("strength")))
+    if summary.get("tiling"):
+        fields.append(("Tiling", True))
+    fields += postprocess_fields(summary.get("upscale"))
     fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)
+
+
+def postprocess_fields(upscale: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """A1111's "Postprocess ..." infotext fields for a job's upscale settings (as a dict)."""
+    if not upscale or upscale.get("upscaler") == "None":
+        return []
+    if upscale.get("width") is not None and upscale.get("height") is not None:
+        out: list[tuple[str, Any]] = [("Postprocess upscale to", f"{upscale['width']}x{upscale['height']}"),
+                                      ("Postprocess crop to fit", upscale.get("crop"))]
+    else:
+        out = [("Postprocess upscale by", f"{upscale.get('scale'):g}" if upscale.get("scale") else None)]
+    out.append(("Postprocess upscaler", upscale.get("upscaler")))
+    second, vis = upscale.get("upscaler_2"), upscale.get("upscaler_2_visibility") or 0
+    if second not in (None, "None") and vis > 0:
+        out.append(("Postprocess upscaler 2", f"{second} ({vis:g})"))
+    return out
 
 
 # zlib level 4, not Pillow's 6: on a smooth 512² image level 6 took 3x as long (112 vs 33 ms

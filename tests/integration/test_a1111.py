@@ -147,7 +147,8 @@ def test_listings(api: webuiapi.WebUIApi, engine) -> None:  # type: ignore[no-un
     assert {"Euler", "Euler a", "DPM++ 2M", "DPM++ SDE", "DDIM", "LMS", "Heun", "LCM"} <= set(samplers)
     assert set(api.util_get_scheduler_names()) == {"automatic", "uniform", "karras", "exponential", "polyexponential",
                                                    "sgm_uniform", "simple", "normal", "ddim", "beta"}  # A1111's names
-    assert api.get_upscalers() == [] and api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert [u["name"] for u in api.get_upscalers()][:3] == ["None", "Lanczos", "Nearest"]  # then the files
+    assert api.get_scripts() == {"txt2img": [], "img2img": []}
 
 
 def test_options_switch_the_checkpoint(api: webuiapi.WebUIApi) -> None:

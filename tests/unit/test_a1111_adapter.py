@@ -171,7 +171,6 @@ def test_blank_seed_is_random():
     ({"script_name": "X/Y/Z plot"}, "script_name", 422),
     ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "alwayson_scripts", 422),
     ({"restore_faces": True}, "restore_faces", 400),
-    ({"tiling": True}, "tiling", 400),
     ({"subseed_strength": 0.3}, "subseed_strength", 400),
     ({"width": 5000}, "width", 400),
     ({"height": 32}, "height", 400),
@@ -407,3 +406,8 @@ def test_engine_errors_are_renamed_to_a1111_fields():
     assert in_dialect_terms(BadInput("guidance", "x")).field == "cfg_scale"
     big = in_dialect_terms(PayloadTooLarge("image", "too many pixels"))
     assert isinstance(big, PayloadTooLarge) and (big.field, big.status) == ("init_images[0]", 413)
+
+
+def test_tiling_is_applied_not_refused(catalog):
+    plan = txt2img_plan(Txt2ImgRequest(prompt="x", tiling=True), catalog.get(SD15), "png")
+    assert plan.params.tiling and not txt2img_plan(Txt2ImgRequest(prompt="x"), catalog.get(SD15), "png").params.tiling

@@ -73,7 +73,7 @@ def test_seeds_are_consecutive_and_wrap_below_2_32() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"seed": -1}, {"seed": MAX_SEED + 1}, {"n": 0}, {"n": 17},
-                                 {"task": "upscale"}, {"output_format": "gif"}, {"colour": "red"}])
+                                 {"task": "recolour"}, {"output_format": "gif"}, {"colour": "red"}])
 def test_invalid_values_are_rejected(bad: dict) -> None:
     with pytest.raises(ValidationError):
         GenerationParams(model="m", prompt="x", **bad)

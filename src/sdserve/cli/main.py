@@ -144,6 +144,10 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
     for path in write_all_tiny(args.dir, layouts, force=True, demo=args.demo):
         print(path)
+    from ..engine.tiny_upscalers import write_tiny_upscalers  # ESRGAN/Real-ESRGAN in their file formats
+
+    for path in write_tiny_upscalers(Path(args.dir) / "ESRGAN", overwrite=True):
+        print(path)
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import BadInput, UnknownModel
-from .params import Task
+from .params import ModelTask, Task
 
 __all__ = ["Arch", "Defaults", "WeightSource", "ModelSpec", "Catalog", "BUILTIN_MODELS", "DEMO_LAYOUTS", "DEMO_SIZE"]
 
@@ -78,7 +78,7 @@ class ModelSpec:
     defaults: Defaults
     description: str = ""
     aliases: tuple[str, ...] = ()
-    tasks: tuple[Task, ...] = ("txt2img", "img2img", "inpaint")
+    tasks: tuple[ModelTask, ...] = ("txt2img", "img2img", "inpaint")
     # Replaces the UNet of ``source`` (SDXL-Lightning ships only a distilled UNet).
     unet: WeightSource | None = None
     # Which tiny layout ``make-tiny`` writes for this model in demo mode.

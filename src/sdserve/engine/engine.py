@@ -25,7 +25,11 @@ from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
+from .postprocess import apply_upscale
 from .prepare import prepare, prepare_with_images
+from .seamless import circular_padding
+from .tiny_upscalers import write_demo_upscalers
+from .upscalers.checks import check_upscaler_names
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
@@ -114,6 +118,8 @@ class Engine:
         self.catalog = catalog
         self.options = options or EngineOptions()
         self.addons = AddonFolders(self.options.models_dir, self.options.model_dirs or {})
+        if self.options.demo_dir is not None:  # every feature tryable without a download
+            write_demo_upscalers(self.addons)
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.options.dtype, self.device)
         if self.device.type == "cpu":
@@ -235,12 +241,16 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        check_upscaler_names(p, self.addons)  # the files are this engine's
+        return p
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
         p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
+        if p.task == "upscale":  # the input is what gets upscaled: kept at its own size
+            return BatchItem(p, images, req.on_step, req.cancel)
         size = (p.width, p.height)
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
         sized = {role: img if img.size == size else
@@ -287,6 +297,10 @@ class Engine:
                 continue
             groups.setdefault(batch_key(item.params), []).append((i, item))
         for members in groups.values():
+            if members[0][1].params.task == "upscale":  # no model, no loop
+                for i, item in members:
+                    results[i] = self._run_upscale(item)
+                continue
             try:
                 model = self.load(members[0][1].params.model)
             except SdserveError as e:
@@ -294,7 +308,7 @@ class Engine:
                     results[i] = e
                 continue
             for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
-                results[i] = res
+                results[i] = self._upscale_result(res, members[0][1]) if isinstance(res, GenerationResult) else res
         return [r if r is not None else GenerationFailed("not run") for r in results]
 
     def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
@@ -303,7 +317,8 @@ class Engine:
         try:
             with self._lock:
                 tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
-                per_item = run_batch(model, items)
+                with circular_padding(model.base, first.tiling):  # this loop only (seamless.py)
+                    per_item = run_batch(model, items)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:
@@ -329,6 +344,51 @@ class Engine:
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
                                  dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
                 for it, imgs in zip(items, per_item, strict=True)]
+
+    # -- upscaling (engine.upscalers, engine.postprocess) ----------------------------------
+
+    def _upscale_images(self, images: list[Image.Image], item: BatchItem) -> list[Image.Image]:
+        s = item.params.upscale
+        assert s is not None
+        on_step = item.on_step
+        with self._lock:
+            return apply_upscale(images, s, device=self.device, dtype=self.dtype, addons=self.addons,
+                                 max_pixels=self.options.max_image_pixels,
+                                 on_progress=None if on_step is None else lambda d, t: on_step(StepInfo(d, t)))
+
+    def _run_upscale(self, item: BatchItem) -> GenerationResult | SdserveError:
+        """An "upscale" job: its init image through the upscaler(s); no model is loaded."""
+        t0 = time.perf_counter()
+        try:
+            if item.cancel is not None and item.cancel():
+                raise Canceled("canceled before it started")
+            images = self._upscale_images([item.images["init"]], item)
+        except SdserveError as e:
+            return e
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            return GenerationFailed(f"out of memory upscaling to {item.params.width}x{item.params.height}")
+        except Exception as e:  # the engine failed on valid input: the server's fault
+            log.exception("upscale failed")
+            return GenerationFailed(f"upscale failed: {type(e).__name__}: {e}")
+        return GenerationResult(params=item.params, images=images, seeds=item.params.seeds, device=str(self.device),
+                                dtype=str(self.dtype).removeprefix("torch."),
+                                timings={"upscale_s": time.perf_counter() - t0})
+
+    def _upscale_result(self, res: GenerationResult, item: BatchItem) -> GenerationResult | SdserveError:
+        """A generation's images upscaled when it asks (``params.upscale``)."""
+        if res.params.upscale is None:
+            return res
+        t0 = time.perf_counter()
+        try:
+            res.images = self._upscale_images(res.images, BatchItem(res.params, on_step=None))
+        except SdserveError as e:
+            return e
+        except Exception as e:  # noqa: BLE001 - the server's fault, reported as such
+            log.exception("upscale after generation failed")
+            return GenerationFailed(f"upscale failed: {type(e).__name__}: {e}")
+        res.timings["upscale_s"] = time.perf_counter() - t0
+        return res
 
     def _free_memory(self) -> None:
         import gc

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Task",
+    "ModelTask",
     "OutputFormat",
     "InputRole",
     "PromptSyntax",
@@ -30,6 +31,7 @@ __all__ = [
     "PerRow",
     "per_row_fields",
     "GenerationParams",
+    "UpscaleSettings",
     "GenerationResult",
     "StepInfo",
     "MAX_SEED",
@@ -38,7 +40,10 @@ __all__ = [
     "batch_key",
 ]
 
-Task = Literal["txt2img", "img2img", "inpaint"]
+Task = Literal["txt2img", "img2img", "inpaint", "upscale"]
+# What a model's denoising loop does (a catalog entry's tasks); "upscale" is the init image
+# resized by an upscaler (engine.upscalers), with no loop and no model.
+ModelTask = Literal["txt2img", "img2img", "inpaint"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 # What an input image is for. Add-ons add roles (``control``, ``ip_adapter``, ...); the store
 # keeps one row per (job, role, index), so a new role needs no new column or migration.
@@ -93,6 +98,29 @@ def input_images(init: bytes | None = None, mask: bytes | None = None) -> tuple[
     return tuple(InputImage(role=role, data=b) for role, b in roles if b is not None)
 
 
+class UpscaleSettings(BaseModel):
+    """Resizing by an upscaler (engine.upscalers; checked in engine.upscalers.checks).
+
+    The whole job when the task is "upscale" (the init image; no denoising loop), else
+    applied to each image after the loop (ModelsLab's ``upscale`` on a generation).
+    A1111's extras semantics: by ``scale``, or to ``width`` x ``height`` by the larger of
+    the two ratios and then, with ``crop``, centred on a canvas of exactly that size.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    upscaler: str = "Lanczos"
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    crop: bool = False
+    # Blended over the first upscaler's result with this weight (A1111's "Upscaler 2").
+    upscaler_2: str | None = None
+    upscaler_2_visibility: float = 0.0
+    # Output sides rounded down to a multiple of this (A1111's upscalers round to 8).
+    grid: int = 1
+
+
 class GenerationParams(BaseModel):
     """What to generate, in sdserve's own terms.
 
@@ -124,6 +152,10 @@ class GenerationParams(BaseModel):
     scheduler: str | None = None
     inputs: Annotated[tuple[InputImage, ...], PER_ROW] = ()
     output_format: Annotated[OutputFormat, PER_ROW] = "png"
+    # Upscaling: the job itself (task "upscale") or after the loop (see UpscaleSettings).
+    upscale: UpscaleSettings | None = None
+    # Seamless tiling (A1111 "tiling"): circular padding in the UNet and VAE for this loop.
+    tiling: bool = False
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -178,7 +210,7 @@ class GenerationParams(BaseModel):
         # Image bytes are kept apart from stored params (and dropped when a job ends), so
         # the task, which requires them, also counts: a job read back still shows its inputs.
         task = self.inferred_task
-        out["has_init_image"] = self.init_image is not None or task in ("img2img", "inpaint")
+        out["has_init_image"] = self.init_image is not None or task in ("img2img", "inpaint", "upscale")
         out["has_mask_image"] = self.mask_image is not None or task == "inpaint"
         return out
 

@@ -142,6 +142,10 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
                         max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GenerationParams, dict[str, Image.Image]]:
     """:func:`prepare`, also returning the decoded input images by role (the engine runs on
     them; checking them needs the decode anyway)."""
+    if params.task == "upscale":  # no denoising loop: its own checks (engine.upscalers.checks)
+        from .upscalers.checks import prepare_upscale
+
+        return prepare_upscale(catalog, params, max_pixels)
     p, images = settle_inputs(catalog, params, max_pixels)
     p = p.resolve(catalog.get(p.model))  # resolve is idempotent: fills only what is still None
     task = p.task
@@ -164,4 +168,8 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
         raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
                                    "raise strength or steps so that strength x steps is at least 1")
     get_scheduler(p.scheduler or "")
+    if p.upscale is not None:  # upscaled after the loop: the result fits the limits
+        from .upscalers.checks import check_upscale
+
+        check_upscale(p, max_pixels)
     return p, images

@@ -113,9 +113,8 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
     for name in req.alwayson_scripts:
         raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs no scripts)")
     if req.restore_faces:
-        raise BadInput("restore_faces", "face restoration is not available in sdserve; send false")
-    if req.tiling:
-        raise BadInput("tiling", "tiling is not available in sdserve; send false")
+        raise BadInput("restore_faces", "face restoration is not available on this server: sdserve does not run "
+                                        "GFPGAN/CodeFormer yet (GET /sdapi/v1/face-restorers lists none); send false")
     if req.subseed_strength:
         raise BadInput("subseed_strength", "variation seeds are not supported; send 0")
     if req.refiner_checkpoint and req.refiner_checkpoint.lower() != "none":
@@ -155,6 +154,7 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Pla
         width=_on_grid(req.width, "width"), height=_on_grid(req.height, "height"), steps=req.steps,
         guidance=req.cfg_scale, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, output_format=fmt,
+        tiling=bool(req.tiling),
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name))
 
@@ -201,6 +201,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, inputs=input_images(init=init, mask=mask_png),
         output_format=fmt,
+        tiling=bool(req.tiling),
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop)
 

@@ -303,7 +303,7 @@ async def _empty_listing(request: Request) -> list[Any]:
 
 # Features sdserve does not have: empty lists, so clients that probe them show nothing. One
 # route each (not a catch-all, which would make unknown POSTs here 405 instead of 404).
-for _name in ("upscalers", "latent-upscale-modes", "sd-vae", "loras", "hypernetworks", "face-restorers",
-              "realesrgan-models", "prompt-styles", "script-info"):
+# (upscalers, latent-upscale-modes, realesrgan-models, face-restorers: extras.py)
+for _name in ("sd-vae", "loras", "hypernetworks", "prompt-styles", "script-info"):
     router.add_api_route(f"/{_name}", _empty_listing, methods=["GET"], response_model=list[Any],
                          name=f"list_{_name.replace('-', '_')}", summary=f"{_name}: none in sdserve")
