@@ -17,9 +17,10 @@ matches the same request made alone, up to float rounding of the batched kernels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -116,6 +117,40 @@ def inpaint_mask(call: Call, first: GenerationParams, rows: Rows, model: LoadedM
         call.kwargs.update(mask_image=rows.images("mask"))
 
 
+def control(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """5b. ControlNet: each row's control image per unit (the units' settings are shared, they
+    are part of the batch key); "ControlNet is more important" is diffusers' guess_mode."""
+    units = first.control
+    if not units:
+        return
+    call.needs = replace(call.needs, control=tuple(u.model for u in units))
+    images = [_control_rows(rows.images("control" if i == 0 else f"control.{i}")) for i in range(len(units))]
+
+    def one_or_all(values: list[Any]) -> Any:
+        return values[0] if len(units) == 1 else values
+
+    # txt2img pipelines take the control image as ``image``; img2img/inpaint as ``control_image``.
+    call.kwargs.update({"image" if first.task == "txt2img" else "control_image": one_or_all(images)},
+                       controlnet_conditioning_scale=one_or_all([u.weight for u in units]),
+                       control_guidance_start=one_or_all([u.guidance_start for u in units]),
+                       control_guidance_end=one_or_all([u.guidance_end for u in units]),
+                       guess_mode=units[0].control_mode == "control")
+
+
+def _control_rows(images: list[Image.Image]) -> list[Any]:
+    """PIL images as they are; an inpaint unit's RGBA images as arrays in [0, 1] with the
+    transparent (to repaint) pixels at -1, the input diffusers' inpaint ControlNet expects."""
+    if all(img.mode != "RGBA" for img in images):
+        return images
+    out = []
+    for img in images:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] < 0.5] = -1.0
+        out.append(rgb)
+    return out
+
+
 def noise(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """6. One CPU generator per row, so no image depends on its batch or the device."""
     call.kwargs.update(generator=[torch.Generator("cpu").manual_seed(s) for s in rows.seeds], output_type="pil")
@@ -143,7 +178,7 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
 
 
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
-RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress)
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress)
 
 
 def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:
