@@ -21,6 +21,8 @@ from sdserve.engine.prepare import size_from_inputs
 from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
 from sdserve.errors import BadInput, UnknownModel
 from sdserve.images import decode_base64
+from sdserve.engine.control import MAX_UNITS
+from .controlnet import control_units, fields as control_fields
 from .protocol import GenerateRequest
 
 # ModelsLab's largest side (its schema caps width and height at 1024).
@@ -72,11 +74,11 @@ def enhance_prompt(prompt: str) -> str:
 
 def in_dialect_terms(err: BadInput) -> BadInput:
     """``err`` with the engine's field name replaced by ModelsLab's (steps -> num_inference_steps)."""
-    name = ENGINE_FIELDS.get(err.field)
+    name = {**ENGINE_FIELDS, **control_fields(MAX_UNITS)}.get(err.field)
     if name is None:
         return err
     out = type(err).__new__(type(err))
-    BadInput.__init__(out, name, err.detail)
+    BadInput.__init__(out, name, err.detail.replace(err.field, name))
     out.status = err.status
     return out
 
@@ -145,15 +147,17 @@ def _check_supported(req: GenerateRequest) -> None:
 
 
 def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None,
-              mask: bytes | None) -> GenerationParams:
+              mask: bytes | None, hints: list[bytes] | None = None) -> GenerationParams:
     """Translate a ModelsLab request for the route's ``task`` into GenerationParams.
 
     ``init``/``mask`` are the image bytes already fetched or decoded from the request;
     prepare() checks them, their sizes and the task as for every dialect. Width and height
     left out mean the model's defaults (txt2img) or the input image's size (img2img/inpaint),
     which ModelsLab caps at its own 1024 limit: a parameter of the one rule, not a copy.
+    ``hints``: the ControlNet hint images (modelslab/controlnet.py), fetched like init_image.
     """
     _check_supported(req)
+    units, hint_inputs = control_units(req, hints or [])
     if spec.tasks == ("inpaint",) and task != "inpaint":
         raise BadInput("model_id", f"model {spec.id} only inpaints: use /inpaint with init_image and mask_image")
     strength = req.strength if req.strength is not None else req.prompt_strength
@@ -173,8 +177,10 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         seed=req.seed,
         n=req.samples or 1,
         scheduler=resolve_scheduler(req.scheduler, req.use_karras_sigmas),
-        inputs=input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
+        inputs=(*input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
+                *hint_inputs),
         output_format="png",
+        control=units,
     )
     return size_from_inputs(params, max_side=MAX_SIDE)
 
