@@ -67,14 +67,15 @@ def build_addons(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def addon_dirs(settings: Settings) -> dict[str, list[Path]]:
-    """``model_dirs``, plus in demo mode the tiny ControlNets beside the demo models (searched
-    after the server's own ControlNet folder; engine.tiny_addons writes them)."""
+    """``model_dirs``, plus in demo mode the tiny ControlNets and IP-Adapters beside the demo
+    models (searched after the server's own folders; engine.tiny_addons writes them)."""
     from sdserve.engine.addon_files import FOLDERS
 
     dirs = {k: list(v) for k, v in settings.model_dirs.items()}
     if settings.demo:
-        own = dirs.get("controlnet", [settings.addon_dir / f for f in FOLDERS["controlnet"]])
-        dirs["controlnet"] = [*own, settings.demo_dir / FOLDERS["controlnet"][0]]
+        for kind in ("controlnet", "ip_adapter"):
+            own = dirs.get(kind, [settings.addon_dir / f for f in FOLDERS[kind]])
+            dirs[kind] = [*own, settings.demo_dir / FOLDERS[kind][0]]
     return dirs
 
 

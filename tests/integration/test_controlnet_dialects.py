@@ -55,10 +55,11 @@ def test_a1111_unit_with_the_extensions_defaults(client) -> None:  # type: ignor
 
 def test_a1111_preprocessor_map_is_appended_and_detect_returns_it(client) -> None:  # type: ignore[no-untyped-def]
     unit = {"image": _b64(_hint()), "model": "tiny-sd15-canny", "module": "canny", "threshold_a": 50,
-            "threshold_b": 100, "resize_mode": "Just Resize", "control_mode": "ControlNet is more important"}
+            "threshold_b": 100, "processor_res": 64, "resize_mode": "Just Resize",
+            "control_mode": "ControlNet is more important"}
     r = _a1111(client, [unit])
     assert r.status_code == 200, r.text
-    gen, detected = r.json()["images"]
+    _, detected = r.json()["images"]
     edges = _px(detected)
     assert edges.shape == (64, 64, 3) and edges.max() == 255 and edges[32, 32].max() == 0  # an outline
     d = client.post("/controlnet/detect", json={"controlnet_module": "canny", "controlnet_input_images": [_b64(_hint())],

@@ -144,6 +144,10 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
     for path in write_all_tiny(args.dir, layouts, force=True, demo=args.demo):
         print(path)
+    from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models
+
+    for path in [*write_tiny_controlnets(args.dir, demo=args.demo), *write_tiny_ip_adapters(args.dir, demo=args.demo)]:
+        print(path)
     return 0
 
 

@@ -124,10 +124,14 @@ def control(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel)
     if not units:
         return
     call.needs = replace(call.needs, control=tuple(u.model for u in units))
-    images = [_control_rows(rows.images("control" if i == 0 else f"control.{i}")) for i in range(len(units))]
+    images: list[Any] = [_control_rows(rows.images("control" if i == 0 else f"control.{i}")) for i in range(len(units))]
 
     def one_or_all(values: list[Any]) -> Any:
         return values[0] if len(units) == 1 else values
+
+    if len(units) > 1 and first.task == "txt2img" and model.spec.arch != "sdxl":
+        # This one pipeline reads a list of lists as rows x units (the others: units x rows).
+        images = [list(row) for row in zip(*images, strict=True)]
 
     # txt2img pipelines take the control image as ``image``; img2img/inpaint as ``control_image``.
     call.kwargs.update({"image" if first.task == "txt2img" else "control_image": one_or_all(images)},
@@ -191,6 +195,17 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image
     if any(batch_key(it.params) != batch_key(first) for it in items):
         raise ValueError("run_batch needs items with equal batch keys")
     assert first.task is not None, "prepare() resolves the task"
+    if first.ip_adapter is not None:
+        # diffusers gives all rows of a call one image prompt: one loop per distinct image.
+        by_image: dict[bytes | None, list[int]] = {}
+        for i, it in enumerate(items):
+            by_image.setdefault(it.params.input("ip_adapter"), []).append(i)
+        if len(by_image) > 1:
+            out: list[list[Image.Image]] = [[] for _ in items]
+            for idx in by_image.values():
+                for i, images in zip(idx, run_batch(model, [items[i] for i in idx]), strict=True):
+                    out[i] = images
+            return out
     if not any(needs_embeddings(model.base, it.params) for it in items):
         return _run(items, [], model)
     conditioning = [encode_item(model.base, it.params) for it in items]
@@ -214,7 +229,12 @@ def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: Lo
         contribute(call, first, rows, model)
     pipe = model.pipeline(call.needs)
     pipe.scheduler = model.scheduler(first.scheduler or "euler")
-    with torch.inference_mode():
+    # IP-Adapter: loaded into the shared UNet for this call only; each row's image embedded.
+    cfg = (first.guidance or 0) > 1 and model.base.unet.config.time_cond_proj_dim is None
+    adapter_image = rows.images("ip_adapter")[0] if first.ip_adapter is not None else None
+    with model.ip_adapters.applied(pipe, first.ip_adapter, adapter_image, cfg) as embeds, torch.inference_mode():
+        if embeds is not None:
+            call.kwargs["ip_adapter_image_embeds"] = embeds
         out = pipe(**call.kwargs).images
     per_item: list[list[Image.Image]] = [[] for _ in items]
     for img, idx in zip(out, rows.owner, strict=True):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInput
 from .addon_files import AddonFile, AddonFolders
 from .params import GenerationParams
 from .preprocessors import canonical, check_preprocessor
 
-__all__ = ["MAX_UNITS", "check_control", "controlnet_family", "unit_field"]
+__all__ = ["MAX_UNITS", "check_control", "check_ip_adapter", "controlnet_family", "ip_adapter_family", "unit_field"]
 
 # A1111's ControlNet extension defaults to 3 units (its setting allows up to 10); each unit
 # is one more ControlNet pass per step, so the cap keeps one request's cost bounded.
@@ -48,7 +49,7 @@ def controlnet_family(f: AddonFile) -> str | None:
                          for k in keys) else "sd15"
 
 
-def _safetensors_keys(path: Path) -> list[str] | None:
+def _safetensors_header(path: Path) -> dict[str, Any] | None:
     # The header is a little-endian u64 length then JSON: read it alone (the file may be GBs).
     try:
         with open(path, "rb") as fh:
@@ -58,7 +59,12 @@ def _safetensors_keys(path: Path) -> list[str] | None:
             header = json.loads(fh.read(n))
     except (OSError, ValueError):
         return None
-    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+    return header if isinstance(header, dict) else None
+
+
+def _safetensors_keys(path: Path) -> list[str] | None:
+    header = _safetensors_header(path)
+    return [k for k in header if k != "__metadata__"] if header is not None else None
 
 
 def check_control(p: GenerationParams, arch: str, addons: AddonFolders | None) -> None:
@@ -98,3 +104,34 @@ def check_control(p: GenerationParams, arch: str, addons: AddonFolders | None) -
 
 
 _FAMILY = {"sd15": "SD 1.5", "sdxl": "SDXL"}
+
+
+def ip_adapter_family(f: AddonFile) -> str | None:
+    """"sd15" or "sdxl" for an IP-Adapter file whose text-embedding width says so (768 or
+    2048); None otherwise (the engine compares it with the loaded UNet's exactly)."""
+    if f.path.suffix.lower() != ".safetensors":
+        return None
+    width = _safetensors_shape(f.path, "ip_adapter.1.to_k_ip.weight")
+    return {768: "sd15", 2048: "sdxl"}.get(width[1]) if width and len(width) == 2 else None
+
+
+def _safetensors_shape(path: Path, key: str) -> list[int] | None:
+    entry = (_safetensors_header(path) or {}).get(key)
+    return entry.get("shape") if isinstance(entry, dict) else None
+
+
+def check_ip_adapter(p: GenerationParams, arch: str, addons: AddonFolders | None) -> None:
+    """An IP-Adapter the server has, of the model's family, with its image."""
+    if p.ip_adapter is None:
+        if p.input("ip_adapter") is not None:
+            raise BadInput("ip_adapter.image", "an IP-Adapter image without an IP-Adapter model")
+        return
+    if p.input("ip_adapter") is None:
+        raise BadInput("ip_adapter.image", "the IP-Adapter needs an image (the image prompt)")
+    if addons is None:
+        return
+    f = addons.find("ip_adapter", p.ip_adapter.model, field="ip_adapter.model")
+    family = ip_adapter_family(f)
+    if family is not None and family != arch:
+        raise BadInput("ip_adapter.model", f"{p.ip_adapter.model} is an IP-Adapter for {_FAMILY[family]}, but the "
+                                           f"model is {_FAMILY.get(arch, arch)}")

@@ -21,6 +21,7 @@ from .addon_files import AddonFolders
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .controlnets import ControlNets
+from .ip_adapters import IPAdapters
 from .tiny_addons import ensure_demo_controlnets
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
@@ -128,6 +129,7 @@ class Engine:
                                                o.max_loaded_models)
         self._lock = threading.RLock()
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
+        self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
         if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
             ensure_demo_controlnets(self.options.demo_dir)
 
@@ -168,7 +170,8 @@ class Engine:
             # images; per image it matches the image made alone, and peak memory drops.
             pipe.vae.enable_slicing()
             pipe.set_progress_bar_config(disable=True)
-            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype, controlnets=self.controlnets)
+            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype, controlnets=self.controlnets,
+                                ip_adapters=self.ip_adapters)
             if self.fast.compile != "off":
                 try:
                     self._warm_up(model)
@@ -254,7 +257,8 @@ class Engine:
             images[key] = control_image(u.preprocessor, images[key], size, u.resize_mode, u.processor_res,
                                         u.threshold_a, u.threshold_b, images.get("mask"))
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
-        sized = {role: img if img.size == size else
+        # (The IP-Adapter's image prompt keeps its own size: its encoder's processor fits it.)
+        sized = {role: img if img.size == size or role == "ip_adapter" else
                  img.resize(size, Image.Resampling.NEAREST if role == "mask" else Image.Resampling.LANCZOS)
                  for role, img in images.items()}
         return BatchItem(p, sized, req.on_step, req.cancel)

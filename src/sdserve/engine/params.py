@@ -26,6 +26,7 @@ __all__ = [
     "PromptSyntax",
     "InputImage",
     "ControlUnit",
+    "IPAdapterUnit",
     "ControlMode",
     "ResizeMode",
     "input_images",
@@ -45,7 +46,7 @@ Task = Literal["txt2img", "img2img", "inpaint"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 # What an input image is for. Add-ons add roles (``control``, ``ip_adapter``, ...); the store
 # keeps one row per (job, role, index), so a new role needs no new column or migration.
-InputRole = Literal["init", "mask", "control"]
+InputRole = Literal["init", "mask", "control", "ip_adapter"]
 # How a prompt is read: "a1111" is AUTOMATIC1111's syntax (weights, BREAK, chunks beyond 75
 # tokens; engine.prompt_syntax), "plain" is text as the hosted services read it (truncated
 # at the encoder's 75 tokens, with a warning).
@@ -127,6 +128,17 @@ class ControlUnit(BaseModel):
     threshold_b: float | None = None
 
 
+class IPAdapterUnit(BaseModel):
+    """An IP-Adapter (image prompt): its model and scale (part of the batch key); the image
+    is a per-row input of role "ip_adapter"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # An IP-Adapter file in the add-on folder ``ipadapter/`` (its image encoder beside it).
+    model: str
+    scale: float = Field(default=1.0, ge=0, le=2)
+
+
 class GenerationParams(BaseModel):
     """What to generate, in sdserve's own terms.
 
@@ -160,6 +172,8 @@ class GenerationParams(BaseModel):
     output_format: Annotated[OutputFormat, PER_ROW] = "png"
     # ControlNet units (engine.control); their images are inputs of role "control".
     control: tuple[ControlUnit, ...] = ()
+    # IP-Adapter (engine.ip_adapters); its image is the input of role "ip_adapter".
+    ip_adapter: IPAdapterUnit | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

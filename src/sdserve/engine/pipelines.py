@@ -72,6 +72,8 @@ class LoadedModel:
     _views: dict[Needs, Any] = field(default_factory=dict)
     # The engine's ControlNets (engine.controlnets), for views that need them.
     controlnets: Any = None
+    # The engine's IP-Adapters (engine.ip_adapters), loaded around the calls that use one.
+    ip_adapters: Any = None
     _control_views: dict[Needs, tuple[list[Any], Any]] = field(default_factory=dict)
     # The scheduler config the model shipped with. Every run builds its scheduler from this,
     # never from ``base.scheduler``, which the last txt2img run replaced: one request's

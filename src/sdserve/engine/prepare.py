@@ -18,7 +18,7 @@ from ..errors import BadInput
 from ..images import decode_image
 from .addon_files import AddonFolders
 from .catalog import Catalog, ModelSpec
-from .control import check_control, unit_field
+from .control import check_control, check_ip_adapter, unit_field
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_prompt
 from .schedulers import get_scheduler
@@ -29,7 +29,7 @@ MIN_SIDE, MAX_SIDE = 64, 4096
 # The engine's own cap on an input image's pixels (EngineOptions.max_image_pixels can lower it).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # How each input role is decoded, and the field name a problem with it is reported under.
-_ROLE_FIELD = {"init": ("image", "RGB"), "mask": ("mask", "L")}
+_ROLE_FIELD = {"init": ("image", "RGB"), "mask": ("mask", "L"), "ip_adapter": ("ip_adapter.image", "RGB")}
 
 
 def _check_text(field: str, text: str) -> None:
@@ -131,6 +131,7 @@ def settle_inputs(catalog: Catalog, params: GenerationParams, max_pixels: int = 
     p = params.model_copy(update={"task": task, **({"inputs": kept} if task == "txt2img" else {})})
     _check_task(spec, p, task)
     check_control(p, spec.arch, addons)
+    check_ip_adapter(p, spec.arch, addons)
     images = decode_inputs(p, max_pixels)
     p = size_from_inputs(p)
     _check_sides(p)
