@@ -151,3 +151,23 @@ def test_native_control_units(client) -> None:  # type: ignore[no-untyped-def]
     assert job["params"]["control"][0]["model"] == "tiny-sd15-canny-single"
     bad = client.post("/v1/jobs", json={**body, "control": [{**body["control"][0], "image": _b64(b"junk")}]})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "control[0].image", bad.text
+
+
+def test_ip_adapter_in_every_dialect(client) -> None:  # type: ignore[no-untyped-def]
+    red = _b64(png_bytes((80, 60), (255, 0, 0)))
+    # A1111: a ControlNet unit with an ip-adapter module.
+    a = _a1111(client, [{"image": red, "module": "ip-adapter_clip_sd15", "model": "tiny-ip-adapter_sd15",
+                         "weight": 0.8}])
+    assert a.status_code == 200 and len(a.json()["images"]) == 1, a.text
+    # ModelsLab: ip_adapter_id / ip_adapter_image / ip_adapter_scale, same request -> same pixels.
+    m = _modelslab(client, "/api/v3/text2img", ip_adapter_id="tiny-ip-adapter_sd15",
+                   ip_adapter_image="data:image/png;base64," + red, ip_adapter_scale="0.8")
+    assert m.status_code == 200 and m.json()["status"] == "success", m.text
+    bad = _modelslab(client, "/api/v3/text2img", ip_adapter_id="tiny-ip-adapter_sdxl",
+                     ip_adapter_image="data:image/png;base64," + red)
+    assert bad.status_code == 400 and bad.json()["message"].startswith("ip_adapter_id"), bad.text
+    # Native: the ip_adapter object.
+    body = {"model": SD15, "prompt": "a house", "width": 64, "height": 64, "steps": 2, "seed": 7,
+            "ip_adapter": {"model": "nope", "image": red}}
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 400 and r.json()["error"]["field"] == "ip_adapter.model", r.text

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from sdserve.engine.params import BatchItem, ControlUnit, GenerationParams, InputImage, input_images
+from sdserve.engine.params import BatchItem, ControlUnit, GenerationParams, InputImage, IPAdapterUnit, input_images
 from sdserve.errors import BadInput
 from tests.conftest import mask_bytes, png_bytes, png_of
 
@@ -135,3 +135,32 @@ def test_single_file_wrong_family_is_refused_before_loading(engine) -> None:  # 
     with pytest.raises(BadInput) as e:
         engine.prepare(request(SDXL, (ControlUnit(model="tiny-sd15-canny-single"),)))
     assert e.value.field == "control[0].model" and "SD 1.5" in e.value.detail
+
+
+def adapter_request(color: tuple[int, int, int], model: str = SD15, adapter: str = "tiny-ip-adapter_sd15",
+                    seed: int = 3) -> GenerationParams:
+    return GenerationParams(model=model, prompt="a house", width=64, height=64, steps=2, seed=seed,
+                            ip_adapter=IPAdapterUnit(model=adapter, scale=0.8),
+                            inputs=(InputImage(role="ip_adapter", data=png_bytes((80, 60), color)),))
+
+
+def test_ip_adapter_image_prompt_batch_equals_alone(engine) -> None:  # type: ignore[no-untyped-def]
+    red, blue = adapter_request((255, 0, 0)), adapter_request((0, 0, 255))
+    alone = [pixels(engine, p) for p in (red, blue)]
+    assert np.abs(alone[0] - alone[1]).mean() > 1  # the image prompt steers the image
+    together = engine.generate_batch([BatchItem(red), BatchItem(blue)])
+    for a, res in zip(alone, together, strict=True):
+        assert np.abs(a - np.asarray(res.images[0], dtype=np.int16)).max() <= 1  # type: ignore[union-attr]
+    # Unloaded after the call: a plain request is as before.
+    plain = red.model_copy(update={"ip_adapter": None, "inputs": ()})
+    assert np.abs(pixels(engine, plain) - alone[0]).mean() > 1
+
+
+def test_ip_adapter_sdxl_and_wrong_family(engine) -> None:  # type: ignore[no-untyped-def]
+    assert pixels(engine, adapter_request((255, 0, 0), SDXL, "tiny-ip-adapter_sdxl")).shape == (64, 64, 3)
+    with pytest.raises(BadInput) as e:
+        engine.generate(adapter_request((255, 0, 0), SDXL, "tiny-ip-adapter_sd15"))
+    assert e.value.field == "ip_adapter.model"
+    with pytest.raises(BadInput) as e:
+        engine.prepare(adapter_request((1, 2, 3)).model_copy(update={"inputs": ()}))
+    assert e.value.field == "ip_adapter.image"

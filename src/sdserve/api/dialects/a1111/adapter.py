@@ -165,6 +165,7 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         width=w, height=h, steps=req.steps,
         guidance=req.cfg_scale, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, output_format=fmt, control=control.units, inputs=control.inputs,
+        ip_adapter=control.ip_adapter,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), control=control)
 
@@ -207,7 +208,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         mask_png = to_png(mask)
     # The units' images as sent (or the init image as sent, before any crop), as the extension.
     control = units_of(req.alwayson_scripts, w, h, raw, max_pixels)
-    if crop is not None and control.units:
+    if crop is not None and (control.units or control.ip_adapter):
         raise BadInput("inpaint_full_res", "ControlNet with 'Only masked' inpainting is not supported; "
                                            "send inpaint_full_res: false")
     params = GenerationParams(
@@ -215,7 +216,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         width=w, height=h,
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, inputs=(*input_images(init=init, mask=mask_png), *control.inputs),
-        output_format=fmt, control=control.units,
+        output_format=fmt, control=control.units, ip_adapter=control.ip_adapter,
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop, control=control)
 

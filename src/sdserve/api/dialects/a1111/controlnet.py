@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sdserve.engine.control import unit_field
-from sdserve.engine.params import ControlMode, ControlUnit, InputImage, ResizeMode
+from sdserve.engine.params import ControlMode, ControlUnit, InputImage, IPAdapterUnit, ResizeMode
 from sdserve.engine.preprocessors import PREPROCESSORS, check_preprocessor, control_image, preprocess
 from sdserve.errors import BadInput
 from sdserve.images import decode_image
@@ -34,6 +34,8 @@ SCRIPT = "controlnet"
 # What GET /controlnet/version answers (external_code.get_api_version()).
 API_VERSION = 2
 _ARGS = "alwayson_scripts.controlnet.args"
+# The extension's IP-Adapter modules (CLIP image encoders); units with one are IP-Adapters.
+IP_ADAPTER_MODULES = ("ip-adapter-auto", "ip-adapter_clip_sd15", "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith")
 _HASH = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 _RESIZE: dict[str, ResizeMode] = {
     "0": "just_resize", "just resize": "just_resize",
@@ -89,6 +91,8 @@ class Units:
     inputs: tuple[InputImage, ...] = ()
     fields: dict[str, str] = field(default_factory=dict)
     detected_maps: list[int] = field(default_factory=list)  # engine unit indexes whose map is returned
+    # A unit with an ip-adapter module is the request's IP-Adapter (image prompt), not a ControlNet.
+    ip_adapter: IPAdapterUnit | None = None
 
 
 def script_names(scripts: dict[str, Any]) -> list[str]:
@@ -162,6 +166,9 @@ def units_of(scripts: dict[str, Any], width: int, height: int, init: bytes | Non
         data = decode_b64(b64, f"{where}.image") if b64 else init
         if data is None:
             raise BadInput(f"{where}.image", "this unit has no image (and txt2img has no init image to use)")
+        if u.module.lower().startswith(("ip-adapter", "ip_adapter")):
+            _ip_adapter_unit(out, u, model, data, where)
+            continue
         resize = _enum(u.resize_mode, _RESIZE, f"{where}.resize_mode", "resize mode")
         res = u.processor_res if 64 <= u.processor_res <= 4096 else 512
         if u.pixel_perfect:
@@ -183,6 +190,18 @@ def units_of(scripts: dict[str, Any], width: int, height: int, init: bytes | Non
     return out
 
 
+def _ip_adapter_unit(out: Units, u: UnitArgs, model: str, data: bytes, where: str) -> None:
+    """An ip-adapter unit: the IP-Adapter ``model`` at ``weight``, its image the prompt. The
+    extension's CLIP preprocessors are the adapter's own image encoder here."""
+    if out.ip_adapter is not None:
+        raise BadInput(f"{where}.module", "one IP-Adapter unit per request is supported")
+    if u.guidance_start != 0 or (u.guidance if u.guidance is not None else u.guidance_end) != 1:
+        raise BadInput(f"{where}.guidance_start", "an IP-Adapter applies to every step here; send 0 and 1")
+    out.ip_adapter = IPAdapterUnit(model=model, scale=u.weight)
+    out.inputs += (InputImage(role="ip_adapter", data=data),)
+    out.fields.update({"ip_adapter.model": f"{where}.model", "ip_adapter.image": f"{where}.image"})
+
+
 # -- /controlnet/* ----------------------------------------------------------------------
 
 _RES_SLIDER = {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048}
@@ -196,7 +215,9 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
         sliders += [{"name": label, "value": default, "min": 0, "max": 255 if "Threshold" in label else 64}
                     for label, default in p.params]
         detail[name] = {"model_free": True, "sliders": sliders}
-    return {"module_list": list(PREPROCESSORS), "module_detail": detail}
+    for name in IP_ADAPTER_MODULES:  # the IP-Adapter's own image encoder does their work
+        detail[name] = {"model_free": False, "sliders": []}
+    return {"module_list": [*PREPROCESSORS, *IP_ADAPTER_MODULES], "module_detail": detail}
 
 
 def detect(module: str, images: list[str], processor_res: int, threshold_a: float, threshold_b: float,

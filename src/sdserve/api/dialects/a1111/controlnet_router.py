@@ -25,11 +25,13 @@ async def version() -> dict[str, int]:
 
 @router.get("/model_list")
 async def model_list(request: Request, update: bool = Query(True)) -> dict[str, list[str]]:
-    """The ControlNets in the server's ``ControlNet`` folders (rescanned unless update=false)."""
+    """The ControlNets and IP-Adapters in the server's folders (rescanned unless update=false),
+    one list as the extension keeps them."""
     addons = service_of(request).engine.addons
     if update:
-        await asyncio.to_thread(addons.refresh, "controlnet")
-    return {"model_list": [f.name for f in addons.files("controlnet")]}
+        for kind in ("controlnet", "ip_adapter"):
+            await asyncio.to_thread(addons.refresh, kind)
+    return {"model_list": [f.name for kind in ("controlnet", "ip_adapter") for f in addons.files(kind)]}
 
 
 @router.get("/module_list")

@@ -158,7 +158,12 @@ class GenerateRequest(BaseModel):
                                       "comma-separated URLs). Default: init_image.")
     auto_hint: Flag = None
     guess_mode: Flag = None
-    controlnet_conditioning_scale: Annotated[str | float | None, BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
+    controlnet_conditioning_scale: Annotated[str | float | None,
+                                             BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
+    # IP-Adapter (image prompt): a file in the server's ipadapter folder, its image and scale.
+    ip_adapter_id: str | None = Field(None, description="IP-Adapter name in the server's ipadapter folder.")
+    ip_adapter_image: str | None = Field(None, description="The image prompt: URL, data: URI or base64.")
+    ip_adapter_scale: Fraction = None
 
 
 # -- replies (documentation: the adapter builds these bodies as dicts) --------------------

@@ -168,10 +168,11 @@ async def _generate(request: Request, response: Response, task: Task | None, pre
     mask = await _image(request, req.mask_image, "mask_image") if task == "inpaint" else None
     hints = [h for h in [await _image(request, src, "control_image") for src in control_sources(req)]
              if h is not None] if req.controlnet_model else []
+    ip_image = await _image(request, req.ip_adapter_image, "ip_adapter_image") if req.ip_adapter_id else None
     base = _base(request)
     x = extras_of(req, base)
     try:
-        params = to_params(req, task, spec, init, mask, hints)
+        params = to_params(req, task, spec, init, mask, hints, ip_image)
         job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
                              webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sdserve.engine.catalog import ModelSpec
 from sdserve.engine.control import unit_field
-from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, input_images
+from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, IPAdapterUnit, input_images
 from sdserve.errors import BadInput
 from sdserve.images import decode_base64
 from sdserve.service.jobs import Job, Output, job_view
@@ -24,6 +24,9 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         raise BadInput("strength", "applies only with an input image (img2img or inpaint)")
     control = tuple(InputImage(role="control", index=i, data=decode_base64(u.image, unit_field(i, "image")))
                     for i, u in enumerate(req.control))
+    ip = req.ip_adapter
+    if ip is not None:
+        control += (InputImage(role="ip_adapter", data=decode_base64(ip.image, "ip_adapter.image")),)
     return GenerationParams(
         model=spec.id, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax=req.prompt_syntax,
         width=req.width,
@@ -31,6 +34,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         scheduler=req.scheduler, inputs=(*input_images(init=image, mask=mask), *control),
         output_format=req.output_format,
         control=tuple(ControlUnit(**u.model_dump(exclude={"image"})) for u in req.control),
+        ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
     )
 
 

@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from sdserve.engine.params import MAX_SEED, ControlUnit
+from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
-__all__ = ["JobRequest", "ControlUnitIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
+__all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
            "UsageOut", "UsageList", "LimitsOut", "CostOut"]
 
 
@@ -21,6 +21,12 @@ class ControlUnitIn(ControlUnit):
 
     image: StrictStr = Field(description="The control image, base64 (bare or a data: URI); the preprocessor "
                              "turns it into the hint ('none': it is the hint).")
+
+
+class IPAdapterIn(IPAdapterUnit):
+    """An IP-Adapter (image prompt): its file in the server's ipadapter folder, scale and image."""
+
+    image: StrictStr = Field(description="The image prompt, base64 (bare or a data: URI).")
 
 
 class JobRequest(BaseModel):
@@ -53,6 +59,7 @@ class JobRequest(BaseModel):
     priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
     control: list[ControlUnitIn] = Field(default_factory=list, description="ControlNet units: each a ControlNet "
                                          "from the server's ControlNet folder, its settings and control image.")
+    ip_adapter: IPAdapterIn | None = Field(None, description="An image prompt through an IP-Adapter.")
 
 
 class OutputOut(BaseModel):
