@@ -8,6 +8,7 @@ labels in the outputs' metadata).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdserve.config import Settings, UserModel
@@ -16,7 +17,7 @@ from sdserve.engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec,
 if TYPE_CHECKING:  # imports torch: at run time only inside build_engine
     from sdserve.engine.engine import Engine
 
-__all__ = ["build_catalog", "build_engine", "build_addons", "build_service", "build_database", "build_artifacts",
+__all__ = ["build_catalog", "build_engine", "build_addons", "addon_dirs", "build_service", "build_database", "build_artifacts",
            "build_fetcher", "service_options", "request_limits", "user_spec"]
 
 
@@ -54,7 +55,7 @@ def build_engine(settings: Settings) -> Engine:
         memory_budget_bytes=int(s.model_memory_gb * 2**30) or None, max_batch_images=s.max_batch_images,
         threads=s.threads or None, channels_last=s.channels_last, compile=s.compile, vae_tiling=s.vae_tiling,
         sdxl_vae=WeightSource.parse(s.sdxl_vae) if s.sdxl_vae else None,
-        models_dir=s.addon_dir, model_dirs=dict(s.model_dirs),
+        models_dir=s.addon_dir, model_dirs=addon_dirs(s),
     ))
 
 
@@ -62,7 +63,20 @@ def build_addons(settings: Settings):  # type: ignore[no-untyped-def]
     """The add-on folders (for an engine that does not own them: a Ray API replica)."""
     from sdserve.engine.addon_files import AddonFolders
 
-    return AddonFolders(settings.addon_dir, dict(settings.model_dirs))
+    return AddonFolders(settings.addon_dir, addon_dirs(settings))
+
+
+def addon_dirs(settings: Settings) -> dict[str, list[Path]]:
+    """``model_dirs``, plus in demo mode the tiny ControlNets and IP-Adapters beside the demo
+    models (searched after the server's own folders; engine.tiny_addons writes them)."""
+    from sdserve.engine.addon_files import FOLDERS
+
+    dirs = {k: list(v) for k, v in settings.model_dirs.items()}
+    if settings.demo:
+        for kind in ("controlnet", "ip_adapter"):
+            own = dirs.get(kind, [settings.addon_dir / f for f in FOLDERS[kind]])
+            dirs[kind] = [*own, settings.demo_dir / FOLDERS[kind][0]]
+    return dirs
 
 
 def build_database(settings: Settings):  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from PIL import Image
 from sdserve.cli.main import main
 from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS
 from sdserve.engine.tiny import LIGHTNING_UNET_FILE
+from sdserve.engine.tiny_addons import TINY_CONTROLNETS, TINY_IP_ADAPTERS
 
 SDXL = "@cf/stabilityai/stable-diffusion-xl-base-1.0"
 SD15 = "@cf/runwayml/stable-diffusion-v1-5-img2img"
@@ -59,7 +60,12 @@ def test_make_tiny_writes_every_layout_reproducibly(tmp_path: Path, tiny_dir: Pa
     out = tmp_path / "tiny"
     assert main(["make-tiny", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(out / layout) for layout in DEMO_LAYOUTS]
+    assert printed[:len(DEMO_LAYOUTS)] == [str(out / layout) for layout in DEMO_LAYOUTS]
+    # ... then the tiny ControlNets for them, in both formats (engine.tiny_addons).
+    assert printed[len(DEMO_LAYOUTS):] == [
+        *(str(out / "ControlNet" / (name + (".safetensors" if single else ""))) for name, (_, single) in
+          TINY_CONTROLNETS.items()),
+        *(str(out / "ipadapter" / rel) for _, rel in TINY_IP_ADAPTERS.values())]
     for layout in DEMO_LAYOUTS:
         base = out / layout / "base"
         assert (base / "model_index.json").is_file() and (out / layout / "README.txt").is_file()

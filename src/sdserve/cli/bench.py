@@ -75,6 +75,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     root = Path(args.data_dir or "data") / "bench"
     model_dir, arch = _model_dir(args.arch, root)
+    if args.controlnet:  # the cost of ControlNet units instead (cli/bench_controlnet.py)
+        from .bench_controlnet import cmd_bench_controlnet
+
+        return cmd_bench_controlnet(args, model_dir, arch, root)
     # A fresh job database each run: jobs an interrupted run left queued would run in this one.
     shutil.rmtree(root / "server", ignore_errors=True)
     # The server runs with the settings a user would run it with (``--config``: compile,
@@ -178,6 +182,8 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", type=Path, help="Where benchmark models are written (default ./data).")
     p.add_argument("--json", type=Path, help="Also write the results as JSON here.")
+    p.add_argument("--controlnet", type=int, default=0, metavar="N",
+                   help="Instead: the cost of N ControlNet units relative to none (same engine, size, requests).")
     p.add_argument("--config", type=Path,
                    help="sdserve settings (TOML) for the server side, e.g. compile or channels_last; "
                         "its dtype applies to sdserve only (the baseline keeps diffusers' default).")

@@ -148,6 +148,10 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
     for path in write_tiny_upscalers(Path(args.dir) / "ESRGAN", overwrite=True):
         print(path)
+    from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models
+
+    for path in [*write_tiny_controlnets(args.dir, demo=args.demo), *write_tiny_ip_adapters(args.dir, demo=args.demo)]:
+        print(path)
     return 0
 
 

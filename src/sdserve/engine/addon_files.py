@@ -63,6 +63,9 @@ FOLDER_MARKERS: dict[AddonKind, tuple[str, ...]] = {
     "controlnet": ("config.json",),
 }
 
+# Folders that belong to the add-ons beside them (an IP-Adapter's CLIP image encoder), not add-ons.
+_NOT_ADDONS: dict[AddonKind, tuple[str, ...]] = {"ip_adapter": ("image_encoder",)}
+
 
 @dataclass(frozen=True)
 class AddonFile:
@@ -206,6 +209,9 @@ class AddonFolders:
                 here = Path(dirpath)
                 for d in list(dirnames):
                     sub = here / d
+                    if d in _NOT_ADDONS.get(kind, ()):
+                        dirnames.remove(d)
+                        continue
                     if any((sub / m).is_file() for m in FOLDER_MARKERS.get(kind, ())) and _inside(sub, real_root):
                         dirnames.remove(d)  # a diffusers folder is one add-on, not a tree of them
                         self._add(out, kind, root, sub, is_dir=True)

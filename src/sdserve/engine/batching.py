@@ -17,9 +17,10 @@ matches the same request made alone, up to float rounding of the batched kernels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -116,6 +117,44 @@ def inpaint_mask(call: Call, first: GenerationParams, rows: Rows, model: LoadedM
         call.kwargs.update(mask_image=rows.images("mask"))
 
 
+def control(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """5b. ControlNet: each row's control image per unit (the units' settings are shared, they
+    are part of the batch key); "ControlNet is more important" is diffusers' guess_mode."""
+    units = first.control
+    if not units:
+        return
+    call.needs = replace(call.needs, control=tuple(u.model for u in units))
+    images: list[Any] = [_control_rows(rows.images("control" if i == 0 else f"control.{i}")) for i in range(len(units))]
+
+    def one_or_all(values: list[Any]) -> Any:
+        return values[0] if len(units) == 1 else values
+
+    if len(units) > 1 and first.task == "txt2img" and model.spec.arch != "sdxl":
+        # This one pipeline reads a list of lists as rows x units (the others: units x rows).
+        images = [list(row) for row in zip(*images, strict=True)]
+
+    # txt2img pipelines take the control image as ``image``; img2img/inpaint as ``control_image``.
+    call.kwargs.update({"image" if first.task == "txt2img" else "control_image": one_or_all(images)},
+                       controlnet_conditioning_scale=one_or_all([u.weight for u in units]),
+                       control_guidance_start=one_or_all([u.guidance_start for u in units]),
+                       control_guidance_end=one_or_all([u.guidance_end for u in units]),
+                       guess_mode=units[0].control_mode == "control")
+
+
+def _control_rows(images: list[Image.Image]) -> list[Any]:
+    """PIL images as they are; an inpaint unit's RGBA images as arrays in [0, 1] with the
+    transparent (to repaint) pixels at -1, the input diffusers' inpaint ControlNet expects."""
+    if all(img.mode != "RGBA" for img in images):
+        return images
+    out = []
+    for img in images:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] < 0.5] = -1.0
+        out.append(rgb)
+    return out
+
+
 def noise(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """6. One CPU generator per row, so no image depends on its batch or the device."""
     call.kwargs.update(generator=[torch.Generator("cpu").manual_seed(s) for s in rows.seeds], output_type="pil")
@@ -143,7 +182,7 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
 
 
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
-RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress)
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress)
 
 
 def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:
@@ -156,6 +195,17 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image
     if any(batch_key(it.params) != batch_key(first) for it in items):
         raise ValueError("run_batch needs items with equal batch keys")
     assert first.task is not None, "prepare() resolves the task"
+    if first.ip_adapter is not None:
+        # diffusers gives all rows of a call one image prompt: one loop per distinct image.
+        by_image: dict[bytes | None, list[int]] = {}
+        for i, it in enumerate(items):
+            by_image.setdefault(it.params.input("ip_adapter"), []).append(i)
+        if len(by_image) > 1:
+            out: list[list[Image.Image]] = [[] for _ in items]
+            for idx in by_image.values():
+                for i, images in zip(idx, run_batch(model, [items[i] for i in idx]), strict=True):
+                    out[i] = images
+            return out
     if not any(needs_embeddings(model.base, it.params) for it in items):
         return _run(items, [], model)
     conditioning = [encode_item(model.base, it.params) for it in items]
@@ -179,7 +229,12 @@ def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: Lo
         contribute(call, first, rows, model)
     pipe = model.pipeline(call.needs)
     pipe.scheduler = model.scheduler(first.scheduler or "euler")
-    with torch.inference_mode():
+    # IP-Adapter: loaded into the shared UNet for this call only; each row's image embedded.
+    cfg = (first.guidance or 0) > 1 and model.base.unet.config.time_cond_proj_dim is None
+    adapter_image = rows.images("ip_adapter")[0] if first.ip_adapter is not None else None
+    with model.ip_adapters.applied(pipe, first.ip_adapter, adapter_image, cfg) as embeds, torch.inference_mode():
+        if embeds is not None:
+            call.kwargs["ip_adapter_image_embeds"] = embeds
         out = pipe(**call.kwargs).images
     per_item: list[list[Image.Image]] = [[] for _ in items]
     for img, idx in zip(out, rows.owner, strict=True):

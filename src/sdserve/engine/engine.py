@@ -20,12 +20,16 @@ from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
+from .controlnets import ControlNets
+from .ip_adapters import IPAdapters
+from .tiny_addons import ensure_demo_controlnets
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
 from .postprocess import apply_upscale
+from .preprocessors import control_image
 from .prepare import prepare, prepare_with_images
 from .seamless import circular_padding
 from .tiny_upscalers import write_demo_upscalers
@@ -130,6 +134,10 @@ class Engine:
         self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
                                                o.max_loaded_models)
         self._lock = threading.RLock()
+        self.controlnets = ControlNets(self.addons, self.device, self.dtype)
+        self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
+        if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
+            ensure_demo_controlnets(self.options.demo_dir)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -168,7 +176,8 @@ class Engine:
             # images; per image it matches the image made alone, and peak memory drops.
             pipe.vae.enable_slicing()
             pipe.set_progress_bar_config(disable=True)
-            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype)
+            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype, controlnets=self.controlnets,
+                                ip_adapters=self.ip_adapters)
             if self.fast.compile != "off":
                 try:
                     self._warm_up(model)
@@ -230,7 +239,8 @@ class Engine:
         info: dict[str, Any] = {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                                 "loaded_models": list(sizes), "model_bytes": sizes,
                                 "memory_budget_bytes": self._models.budget_bytes,
-                                "threads": torch.get_num_threads(), **self.fast.report()}
+                                "threads": torch.get_num_threads(), **self.fast.report(),
+                                "controlnet_bytes": self.controlnets.bytes()}
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
             info["memory_allocated_bytes"] = torch.cuda.memory_allocated(self.device)
@@ -241,19 +251,24 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
         check_upscaler_names(p, self.addons)  # the files are this engine's
         return p
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
-        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels)
+        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self.addons)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         if p.task == "upscale":  # the input is what gets upscaled: kept at its own size
             return BatchItem(p, images, req.on_step, req.cancel)
         size = (p.width, p.height)
+        for i, u in enumerate(p.control):  # each unit's image preprocessed and fitted its own way
+            key = "control" if i == 0 else f"control.{i}"
+            images[key] = control_image(u.preprocessor, images[key], size, u.resize_mode, u.processor_res,
+                                        u.threshold_a, u.threshold_b, images.get("mask"))
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
-        sized = {role: img if img.size == size else
+        # (The IP-Adapter's image prompt keeps its own size: its encoder's processor fits it.)
+        sized = {role: img if img.size == size or role == "ip_adapter" else
                  img.resize(size, Image.Resampling.NEAREST if role == "mask" else Image.Resampling.LANCZOS)
                  for role, img in images.items()}
         return BatchItem(p, sized, req.on_step, req.cancel)

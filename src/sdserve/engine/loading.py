@@ -39,15 +39,15 @@ _SINGLE_FILE_CONFIG = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                        "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
 
-def PIPELINE_CLASSES(arch: str) -> dict[str, Any]:  # noqa: N802 - a lazy constant
-    """The diffusers pipeline class for each task of an architecture."""
+def PIPELINE_CLASSES(arch: str, controlnet: bool = False) -> dict[str, Any]:  # noqa: N802 - a lazy constant
+    """The diffusers pipeline class for each task of an architecture (its ControlNet ones when
+    ``controlnet``: diffusers names them by inserting "ControlNet" after the family)."""
     import diffusers as d
 
-    if arch == "sdxl":
-        return {"txt2img": d.StableDiffusionXLPipeline, "img2img": d.StableDiffusionXLImg2ImgPipeline,
-                "inpaint": d.StableDiffusionXLInpaintPipeline}
-    return {"txt2img": d.StableDiffusionPipeline, "img2img": d.StableDiffusionImg2ImgPipeline,
-            "inpaint": d.StableDiffusionInpaintPipeline}
+    family = "StableDiffusionXL" if arch == "sdxl" else "StableDiffusion"
+    cn = "ControlNet" if controlnet else ""
+    return {task: getattr(d, f"{family}{cn}{suffix}Pipeline")
+            for task, suffix in (("txt2img", ""), ("img2img", "Img2Img"), ("inpaint", "Inpaint"))}
 
 
 def _unavailable(spec: ModelSpec, what: WeightSource, err: Exception | None = None) -> ModelUnavailable:

@@ -26,6 +26,10 @@ __all__ = [
     "InputRole",
     "PromptSyntax",
     "InputImage",
+    "ControlUnit",
+    "IPAdapterUnit",
+    "ControlMode",
+    "ResizeMode",
     "input_images",
     "PER_ROW",
     "PerRow",
@@ -47,7 +51,7 @@ ModelTask = Literal["txt2img", "img2img", "inpaint"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 # What an input image is for. Add-ons add roles (``control``, ``ip_adapter``, ...); the store
 # keeps one row per (job, role, index), so a new role needs no new column or migration.
-InputRole = Literal["init", "mask"]
+InputRole = Literal["init", "mask", "control", "ip_adapter"]
 # How a prompt is read: "a1111" is AUTOMATIC1111's syntax (weights, BREAK, chunks beyond 75
 # tokens; engine.prompt_syntax), "plain" is text as the hosted services read it (truncated
 # at the encoder's 75 tokens, with a warning).
@@ -121,6 +125,50 @@ class UpscaleSettings(BaseModel):
     grid: int = 1
 
 
+# ControlNet: how a unit's guidance weighs against the prompt (A1111's three modes; "control"
+# is diffusers' guess_mode: the ControlNet acts on the conditional half only, with its
+# residuals scaled up from 0.1 at the shallowest block to 1 at the middle).
+ControlMode = Literal["balanced", "prompt", "control"]
+# How a control image of another aspect is fitted to the output (A1111's names).
+ResizeMode = Literal["just_resize", "crop_and_resize", "resize_and_fill"]
+
+
+class ControlUnit(BaseModel):
+    """One ControlNet unit: its model and settings (shared by a batch: part of its key).
+
+    The unit's control image is a per-row input (role "control", index = the unit's position
+    in ``GenerationParams.control``), so requests with equal settings share a loop.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A ControlNet in the add-on folder ``ControlNet/`` (file name without suffix, or folder).
+    model: str
+    weight: float = Field(default=1.0, ge=0, le=2)
+    guidance_start: float = Field(default=0.0, ge=0, le=1)
+    guidance_end: float = Field(default=1.0, ge=0, le=1)
+    control_mode: ControlMode = "balanced"
+    # engine.preprocessors: what turns the sent image into the control image ("none": as sent).
+    preprocessor: str = "none"
+    resize_mode: ResizeMode = "crop_and_resize"
+    # The preprocessor's working resolution (shorter side), as A1111's processor_res.
+    processor_res: int = Field(default=512, ge=64, le=4096)
+    # Preprocessor parameters (canny: low/high thresholds; threshold: level), None = its default.
+    threshold_a: float | None = None
+    threshold_b: float | None = None
+
+
+class IPAdapterUnit(BaseModel):
+    """An IP-Adapter (image prompt): its model and scale (part of the batch key); the image
+    is a per-row input of role "ip_adapter"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # An IP-Adapter file in the add-on folder ``ipadapter/`` (its image encoder beside it).
+    model: str
+    scale: float = Field(default=1.0, ge=0, le=2)
+
+
 class GenerationParams(BaseModel):
     """What to generate, in sdserve's own terms.
 
@@ -156,6 +204,10 @@ class GenerationParams(BaseModel):
     upscale: UpscaleSettings | None = None
     # Seamless tiling (A1111 "tiling"): circular padding in the UNet and VAE for this loop.
     tiling: bool = False
+    # ControlNet units (engine.control); their images are inputs of role "control".
+    control: tuple[ControlUnit, ...] = ()
+    # IP-Adapter (engine.ip_adapters); its image is the input of role "ip_adapter".
+    ip_adapter: IPAdapterUnit | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

@@ -58,6 +58,8 @@ class Needs:
     """What a denoising loop needs of its pipeline; one view is built (and kept) per value."""
 
     task: str
+    # ControlNet names, one per unit in order (empty: no ControlNet).
+    control: tuple[str, ...] = ()
 
 
 @dataclass
@@ -70,6 +72,11 @@ class LoadedModel:
     dtype: torch.dtype
     loaded_at: float = field(default_factory=time.time)
     _views: dict[Needs, Any] = field(default_factory=dict)
+    # The engine's ControlNets (engine.controlnets), for views that need them.
+    controlnets: Any = None
+    # The engine's IP-Adapters (engine.ip_adapters), loaded around the calls that use one.
+    ip_adapters: Any = None
+    _control_views: dict[Needs, tuple[list[Any], Any]] = field(default_factory=dict)
     # The scheduler config the model shipped with. Every run builds its scheduler from this,
     # never from ``base.scheduler``, which the last txt2img run replaced: one request's
     # overrides (Karras sigmas, trailing spacing) must not leak into the next one's image.
@@ -85,13 +92,31 @@ class LoadedModel:
 
     def pipeline(self, needs: Needs) -> Any:
         """The pipeline for ``needs``, sharing the base pipeline's modules."""
-        if needs.task == "txt2img":
+        if needs.task == "txt2img" and not needs.control:
             return self.base
+        if needs.control:
+            return self._control_view(needs)
         if needs not in self._views:
             view = PIPELINE_CLASSES(self.spec.arch)[needs.task].from_pipe(self.base)
             view.set_progress_bar_config(disable=True)
             self._views[needs] = view
         return self._views[needs]
+
+    def _control_view(self, needs: Needs) -> Any:
+        """A ControlNet pipeline over the base's modules; the ControlNets come from the
+        engine's store (loaded once), several as one MultiControlNetModel."""
+        from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+        assert self.controlnets is not None, "the engine gives every model its ControlNet store"
+        nets = [self.controlnets.get(name, self.base.unet, f"control[{i}].model") for i, name in enumerate(needs.control)]
+        built = self._control_views.get(needs)
+        # Rebuilt when the store reloaded a ControlNet (its file changed on disk).
+        if built is None or any(a is not b for a, b in zip(built[0], nets, strict=True)):
+            net = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+            view = PIPELINE_CLASSES(self.spec.arch, controlnet=True)[needs.task].from_pipe(self.base, controlnet=net)
+            view.set_progress_bar_config(disable=True)
+            built = self._control_views[needs] = (nets, view)
+        return built[1]
 
     def scheduler(self, name: str) -> Any:
         """A fresh scheduler of registry ``name`` on the config this model shipped with."""

@@ -16,7 +16,9 @@ from PIL import Image
 
 from ..errors import BadInput
 from ..images import decode_image
+from .addon_files import AddonFolders
 from .catalog import Catalog, ModelSpec
+from .control import check_control, check_ip_adapter, unit_field
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_comfy_prompt, parse_prompt
 from .schedulers import get_scheduler
@@ -27,7 +29,7 @@ MIN_SIDE, MAX_SIDE = 64, 4096
 # The engine's own cap on an input image's pixels (EngineOptions.max_image_pixels can lower it).
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # How each input role is decoded, and the field name a problem with it is reported under.
-_ROLE_FIELD = {"init": ("image", "RGB"), "mask": ("mask", "L")}
+_ROLE_FIELD = {"init": ("image", "RGB"), "mask": ("mask", "L"), "ip_adapter": ("ip_adapter.image", "RGB")}
 
 
 def _check_text(field: str, text: str) -> None:
@@ -99,7 +101,7 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     image, too large, or the mask's size differs from the image's)."""
     out: dict[str, Image.Image] = {}
     for inp in p.inputs:
-        field, mode = _ROLE_FIELD[inp.role]
+        field, mode = _ROLE_FIELD[inp.role] if inp.role != "control" else (unit_field(inp.index, "image"), "RGB")
         out[inp.role if inp.index == 0 else f"{inp.role}.{inp.index}"] = decode_image(inp.data, field, max_pixels, mode)
     image, mask = out.get("init"), out.get("mask")
     if image is not None and mask is not None and image.size != mask.size:
@@ -108,13 +110,15 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return out
 
 
-def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> GenerationParams:
-    """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-    return prepare_with_images(catalog, params, max_pixels)[0]
+def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+            addons: AddonFolders | None = None) -> GenerationParams:
+    """Resolve defaults and check what any dialect must satisfy; raises BadInput. ``addons``:
+    the server's add-on folders, where the add-ons a request names are looked up."""
+    return prepare_with_images(catalog, params, max_pixels, addons)[0]
 
 
-def settle_inputs(catalog: Catalog, params: GenerationParams,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GenerationParams, dict[str, Image.Image]]:
+def settle_inputs(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  addons: AddonFolders | None = None) -> tuple[GenerationParams, dict[str, Image.Image]]:
     """What the inputs decide, checked: the task (from the inputs when left out), the sides
     left out (from the input image), the images themselves (decoded by role, same size), and
     that the model does the task. Other defaults stay unresolved."""
@@ -122,8 +126,12 @@ def settle_inputs(catalog: Catalog, params: GenerationParams,
     task = params.inferred_task
     # A txt2img request carries no images, whatever a dialect was sent: they would be stored
     # and decoded for nothing.
-    p = params.model_copy(update={"task": task, **({"inputs": ()} if task == "txt2img" else {})})
+    # (ControlNet images are kept: they guide txt2img too.)
+    kept = tuple(i for i in params.inputs if i.role not in ("init", "mask"))
+    p = params.model_copy(update={"task": task, **({"inputs": kept} if task == "txt2img" else {})})
     _check_task(spec, p, task)
+    check_control(p, spec.arch, addons)
+    check_ip_adapter(p, spec.arch, addons)
     images = decode_inputs(p, max_pixels)
     p = size_from_inputs(p)
     _check_sides(p)
@@ -138,15 +146,15 @@ def _check_sides(p: GenerationParams) -> None:
             raise BadInput(name, f"{name} {v} is not allowed: use a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}")
 
 
-def prepare_with_images(catalog: Catalog, params: GenerationParams,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GenerationParams, dict[str, Image.Image]]:
+def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        addons: AddonFolders | None = None) -> tuple[GenerationParams, dict[str, Image.Image]]:
     """:func:`prepare`, also returning the decoded input images by role (the engine runs on
     them; checking them needs the decode anyway)."""
     if params.task == "upscale":  # no denoising loop: its own checks (engine.upscalers.checks)
         from .upscalers.checks import prepare_upscale
 
         return prepare_upscale(catalog, params, max_pixels)
-    p, images = settle_inputs(catalog, params, max_pixels)
+    p, images = settle_inputs(catalog, params, max_pixels, addons)
     p = p.resolve(catalog.get(p.model))  # resolve is idempotent: fills only what is still None
     task = p.task
     for name in ("prompt", "negative_prompt"):

@@ -31,8 +31,9 @@ _NO_PROGRESS: dict[str, Any] = {"progress_step": None, "progress_total": None, "
 
 def _has_inputs(p: GenerationParams) -> bool:
     """Whether a job keeps input images (job_inputs): prepare() drops any a txt2img request
-    was sent, so its hot path neither stores, reads nor deletes them."""
-    return p.task != "txt2img"
+    was sent, so its hot path neither stores, reads nor deletes them; ControlNet and IP-Adapter
+    images are kept for any task)."""
+    return p.task != "txt2img" or bool(p.control) or p.ip_adapter is not None
 
 
 def _owner_is(owner: str | None):  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
+from .controlnet import Units, detected_maps, script_names, units_of
 from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
 from .infotext import read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
@@ -99,6 +100,13 @@ class Plan:
     n_iter: int
     sampler_label: str
     crop: Crop | None = None
+    # The request's ControlNet units (alwayson_scripts.controlnet): their fields' names.
+    control: Units | None = None
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Engine field -> this request's field, for errors."""
+        return {**ENGINE_FIELDS, **(self.control.fields if self.control else {})}
 
     def iteration(self, k: int) -> GenerationParams:
         seed = ((self.params.seed or 0) + k * self.params.n) % (MAX_SEED + 1)
@@ -110,8 +118,8 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
     # effect asked for and no hint why.
     if req.script_name:
         raise _unprocessable("script_name", f"Script '{req.script_name}' not found (sdserve runs no scripts)")
-    for name in req.alwayson_scripts:
-        raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs no scripts)")
+    for name in script_names(req.alwayson_scripts):  # ControlNet is read by controlnet.units_of
+        raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs ControlNet only)")
     if req.restore_faces:
         raise BadInput("restore_faces", "face restoration is not available on this server: sdserve does not run "
                                         "GFPGAN/CodeFormer yet (GET /sdapi/v1/face-restorers lists none); send false")
@@ -141,7 +149,7 @@ def _seed(seed: int) -> int:
     return random_seed() if seed == -1 else seed
 
 
-def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Plan:
+def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int = 4096 * 4096) -> Plan:
     _refuse_unsupported(req)
     if req.enable_hr:
         raise BadInput("enable_hr", "hires fix is not supported; ask for the final width and height directly")
@@ -149,14 +157,16 @@ def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat) -> Pla
         raise BadInput("sd_model_checkpoint", f"{spec.id} is an inpainting model: use /sdapi/v1/img2img with a "
                                               "mask, or switch checkpoint")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
+    w, h = _on_grid(req.width, "width"), _on_grid(req.height, "height")
+    control = units_of(req.alwayson_scripts, w, h, None, max_pixels)
     params = GenerationParams(
         model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
-        width=_on_grid(req.width, "width"), height=_on_grid(req.height, "height"), steps=req.steps,
+        width=w, height=h, steps=req.steps,
         guidance=req.cfg_scale, seed=_seed(req.seed),
-        n=req.batch_size, scheduler=entry.name, output_format=fmt,
-        tiling=bool(req.tiling),
+        n=req.batch_size, scheduler=entry.name, output_format=fmt, control=control.units, inputs=control.inputs,
+        ip_adapter=control.ip_adapter, tiling=bool(req.tiling),
     )
-    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name))
+    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), control=control)
 
 
 def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int) -> Plan:
@@ -195,15 +205,19 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         elif req.resize_mode not in (0, 3):
             mask = resize_image(req.resize_mode, mask, w, h)
         mask_png = to_png(mask)
+    # The units' images as sent (or the init image as sent, before any crop), as the extension.
+    control = units_of(req.alwayson_scripts, w, h, raw, max_pixels)
+    if crop is not None and (control.units or control.ip_adapter):
+        raise BadInput("inpaint_full_res", "ControlNet with 'Only masked' inpainting is not supported; "
+                                           "send inpaint_full_res: false")
     params = GenerationParams(
         model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
         width=w, height=h,
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
-        n=req.batch_size, scheduler=entry.name, inputs=input_images(init=init, mask=mask_png),
-        output_format=fmt,
-        tiling=bool(req.tiling),
+        n=req.batch_size, scheduler=entry.name, inputs=(*input_images(init=init, mask=mask_png), *control.inputs),
+        output_format=fmt, control=control.units, ip_adapter=control.ip_adapter, tiling=bool(req.tiling),
     )
-    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop)
+    return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop, control=control)
 
 
 def finish_output(data: bytes, plan: Plan) -> bytes:
@@ -268,6 +282,9 @@ def generation_response(
     }
     if warnings:
         info["warnings"] = list(warnings)
+    if plan.control is not None and plan.control.detected_maps and images:
+        maps = detected_maps(plan.control, resolved.width or 0, resolved.height or 0, plan.params.mask_image)
+        images = [*images, *maps]  # the extension appends the control images it ran on
     parameters = req.model_dump()
     if isinstance(req, Img2ImgRequest) and not req.include_init_images:
         parameters["init_images"], parameters["mask"] = None, None
@@ -279,8 +296,13 @@ def generation_response(
 
 
 def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> BadInput:
-    """``err`` with its field renamed from the engine's name to A1111's."""
-    return err.renamed(names)
+    """``err`` with its field renamed from the engine's name to A1111's (also where its
+    message repeats the name, as add-on lookups do)."""
+    out = err.renamed(names)
+    if out is not err and err.field in out.detail:
+        out = type(out)(out.field, out.detail.replace(err.field, out.field))
+        out.status = err.status
+    return out
 
 
 # -- listings ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .adapter import (
     sd_model_item,
     txt2img_plan,
 )
+from .controlnet import SCRIPT
 from .infotext import parse_infotext, read_image_info
 from .memory import cuda_info, ram_info
 from .options import APPLIED, apply_options, effective_options, not_applied_reason
@@ -96,7 +97,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     try:  # the per-request limits count all n_iter batches: refuse before the first is queued
         service.check(plan.params, owner, jobs=plan.n_iter)
     except BadInput as e:
-        raise in_dialect_terms(e) from None
+        raise in_dialect_terms(e, plan.names) from None
     batch = Batch(kind=kind, job_count=plan.n_iter, prompt=req.prompt, owner=owner, previews=bool(previews))
     st.batches.append(batch)
     images: list[bytes] = []
@@ -113,7 +114,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
             try:
                 job = await service.run(params, owner, disconnected=request.is_disconnected)
             except BadInput as e:
-                raise in_dialect_terms(e) from None
+                raise in_dialect_terms(e, plan.names) from None
             except Canceled:
                 if batch.interrupted:
                     break  # A1111 returns what is done so far
@@ -136,7 +137,8 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
 @router.post("/txt2img", response_model=GenerationResponse, responses=_ERRORS)
 async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
-    return await _generate(request, response, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
+    px = settings_of(request).max_image_pixels
+    return await _generate(request, response, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt, px))
 
 
 @router.post("/img2img", response_model=GenerationResponse,
@@ -265,9 +267,9 @@ async def png_info(body: PngInfoRequest, request: Request) -> dict[str, Any]:
 
 @router.get("/scripts")
 async def scripts(request: Request) -> dict[str, list[str]]:
-    """No scripts or extensions (clients probe this to find ControlNet, ADetailer, ...)."""
+    """The always-on scripts that run: ControlNet (clients probe this to find it)."""
     owner_of(request)
-    return {"txt2img": [], "img2img": []}
+    return {"txt2img": [SCRIPT], "img2img": [SCRIPT]}
 
 
 @router.get("/cmd-flags")

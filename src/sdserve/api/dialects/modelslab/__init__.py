@@ -9,7 +9,7 @@ __all__ = ["DIALECT"]
 
 DIALECT: Dialect = Dialect(
     name="modelslab",
-    prefixes=("/api/v3/", "/api/v6/"),
+    prefixes=("/api/v3/", "/api/v6/", "/api/v5/"),  # v5: its ControlNet endpoint
     routers=(router,),
     render_error=render_error,
     error_model=ModelsLabError,

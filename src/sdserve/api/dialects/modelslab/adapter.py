@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdserve.engine.catalog import Catalog, ModelSpec
-from sdserve.engine.params import GenerationParams, Task, input_images
+from sdserve.engine.params import GenerationParams, InputImage, IPAdapterUnit, Task, input_images
 from sdserve.engine.prepare import size_from_inputs
 from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
 from sdserve.errors import BadInput, UnknownModel
 from sdserve.images import decode_base64
+from sdserve.engine.control import MAX_UNITS
+from .controlnet import control_units, fields as control_fields
 from .protocol import GenerateRequest
 
 # ModelsLab's largest side (its schema caps width and height at 1024).
@@ -54,7 +56,8 @@ __all__ = [
 ENHANCE_SUFFIX: tuple[str, ...] = ("highly detailed", "sharp focus", "professional lighting", "high quality")
 # Engine field names that ModelsLab calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"image": "init_image", "mask": "mask_image", "steps": "num_inference_steps",
-                 "guidance": "guidance_scale", "n": "samples"}
+                 "guidance": "guidance_scale", "n": "samples", "ip_adapter.model": "ip_adapter_id",
+                 "ip_adapter.image": "ip_adapter_image"}
 # Seconds one job is assumed to take before any has finished here (for eta and queue_time).
 DEFAULT_RUN_S = 5.0
 PROCESSING_MESSAGE = "Try to fetch request after given estimated time"
@@ -72,11 +75,11 @@ def enhance_prompt(prompt: str) -> str:
 
 def in_dialect_terms(err: BadInput) -> BadInput:
     """``err`` with the engine's field name replaced by ModelsLab's (steps -> num_inference_steps)."""
-    name = ENGINE_FIELDS.get(err.field)
+    name = {**ENGINE_FIELDS, **control_fields(MAX_UNITS)}.get(err.field)
     if name is None:
         return err
     out = type(err).__new__(type(err))
-    BadInput.__init__(out, name, err.detail)
+    BadInput.__init__(out, name, err.detail.replace(err.field, name))
     out.status = err.status
     return out
 
@@ -145,15 +148,19 @@ def _check_supported(req: GenerateRequest) -> None:
 
 
 def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None,
-              mask: bytes | None) -> GenerationParams:
+              mask: bytes | None, hints: list[bytes] | None = None, ip_image: bytes | None = None) -> GenerationParams:
     """Translate a ModelsLab request for the route's ``task`` into GenerationParams.
 
     ``init``/``mask`` are the image bytes already fetched or decoded from the request;
     prepare() checks them, their sizes and the task as for every dialect. Width and height
     left out mean the model's defaults (txt2img) or the input image's size (img2img/inpaint),
     which ModelsLab caps at its own 1024 limit: a parameter of the one rule, not a copy.
+    ``hints``: the ControlNet hint images (modelslab/controlnet.py), fetched like init_image;
+    ``ip_image``: the IP-Adapter's image prompt, likewise.
     """
     _check_supported(req)
+    units, hint_inputs = control_units(req, hints or [])
+    adapter = _ip_adapter(req, ip_image)
     if spec.tasks == ("inpaint",) and task != "inpaint":
         raise BadInput("model_id", f"model {spec.id} only inpaints: use /inpaint with init_image and mask_image")
     strength = req.strength if req.strength is not None else req.prompt_strength
@@ -173,10 +180,25 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         seed=req.seed,
         n=req.samples or 1,
         scheduler=resolve_scheduler(req.scheduler, req.use_karras_sigmas),
-        inputs=input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
+        inputs=(*input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
+                *hint_inputs, *([InputImage(role="ip_adapter", data=ip_image)] if adapter and ip_image else [])),
         output_format="png",
+        control=units,
+        ip_adapter=adapter,
     )
     return size_from_inputs(params, max_side=MAX_SIDE)
+
+
+def _ip_adapter(req: GenerateRequest, image: bytes | None) -> IPAdapterUnit | None:
+    if not (req.ip_adapter_id or "").strip():
+        for name in ("ip_adapter_image", "ip_adapter_scale"):
+            if getattr(req, name) not in (None, ""):
+                raise BadInput(name, "needs ip_adapter_id (the IP-Adapter to apply)")
+        return None
+    if image is None:
+        raise BadInput("ip_adapter_image", "the IP-Adapter needs an image prompt")
+    return IPAdapterUnit(model=req.ip_adapter_id.strip(), scale=1.0 if req.ip_adapter_scale is None
+                         else req.ip_adapter_scale)
 
 
 @dataclass(frozen=True)

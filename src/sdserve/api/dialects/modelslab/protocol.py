@@ -148,6 +148,22 @@ class GenerateRequest(BaseModel):
     webhook: str | None = None
     track_id: Annotated[str | None, BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
     instant_response: Flag = None
+    # ControlNet (the /controlnet endpoint and the v6 generation routes): comma lists give
+    # several units ("canny,scribble"); the images are read by modelslab/controlnet.py.
+    controlnet_model: str | None = Field(None, description="ControlNet name(s) in the server's ControlNet folder, "
+                                         "comma-separated for several (GET /controlnet/model_list).")
+    controlnet_type: str | None = Field(None, description="The hint each unit wants (canny, scribble, lineart, "
+                                        "tile, inpaint, ...): the preprocessor auto_hint applies.")
+    control_image: str | None = Field(None, description="The hint image(s): URL, data: URI or base64 (several: "
+                                      "comma-separated URLs). Default: init_image.")
+    auto_hint: Flag = None
+    guess_mode: Flag = None
+    controlnet_conditioning_scale: Annotated[str | float | None,
+                                             BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
+    # IP-Adapter (image prompt): a file in the server's ipadapter folder, its image and scale.
+    ip_adapter_id: str | None = Field(None, description="IP-Adapter name in the server's ipadapter folder.")
+    ip_adapter_image: str | None = Field(None, description="The image prompt: URL, data: URI or base64.")
+    ip_adapter_scale: Fraction = None
 
 
 # -- replies (documentation: the adapter builds these bodies as dicts) --------------------

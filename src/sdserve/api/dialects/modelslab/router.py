@@ -44,6 +44,7 @@ from .adapter import (
     system_load_body,
     to_params,
 )
+from .controlnet import control_sources, control_task
 from .protocol import FetchReply, GenerateReply, GenerateRequest, KeyRequest, SystemLoadReply
 
 __all__ = ["router", "PREFIXES", "install"]
@@ -155,18 +156,23 @@ async def _image(request: Request, text: str | None, field: str) -> bytes | None
     return await service_of(request).fetcher.fetch_bytes(src, field)
 
 
-async def _generate(request: Request, response: Response, task: Task, prefix: str) -> dict[str, Any]:
+async def _generate(request: Request, response: Response, task: Task | None, prefix: str) -> dict[str, Any]:
+    """One generation; ``task`` None: the /controlnet endpoint's, from the images sent."""
     req, owner = await _read(request, GenerateRequest)
+    task = task or control_task(req)
     service, settings = service_of(request), settings_of(request)
     spec = resolve_model(req.model_id, service.catalog, settings.default_model)
     if req.webhook:
         service.fetcher.precheck(req.webhook, "webhook")  # before fetching any image
     init = await _image(request, req.init_image, "init_image") if task != "txt2img" else None
     mask = await _image(request, req.mask_image, "mask_image") if task == "inpaint" else None
+    hints = [h for h in [await _image(request, src, "control_image") for src in control_sources(req)]
+             if h is not None] if req.controlnet_model else []
+    ip_image = await _image(request, req.ip_adapter_image, "ip_adapter_image") if req.ip_adapter_id else None
     base = _base(request)
     x = extras_of(req, base)
     try:
-        params = to_params(req, task, spec, init, mask)
+        params = to_params(req, task, spec, init, mask, hints, ip_image)
         job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
                              webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:
@@ -195,7 +201,8 @@ async def _fetch(request: Request, response: Response, job_id: str, prefix: str)
 
 
 def _prefix(request: Request) -> str:
-    return next(p for p in PREFIXES if request.url.path.startswith(p))
+    # /api/v5/controlnet has no v5 fetch route: its jobs are fetched under v3.
+    return next((p for p in PREFIXES if request.url.path.startswith(p)), PREFIXES[0])
 
 
 def _routes(name: str) -> list[str]:
@@ -243,6 +250,15 @@ async def img2img(request: Request, response: Response) -> dict[str, Any]:
 async def inpaint(request: Request, response: Response) -> dict[str, Any]:
     """Inpainting: mask_image white = repaint, black = keep."""
     return await _generate(request, response, "inpaint", _prefix(request))
+
+
+@router.post("/api/v5/controlnet", **_GENERATE)
+@router.post("/api/v6/images/controlnet", **_GENERATE)
+async def controlnet(request: Request, response: Response) -> dict[str, Any]:
+    """ControlNet: controlnet_model (comma list for several), controlnet_type + auto_hint (make
+    the hint from the image), control_image (default init_image; with both, init_image is the
+    img2img start), mask_image (inpaint), guess_mode, controlnet_conditioning_scale."""
+    return await _generate(request, response, None, _prefix(request))
 
 
 @_post_all("fetch/{job_id}", _FETCH)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sdserve.engine.catalog import ModelSpec
-from sdserve.engine.params import GenerationParams, input_images
+from sdserve.engine.control import unit_field
+from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, IPAdapterUnit, input_images
 from sdserve.errors import BadInput
 from sdserve.images import decode_base64
 from sdserve.service.jobs import Job, Output, job_view
@@ -21,11 +22,19 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
     mask = decode_base64(req.mask, "mask") if req.mask is not None else None
     if image is None and req.strength is not None:
         raise BadInput("strength", "applies only with an input image (img2img or inpaint)")
+    control = tuple(InputImage(role="control", index=i, data=decode_base64(u.image, unit_field(i, "image")))
+                    for i, u in enumerate(req.control))
+    ip = req.ip_adapter
+    if ip is not None:
+        control += (InputImage(role="ip_adapter", data=decode_base64(ip.image, "ip_adapter.image")),)
     return GenerationParams(
         model=spec.id, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax=req.prompt_syntax,
         width=req.width,
         height=req.height, steps=req.steps, guidance=req.guidance, strength=req.strength, seed=req.seed, n=req.n,
-        scheduler=req.scheduler, inputs=input_images(init=image, mask=mask), output_format=req.output_format,
+        scheduler=req.scheduler, inputs=(*input_images(init=image, mask=mask), *control),
+        output_format=req.output_format,
+        control=tuple(ControlUnit(**u.model_dump(exclude={"image"})) for u in req.control),
+        ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
     )
 
 

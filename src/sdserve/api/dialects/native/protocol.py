@@ -6,14 +6,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from sdserve.engine.params import MAX_SEED
+from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
-__all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
+__all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
            "UsageOut", "UsageList", "LimitsOut", "CostOut"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
     return ["completed"]
+
+
+class ControlUnitIn(ControlUnit):
+    """One ControlNet unit: the engine's unit settings plus its control image."""
+
+    image: StrictStr = Field(description="The control image, base64 (bare or a data: URI); the preprocessor "
+                             "turns it into the hint ('none': it is the hint).")
+
+
+class IPAdapterIn(IPAdapterUnit):
+    """An IP-Adapter (image prompt): its file in the server's ipadapter folder, scale and image."""
+
+    image: StrictStr = Field(description="The image prompt, base64 (bare or a data: URI).")
 
 
 class JobRequest(BaseModel):
@@ -45,6 +58,9 @@ class JobRequest(BaseModel):
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
     priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
+    control: list[ControlUnitIn] = Field(default_factory=list, description="ControlNet units: each a ControlNet "
+                                         "from the server's ControlNet folder, its settings and control image.")
+    ip_adapter: IPAdapterIn | None = Field(None, description="An image prompt through an IP-Adapter.")
 
 
 class OutputOut(BaseModel):
