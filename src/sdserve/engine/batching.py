@@ -26,6 +26,7 @@ from PIL import Image
 from ..errors import Canceled
 from .params import BatchItem, GenerationParams, StepInfo, batch_key
 from .pipelines import LoadedModel, Needs
+from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
 
@@ -77,9 +78,11 @@ def prompts(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel)
     as text, or as embeddings when a row's A1111 syntax needs them (prompt_encoding)."""
     call.kwargs.update(num_images_per_prompt=1, guidance_scale=first.guidance)
     if not rows.conditioning:
-        call.kwargs.update(prompt=rows.per_row(lambda it: plain_text(it.params.prompt, it.params.prompt_syntax)),
+        call.kwargs.update(prompt=rows.per_row(
+                               lambda it: plain_text(it.params.prompt, it.params.prompt_syntax, it.params.embeddings)),
                            negative_prompt=rows.per_row(
-                               lambda it: plain_text(it.params.negative_prompt, it.params.prompt_syntax))
+                               lambda it: plain_text(it.params.negative_prompt, it.params.prompt_syntax,
+                                                     it.params.embeddings))
                            if first.negative_prompt else None)
         return
     conds = [rows.conditioning[i] for i in rows.owner]
@@ -156,6 +159,7 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image
     if any(batch_key(it.params) != batch_key(first) for it in items):
         raise ValueError("run_batch needs items with equal batch keys")
     assert first.task is not None, "prepare() resolves the task"
+    activate_loras(model, first.loras)  # before any encoding: LoRAs may change the text encoders
     if not any(needs_embeddings(model.base, it.params) for it in items):
         return _run(items, [], model)
     conditioning = [encode_item(model.base, it.params) for it in items]

@@ -20,7 +20,9 @@ from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
+from .embeddings import ensure_embeddings
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
+from .lora_adapters import ensure_loaded as ensure_loras
 from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
@@ -235,11 +237,11 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
-        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels)
+        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self.addons)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         size = (p.width, p.height)
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
@@ -293,9 +295,36 @@ class Engine:
                 for i, _ in members:
                     results[i] = e
                 continue
+            members = self._load_addons(model, members, results)
+            if not members:
+                continue
             for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
                 results[i] = res
         return [r if r is not None else GenerationFailed("not run") for r in results]
+
+    def _load_addons(self, model: LoadedModel, members: list[tuple[int, BatchItem]],
+                     results: list[GenerationResult | SdserveError | None]) -> list[tuple[int, BatchItem]]:
+        """Load the group's LoRAs (shared: a bad one fails the group) and each request's
+        embeddings (a bad one fails that request) onto ``model``; the members left to run.
+        Their bytes count in the model's size, so the memory budget sees them."""
+        with self._lock:
+            try:
+                grown = ensure_loras(model, members[0][1].params.loras, self.addons)
+            except SdserveError as e:
+                for i, _ in members:
+                    results[i] = e
+                return []
+            if grown:
+                self._models.add(model.spec.id, model, self._models.sizes().get(model.spec.id, 0) + grown)
+            left = []
+            for i, item in members:
+                try:
+                    ensure_embeddings(model, item.params.embeddings, self.addons)
+                except SdserveError as e:
+                    results[i] = e
+                    continue
+                left.append((i, item))
+            return left
 
     def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
         t0 = time.perf_counter()

@@ -16,6 +16,8 @@ from PIL import Image
 
 from ..errors import BadInput
 from ..images import decode_image
+from .addon_files import AddonFolders
+from .addon_refs import resolve_addons
 from .catalog import Catalog, ModelSpec
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_prompt
@@ -43,12 +45,9 @@ def _check_text(field: str, text: str) -> None:
 
 
 def _check_syntax(field: str, text: str) -> None:
-    """An A1111-syntax prompt that sdserve can apply whole (never a part read as plain text)."""
-    parsed = parse_prompt(text, field)
-    if parsed.loras:
-        tag = parsed.loras[0]
-        raise BadInput(field, f"<lora:{tag.name}:{tag.weight:g}>: LoRA is not available on this server yet; "
-                              "remove the tag")
+    """An A1111-syntax prompt that sdserve can apply whole (never a part read as plain text);
+    its <lora:...> tags are moved into ``loras`` by engine.addon_refs."""
+    parse_prompt(text, field)
 
 
 def _check_task(spec: ModelSpec, p: GenerationParams, task: Task) -> None:
@@ -108,9 +107,11 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return out
 
 
-def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> GenerationParams:
-    """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-    return prepare_with_images(catalog, params, max_pixels)[0]
+def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+            addons: AddonFolders | None = None) -> GenerationParams:
+    """Resolve defaults and check what any dialect must satisfy; raises BadInput. ``addons``:
+    the server's add-on folders, where LoRA and embedding names are found (None: refused)."""
+    return prepare_with_images(catalog, params, max_pixels, addons)[0]
 
 
 def settle_inputs(catalog: Catalog, params: GenerationParams,
@@ -138,8 +139,8 @@ def _check_sides(p: GenerationParams) -> None:
             raise BadInput(name, f"{name} {v} is not allowed: use a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}")
 
 
-def prepare_with_images(catalog: Catalog, params: GenerationParams,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GenerationParams, dict[str, Image.Image]]:
+def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        addons: AddonFolders | None = None) -> tuple[GenerationParams, dict[str, Image.Image]]:
     """:func:`prepare`, also returning the decoded input images by role (the engine runs on
     them; checking them needs the decode anyway)."""
     p, images = settle_inputs(catalog, params, max_pixels)
@@ -162,4 +163,5 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
         raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
                                    "raise strength or steps so that strength x steps is at least 1")
     get_scheduler(p.scheduler or "")
+    p = resolve_addons(p, addons)  # LoRA tags and embedding names -> files (after the prompt checks)
     return p, images

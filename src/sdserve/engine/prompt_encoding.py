@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from .params import GenerationParams
+from .embeddings import with_embedding_tokens
+from .params import EmbeddingRef, GenerationParams
 from .prompt_syntax import BREAK, Fragment, parse_prompt
 
 __all__ = ["Conditioning", "encode_item", "needs_embeddings", "plain_text"]
@@ -55,20 +56,27 @@ def _encoders(pipe: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
+def _converted(pipe: Any, tok: Any, text: str) -> str:
+    """A textual-inversion token spelled out as its vectors' tokens (``<ti-x> <ti-x>_1 ...``),
+    as diffusers' own encode_prompt does; only text holding one pays for the tokenizer call."""
+    return pipe.maybe_convert_prompt(text, tok) if "<ti-" in text and hasattr(pipe, "maybe_convert_prompt") else text
+
+
 def _fits_one_chunk(pipe: Any, text: str) -> bool:
-    return all(len(tok(text, add_special_tokens=False).input_ids) <= _CHUNK for tok, _ in _encoders(pipe))
+    return all(len(tok(_converted(pipe, tok, text), add_special_tokens=False).input_ids) <= _CHUNK
+               for tok, _ in _encoders(pipe))
 
 
-def _needs_own_encoding(pipe: Any, text: str) -> bool:
+def _needs_own_encoding(pipe: Any, text: str, refs: tuple[EmbeddingRef, ...] = ()) -> bool:
     parsed = parse_prompt(text)
-    return not parsed.plain or not _fits_one_chunk(pipe, parsed.text)
+    return not parsed.plain or not _fits_one_chunk(pipe, with_embedding_tokens(parsed.text, refs))
 
 
 def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
     """Whether this item's prompts need sdserve's encoding (A1111 syntax that is not plain text)."""
     if params.prompt_syntax != "a1111":
         return False
-    return any(_needs_own_encoding(pipe, t) for t in (params.prompt, params.negative_prompt) if t)
+    return any(_needs_own_encoding(pipe, t, params.embeddings) for t in (params.prompt, params.negative_prompt) if t)
 
 
 def _chunks(tok: Any, fragments: tuple[Fragment, ...]) -> list[tuple[list[int], list[float]]]:
@@ -131,9 +139,12 @@ def _emphasis(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
 
 
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
-                   sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   sdxl: bool, pipe: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One encoder's embeddings of ``fragments`` (chunks concatenated) and its first
     chunk's pooled output (SDXL's second encoder gives the pooled embedding)."""
+    if pipe is not None:  # embeddings' tokens spelled out for this tokenizer
+        fragments = tuple(Fragment(_converted(pipe, tok, f.text), f.weight) if f.text != BREAK else f
+                          for f in fragments)
     device = next(enc.parameters()).device
     parts, pooled = [], None
     for k, (ids, weights) in enumerate(_chunks(tok, fragments)):
@@ -146,12 +157,14 @@ def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
     return torch.cat(parts, dim=1), pooled
 
 
-def _encode_weighted(pipe: Any, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _encode_weighted(pipe: Any, text: str,
+                     refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(embeddings [1, 77k, dim], pooled or None) of a prompt in A1111 syntax."""
-    fragments = parse_prompt(text).fragments
+    fragments = tuple(Fragment(with_embedding_tokens(f.text, refs), f.weight) if f.text != BREAK else f
+                      for f in parse_prompt(text).fragments)
     encoders = _encoders(pipe)
     sdxl = len(encoders) == 2
-    outs = [_encode_chunks(tok, enc, fragments, sdxl) for tok, enc in encoders]
+    outs = [_encode_chunks(tok, enc, fragments, sdxl, pipe) for tok, enc in encoders]
     longest = max(z.shape[1] for z, _ in outs)
     # The two SDXL tokenizers split alike, but pad the shorter just in case.
     per_encoder = [z if z.shape[1] == longest else _pad_to(z, longest, _encode_chunks(tok, enc, (), sdxl)[0])
@@ -171,17 +184,20 @@ def _pad_to(z: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def plain_text(text: str, syntax: str) -> str:
+def plain_text(text: str, syntax: str, embeddings: tuple[EmbeddingRef, ...] = ()) -> str:
     """What the text encoder reads of a prompt that needs no embeddings of sdserve's: the
-    text without its A1111 markup (escapes resolved, tags removed), or the text as sent."""
-    return parse_prompt(text).text if syntax == "a1111" else text
+    text without its A1111 markup (escapes resolved, tags removed, textual-inversion names as
+    their tokens, which diffusers' encode_prompt spells out), or the text as sent."""
+    return with_embedding_tokens(parse_prompt(text).text, embeddings) if syntax == "a1111" else text
 
 
-def _encode(pipe: Any, text: str, syntax: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if syntax == "a1111" and _needs_own_encoding(pipe, text):
-        return _encode_weighted(pipe, text)
+def _encode(pipe: Any, text: str, syntax: str,
+            refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if syntax == "a1111" and _needs_own_encoding(pipe, text, refs):
+        return _encode_weighted(pipe, text, refs)
     # Plain text: exactly what diffusers computes for it.
-    out = pipe.encode_prompt(prompt=plain_text(text, syntax), device=pipe._execution_device, num_images_per_prompt=1,
+    out = pipe.encode_prompt(prompt=plain_text(text, syntax, refs), device=pipe._execution_device,
+                             num_images_per_prompt=1,
                              do_classifier_free_guidance=False)
     return (out[0], out[2]) if len(out) == 4 else (out[0], None)
 
@@ -189,11 +205,11 @@ def _encode(pipe: Any, text: str, syntax: str) -> tuple[torch.Tensor, torch.Tens
 def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
     """The item's conditioning, one row (``run_batch`` repeats it per image)."""
     with torch.inference_mode():
-        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax)
+        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax, params.embeddings)
         sdxl_zeros = params.negative_prompt == "" and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
         if sdxl_zeros:
             return Conditioning(prompt, None, pooled, None)
-        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax)
+        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax, params.embeddings)
         longest = max(prompt.shape[1], negative.shape[1])
         if prompt.shape[1] != negative.shape[1]:
             empty = _empty_chunk(pipe)
