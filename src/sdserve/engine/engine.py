@@ -126,6 +126,7 @@ class Engine:
         self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
                                                o.max_loaded_models)
         self._lock = threading.RLock()
+        self._demo_addons()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -197,6 +198,20 @@ class Engine:
             log.warning("DEMO MODE: writing tiny random-weight '%s' model to %s; its images are noise",
                         spec.demo_layout, demo)
             write_tiny(demo, spec.demo_layout, demo=True)
+
+    def _demo_addons(self) -> None:
+        """Demo mode: tiny LoRAs and embeddings for the tiny SD 1.5 and SDXL models, so
+        ``<lora:tiny_detail:0.8>`` works from the first request (engine.tiny_addons)."""
+        demo = self.options.demo_dir
+        if demo is None:
+            return
+        from .tiny_addons import TINY_LORAS, write_tiny_addons
+
+        for layout in sorted(set(TINY_LORAS.values())):
+            spec = next((s for s in self.catalog if s.demo_layout == layout), None)
+            if spec is not None:
+                self._ensure_demo(spec)
+        write_tiny_addons(demo, self.addons.home("lora"), self.addons.home("embedding"))
 
     def unload(self, model: LoadedModel) -> bool:
         """Drop ``model`` if it is still the loaded copy of its id (a later reload is kept);

@@ -84,12 +84,12 @@ def _write_embedding(base: Path, sdxl: bool, dest: Path, name: str) -> None:
                 "sd_checkpoint": None, "sd_checkpoint_name": None}, str(dest))
 
 
-def write_tiny_addons(tiny_root: Path, models_dir: Path) -> list[Path]:
-    """Write the tiny LoRAs and embeddings for the tiny models under ``tiny_root`` into
-    ``models_dir/Lora`` and ``models_dir/embeddings``; kept when already there. Returns the files."""
+def write_tiny_addons(tiny_root: Path, lora_dir: Path, embedding_dir: Path) -> list[Path]:
+    """Write the tiny LoRAs and embeddings for the tiny models under ``tiny_root`` (those whose
+    layout is there) into ``lora_dir`` and ``embedding_dir``; kept when already there."""
     written = []
-    for kind, table in (("Lora", TINY_LORAS), ("embeddings", TINY_EMBEDDINGS)):
-        folder = Path(models_dir) / kind
+    for kind, folder, table in (("Lora", Path(lora_dir), TINY_LORAS),
+                                ("embeddings", Path(embedding_dir), TINY_EMBEDDINGS)):
         for stem, layout in table.items():
             base = Path(tiny_root) / layout / "base"
             sdxl = layout.startswith("sdxl")

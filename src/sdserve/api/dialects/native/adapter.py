@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sdserve.engine.catalog import ModelSpec
-from sdserve.engine.params import GenerationParams, input_images
+from sdserve.engine.params import GenerationParams, LoraRef, input_images, normal_loras
 from sdserve.errors import BadInput
 from sdserve.images import decode_base64
 from sdserve.service.jobs import Job, Output, job_view
@@ -26,6 +26,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         width=req.width,
         height=req.height, steps=req.steps, guidance=req.guidance, strength=req.strength, seed=req.seed, n=req.n,
         scheduler=req.scheduler, inputs=input_images(init=image, mask=mask), output_format=req.output_format,
+        loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
     )
 
 
