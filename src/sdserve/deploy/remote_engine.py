@@ -70,7 +70,9 @@ class RemoteEngine:
     # -- what the service asks of any engine ----------------------------------------------
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
-        return prepare(self.catalog, params, *([max_pixels] if max_pixels else []), addons=self.addons)
+        if max_pixels:
+            return prepare(self.catalog, params, max_pixels, self.addons)
+        return prepare(self.catalog, params, addons=self.addons)
 
     def generate(self, params: GenerationParams, on_step: Callable[[StepInfo], None] | None = None,
                  cancel: Callable[[], bool] | None = None) -> GenerationResult:
