@@ -24,6 +24,8 @@ import struct
 from collections.abc import Iterable
 from functools import lru_cache
 
+from pydantic import ValidationError
+
 from ..errors import BadInput
 from .addon_files import AddonFile, AddonFolders
 from .params import EmbeddingRef, GenerationParams, LoraRef, normal_loras
@@ -60,8 +62,15 @@ def _tagged(p: GenerationParams) -> list[tuple[str, LoraRef]]:
     """(field, LoRA) for each <lora:...> tag of an A1111-syntax prompt."""
     if p.prompt_syntax != "a1111":
         return []
-    return [(name, LoraRef(name=t.name, weight=t.weight)) for name in ("prompt", "negative_prompt")
-            for t in parse_prompt(getattr(p, name) or "", name).loras]
+    out = []
+    for name in ("prompt", "negative_prompt"):
+        for t in parse_prompt(getattr(p, name) or "", name).loras:
+            try:
+                out.append((name, LoraRef(name=t.name, weight=t.weight)))
+            except ValidationError:
+                raise BadInput(name, f"<lora:{t.name[:60]}:{t.weight:g}>: use a name of at most 255 characters "
+                                     "and a weight from -10 to 10") from None
+    return out
 
 
 def _resolve_loras(p: GenerationParams, addons: AddonFolders | None) -> tuple[LoraRef, ...]:
