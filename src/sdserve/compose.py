@@ -34,6 +34,7 @@ def user_spec(m: UserModel) -> ModelSpec:
         description=m.description or f"user model from {m.source}", aliases=tuple(m.aliases),
         tasks=("inpaint",) if m.inpaint_only else ("txt2img", "img2img", "inpaint"),
         demo_layout=("sd15-inpaint" if m.inpaint_only else m.arch) if m.arch == "sd15" else "sdxl",
+        loras=tuple(sorted(m.loras.items())),
     )
 
 

@@ -179,3 +179,19 @@ def test_dialects_name_their_own_fields(client):
                                       "steps": 2, "width": 64, "height": 64})
     assert r.status_code in (200, 201, 202), r.text
     assert r.json()["params"]["loras"][0]["name"] == "tiny_detail"
+
+
+def test_a_catalog_preset_bakes_its_loras_in(settings, engine, tiny_dir):
+    from sdserve.compose import build_engine
+    from sdserve.config import UserModel
+
+    preset = UserModel(id="detail-preset", source=str(tiny_dir / "sd15" / "base"), arch="sd15",
+                       loras={"tiny_detail": 0.6})
+    other = build_engine(settings.model_copy(update={"models": [preset]}))
+    res = other.generate(GenerationParams(model="detail-preset", prompt="a cat in a garden", **BASE))
+    assert [(r.name, r.weight) for r in res.params.loras] == [("tiny_detail", 0.6)]
+    tagged = _image(engine, SD15, "a cat in a garden <lora:tiny_detail:0.6>")
+    assert np.array_equal(np.asarray(res.images[0], dtype=np.int16), tagged)
+    with pytest.raises(BadInput) as e:  # the preset's weight is the model's: a different one conflicts
+        other.prepare(_params("detail-preset", "a cat <lora:tiny_detail:0.9>"))
+    assert e.value.field == "prompt"

@@ -73,8 +73,9 @@ def _tagged(p: GenerationParams) -> list[tuple[str, LoraRef]]:
     return out
 
 
-def _resolve_loras(p: GenerationParams, addons: AddonFolders | None) -> tuple[LoraRef, ...]:
-    wanted = [("loras", r) for r in p.loras] + _tagged(p)
+def _resolve_loras(p: GenerationParams, addons: AddonFolders | None,
+                   preset: tuple[tuple[str, float], ...]) -> tuple[LoraRef, ...]:
+    wanted = [("model", LoraRef(name=n, weight=w)) for n, w in preset] + [("loras", r) for r in p.loras] + _tagged(p)
     if not wanted:
         return ()
     if addons is None:
@@ -125,10 +126,12 @@ def _resolve_embeddings(p: GenerationParams, addons: AddonFolders | None) -> tup
     return tuple(EmbeddingRef(name=s, sha256=files[s].sha256()) for s in sorted(used))
 
 
-def resolve_addons(p: GenerationParams, addons: AddonFolders | None) -> GenerationParams:
-    """``p`` with its LoRAs (tags merged in) and embeddings resolved to files; BadInput naming
-    the field for a name that finds no file, leaves the folders, or conflicts."""
-    loras = _resolve_loras(p, addons)
+def resolve_addons(p: GenerationParams, addons: AddonFolders | None,
+                   preset: tuple[tuple[str, float], ...] = ()) -> GenerationParams:
+    """``p`` with its LoRAs (the model preset's, explicit ones and tags merged) and embeddings
+    resolved to files; BadInput naming the field for a name that finds no file, leaves the
+    folders, or conflicts."""
+    loras = _resolve_loras(p, addons, preset)
     embeddings = _resolve_embeddings(p, addons)
     if loras == p.loras and embeddings == p.embeddings:
         return p

@@ -163,5 +163,6 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: 
         raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
                                    "raise strength or steps so that strength x steps is at least 1")
     get_scheduler(p.scheduler or "")
-    p = resolve_addons(p, addons)  # LoRA tags and embedding names -> files (after the prompt checks)
+    # LoRA tags, the model's preset LoRAs and embedding names -> files (after the prompt checks)
+    p = resolve_addons(p, addons, catalog.get(p.model).loras)
     return p, images
