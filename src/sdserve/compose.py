@@ -35,6 +35,7 @@ def user_spec(m: UserModel) -> ModelSpec:
         description=m.description or f"user model from {m.source}", aliases=tuple(m.aliases),
         tasks=("inpaint",) if m.inpaint_only else ("txt2img", "img2img", "inpaint"),
         demo_layout=("sd15-inpaint" if m.inpaint_only else m.arch) if m.arch == "sd15" else "sdxl",
+        loras=tuple(sorted(m.loras.items())),
     )
 
 
@@ -68,7 +69,7 @@ def build_addons(settings: Settings):  # type: ignore[no-untyped-def]
 
 def addon_dirs(settings: Settings) -> dict[str, list[Path]]:
     """``model_dirs``, plus in demo mode the tiny ControlNets and IP-Adapters beside the demo
-    models (searched after the server's own folders; engine.tiny_addons writes them)."""
+    models (searched after the server's own folders; engine.tiny_lora writes them)."""
     from sdserve.engine.addon_files import FOLDERS
 
     dirs = {k: list(v) for k, v in settings.model_dirs.items()}

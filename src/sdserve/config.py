@@ -31,6 +31,8 @@ class UserModel(BaseModel):
     guidance: float | None = Field(None, description="Default CFG scale.")
     scheduler: str | None = Field(None, description="Default scheduler name (see `sdserve models --schedulers`).")
     inpaint_only: bool = Field(False, description="True for inpainting checkpoints (9-channel UNet).")
+    loras: dict[str, float] = Field(default_factory=dict, description="LoRAs baked into this id, name -> weight "
+                                    "(files in models/Lora), e.g. {add_detail = 0.7}; requests may add more.")
 
 
 class Settings(BaseSettings):

@@ -78,6 +78,18 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
+def _addon_hashes(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A1111's ``Lora hashes`` and ``TI hashes``: "name: first 12 hex digits", quoted (a comma list)."""
+    out: list[tuple[str, Any]] = []
+    for key, label in (("loras", "Lora hashes"), ("embeddings", "TI hashes")):
+        refs = [r for r in summary.get(key) or () if r.get("sha256")]
+        if refs:
+            names = ", ".join(f"{r['name'].split('/')[-1].replace(':', '').replace(',', '')}: {r['sha256'][:12]}"
+                              for r in refs)
+            out.append((label, f'"{names}"'))
+    return out
+
+
 def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str) -> str:
     """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
     from . import __version__
@@ -102,6 +114,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     if summary.get("tiling"):
         fields.append(("Tiling", True))
     fields += postprocess_fields(summary.get("upscale"))
+    fields += _addon_hashes(summary)
     fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)

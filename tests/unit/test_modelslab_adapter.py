@@ -131,7 +131,8 @@ def test_to_params_img2img_and_inpaint() -> None:
     ("txt2img", {"safety_checker": "yes"}, None, None, "safety_checker"),
     ("txt2img", {"upscale": "yes"}, None, None, "upscale"),
     ("txt2img", {"panorama": True}, None, None, "panorama"),
-    ("txt2img", {"lora_model": "more_details"}, None, None, "lora_model"),
+    ("txt2img", {"lora_strength": "0.5"}, None, None, "lora_strength"),
+    ("txt2img", {"lora_model": "a,b", "lora_strength": "0.5,0.6,0.7"}, None, None, "lora_strength"),
     ("txt2img", {"clip_skip": "2"}, None, None, "clip_skip"),
     ("txt2img", {"scheduler": "NoSuchScheduler"}, None, None, "scheduler"),
 ])

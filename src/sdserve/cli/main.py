@@ -140,6 +140,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.catalog import DEMO_LAYOUTS
     from ..engine.tiny import write_all_tiny
+    from ..engine.tiny_lora import write_tiny_addons
 
     layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
     for path in write_all_tiny(args.dir, layouts, force=True, demo=args.demo):
@@ -151,6 +152,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models
 
     for path in [*write_tiny_controlnets(args.dir, demo=args.demo), *write_tiny_ip_adapters(args.dir, demo=args.demo)]:
+    for path in write_tiny_addons(args.dir, args.dir / "Lora", args.dir / "embeddings"):  # models_dir=DIR finds them
         print(path)
     return 0
 

@@ -27,6 +27,7 @@ from PIL import Image
 from ..errors import Canceled
 from .params import BatchItem, GenerationParams, StepInfo, batch_key
 from .pipelines import LoadedModel, Needs
+from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
 
@@ -78,9 +79,11 @@ def prompts(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel)
     as text, or as embeddings when a row's A1111 syntax needs them (prompt_encoding)."""
     call.kwargs.update(num_images_per_prompt=1, guidance_scale=first.guidance)
     if not rows.conditioning:
-        call.kwargs.update(prompt=rows.per_row(lambda it: plain_text(it.params.prompt, it.params.prompt_syntax)),
+        call.kwargs.update(prompt=rows.per_row(
+                               lambda it: plain_text(it.params.prompt, it.params.prompt_syntax, it.params.embeddings)),
                            negative_prompt=rows.per_row(
-                               lambda it: plain_text(it.params.negative_prompt, it.params.prompt_syntax))
+                               lambda it: plain_text(it.params.negative_prompt, it.params.prompt_syntax,
+                                                     it.params.embeddings))
                            if first.negative_prompt else None)
         return
     conds = [rows.conditioning[i] for i in rows.owner]
@@ -206,6 +209,7 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image
                 for i, images in zip(idx, run_batch(model, [items[i] for i in idx]), strict=True):
                     out[i] = images
             return out
+    activate_loras(model, first.loras)  # before any encoding: LoRAs may change the text encoders
     if not any(needs_embeddings(model.base, it.params) for it in items):
         return _run(items, [], model)
     conditioning = [encode_item(model.base, it.params) for it in items]

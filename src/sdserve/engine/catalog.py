@@ -83,6 +83,9 @@ class ModelSpec:
     unet: WeightSource | None = None
     # Which tiny layout ``make-tiny`` writes for this model in demo mode.
     demo_layout: str = "sd15"
+    # LoRAs every request to this id gets (name, weight): a preset, so a dialect that cannot name
+    # LoRAs (OpenAI, Workers AI) reaches one through the model id (engine.addon_refs).
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def slug(self) -> str:

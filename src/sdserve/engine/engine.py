@@ -23,7 +23,9 @@ from .catalog import Catalog, ModelSpec, WeightSource
 from .controlnets import ControlNets
 from .ip_adapters import IPAdapters
 from .tiny_addons import ensure_demo_controlnets
+from .embeddings import ensure_embeddings
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
+from .lora_adapters import ensure_loaded as ensure_loras
 from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
@@ -138,6 +140,7 @@ class Engine:
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
         if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
             ensure_demo_controlnets(self.options.demo_dir)
+        self._demo_addons()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -210,6 +213,20 @@ class Engine:
             log.warning("DEMO MODE: writing tiny random-weight '%s' model to %s; its images are noise",
                         spec.demo_layout, demo)
             write_tiny(demo, spec.demo_layout, demo=True)
+
+    def _demo_addons(self) -> None:
+        """Demo mode: tiny LoRAs and embeddings for the tiny SD 1.5 and SDXL models, so
+        ``<lora:tiny_detail:0.8>`` works from the first request (engine.tiny_lora)."""
+        demo = self.options.demo_dir
+        if demo is None:
+            return
+        from .tiny_lora import TINY_LORAS, write_tiny_addons
+
+        for layout in sorted(set(TINY_LORAS.values())):
+            spec = next((s for s in self.catalog if s.demo_layout == layout), None)
+            if spec is not None:
+                self._ensure_demo(spec)
+        write_tiny_addons(demo, self.addons.home("lora"), self.addons.home("embedding"))
 
     def unload(self, model: LoadedModel) -> bool:
         """Drop ``model`` if it is still the loaded copy of its id (a later reload is kept);
@@ -322,9 +339,36 @@ class Engine:
                 for i, _ in members:
                     results[i] = e
                 continue
+            members = self._load_addons(model, members, results)
+            if not members:
+                continue
             for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
                 results[i] = self._upscale_result(res, members[0][1]) if isinstance(res, GenerationResult) else res
         return [r if r is not None else GenerationFailed("not run") for r in results]
+
+    def _load_addons(self, model: LoadedModel, members: list[tuple[int, BatchItem]],
+                     results: list[GenerationResult | SdserveError | None]) -> list[tuple[int, BatchItem]]:
+        """Load the group's LoRAs (shared: a bad one fails the group) and each request's
+        embeddings (a bad one fails that request) onto ``model``; the members left to run.
+        Their bytes count in the model's size, so the memory budget sees them."""
+        with self._lock:
+            try:
+                grown = ensure_loras(model, members[0][1].params.loras, self.addons)
+            except SdserveError as e:
+                for i, _ in members:
+                    results[i] = e
+                return []
+            if grown:
+                self._models.add(model.spec.id, model, self._models.sizes().get(model.spec.id, 0) + grown)
+            left = []
+            for i, item in members:
+                try:
+                    ensure_embeddings(model, item.params.embeddings, self.addons)
+                except SdserveError as e:
+                    results[i] = e
+                    continue
+                left.append((i, item))
+            return left
 
     def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
         t0 = time.perf_counter()

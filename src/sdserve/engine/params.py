@@ -31,6 +31,9 @@ __all__ = [
     "ControlMode",
     "ResizeMode",
     "input_images",
+    "LoraRef",
+    "EmbeddingRef",
+    "normal_loras",
     "PER_ROW",
     "PerRow",
     "per_row_fields",
@@ -169,6 +172,35 @@ class IPAdapterUnit(BaseModel):
     scale: float = Field(default=1.0, ge=0, le=2)
 
 
+class LoraRef(BaseModel):
+    """A LoRA applied to a request: its add-on name (``engine.addon_files``) and weight.
+
+    ``sha256`` is filled by ``prepare`` from the file (A1111's "Lora hashes" provenance), so
+    a changed file is a different key and is loaded again, never mixed up with the old one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    weight: float = Field(default=1.0, ge=-10, le=10)
+    sha256: str = ""
+
+
+def normal_loras(loras: tuple[LoraRef, ...] | list[LoraRef]) -> tuple[LoraRef, ...]:
+    """``loras`` sorted by name, so equal sets give equal batch keys (order does not matter to
+    the sum of their deltas)."""
+    return tuple(sorted(loras, key=lambda r: (r.name, r.weight)))
+
+
+class EmbeddingRef(BaseModel):
+    """A textual-inversion embedding a prompt uses by name (A1111: the file name as a word)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    sha256: str = ""
+
+
 class GenerationParams(BaseModel):
     """What to generate, in sdserve's own terms.
 
@@ -208,6 +240,12 @@ class GenerationParams(BaseModel):
     control: tuple[ControlUnit, ...] = ()
     # IP-Adapter (engine.ip_adapters); its image is the input of role "ip_adapter".
     ip_adapter: IPAdapterUnit | None = None
+    # LoRAs (engine.lora_adapters): one adapter set per loop, so shared. A1111 <lora:...> tags
+    # are moved in here by prepare. Sorted by name (normal_loras).
+    loras: tuple[LoraRef, ...] = ()
+    # Textual-inversion embeddings the prompts use (found by prepare): per row, since each
+    # row's prompts are encoded on their own and an embedding only adds tokens.
+    embeddings: Annotated[tuple[EmbeddingRef, ...], PER_ROW] = ()
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

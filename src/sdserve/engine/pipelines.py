@@ -10,6 +10,7 @@ runs the loop.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,11 @@ class LoadedModel:
     # The engine's IP-Adapters (engine.ip_adapters), loaded around the calls that use one.
     ip_adapters: Any = None
     _control_views: dict[Needs, tuple[list[Any], Any]] = field(default_factory=dict)
+    # Add-ons loaded into the base pipeline's modules (so every view has them): LoRA key ->
+    # PEFT adapter name in LRU order (engine.lora_adapters); embedding name -> its file hash
+    # (engine.embeddings).
+    lora_adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    embeddings: dict[str, str] = field(default_factory=dict)
     # The scheduler config the model shipped with. Every run builds its scheduler from this,
     # never from ``base.scheduler``, which the last txt2img run replaced: one request's
     # overrides (Karras sigmas, trailing spacing) must not leak into the next one's image.

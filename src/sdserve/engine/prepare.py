@@ -17,6 +17,7 @@ from PIL import Image
 from ..errors import BadInput
 from ..images import decode_image
 from .addon_files import AddonFolders
+from .addon_refs import resolve_addons
 from .catalog import Catalog, ModelSpec
 from .control import check_control, check_ip_adapter, unit_field
 from .params import GenerationParams, Task
@@ -45,12 +46,9 @@ def _check_text(field: str, text: str) -> None:
 
 
 def _check_syntax(field: str, text: str) -> None:
-    """An A1111-syntax prompt that sdserve can apply whole (never a part read as plain text)."""
-    parsed = parse_prompt(text, field)
-    if parsed.loras:
-        tag = parsed.loras[0]
-        raise BadInput(field, f"<lora:{tag.name}:{tag.weight:g}>: LoRA is not available on this server yet; "
-                              "remove the tag")
+    """An A1111-syntax prompt that sdserve can apply whole (never a part read as plain text);
+    its <lora:...> tags are moved into ``loras`` by engine.addon_refs."""
+    parse_prompt(text, field)
 
 
 def _check_task(spec: ModelSpec, p: GenerationParams, task: Task) -> None:
@@ -113,7 +111,7 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
             addons: AddonFolders | None = None) -> GenerationParams:
     """Resolve defaults and check what any dialect must satisfy; raises BadInput. ``addons``:
-    the server's add-on folders, where the add-ons a request names are looked up."""
+    the server's add-on folders, where LoRA and embedding names are found (None: refused)."""
     return prepare_with_images(catalog, params, max_pixels, addons)[0]
 
 
@@ -180,4 +178,6 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: 
         from .upscalers.checks import check_upscale
 
         check_upscale(p, max_pixels)
+    # LoRA tags, the model's preset LoRAs and embedding names -> files (after the prompt checks)
+    p = resolve_addons(p, addons, catalog.get(p.model).loras)
     return p, images

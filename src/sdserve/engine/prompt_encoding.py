@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from .params import GenerationParams
+from .embeddings import with_embedding_tokens
+from .params import EmbeddingRef, GenerationParams
 from .prompt_syntax import BREAK, Fragment, ParsedPrompt, parse_comfy_prompt, parse_prompt
 
 __all__ = ["Conditioning", "encode_item", "needs_embeddings", "plain_text"]
@@ -63,17 +64,24 @@ def _encoders(pipe: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
+def _converted(pipe: Any, tok: Any, text: str) -> str:
+    """A textual-inversion token spelled out as its vectors' tokens (``<ti-x> <ti-x>_1 ...``),
+    as diffusers' own encode_prompt does; only text holding one pays for the tokenizer call."""
+    return pipe.maybe_convert_prompt(text, tok) if "<ti-" in text and hasattr(pipe, "maybe_convert_prompt") else text
+
+
 def _fits_one_chunk(pipe: Any, text: str) -> bool:
-    return all(len(tok(text, add_special_tokens=False).input_ids) <= _CHUNK for tok, _ in _encoders(pipe))
+    return all(len(tok(_converted(pipe, tok, text), add_special_tokens=False).input_ids) <= _CHUNK
+               for tok, _ in _encoders(pipe))
 
 
 def _parse(text: str, syntax: str) -> ParsedPrompt:
     return parse_comfy_prompt(text) if syntax == "comfyui" else parse_prompt(text)
 
 
-def _needs_own_encoding(pipe: Any, text: str, syntax: str = "a1111") -> bool:
+def _needs_own_encoding(pipe: Any, text: str, syntax: str = "a1111", refs: tuple[EmbeddingRef, ...] = ()) -> bool:
     parsed = _parse(text, syntax)
-    return not parsed.plain or not _fits_one_chunk(pipe, parsed.text)
+    return not parsed.plain or not _fits_one_chunk(pipe, with_embedding_tokens(parsed.text, refs))
 
 
 def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
@@ -83,7 +91,8 @@ def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
         return any(_needs_own_encoding(pipe, t, "comfyui") for t in (params.prompt, params.negative_prompt) if t)
     if params.prompt_syntax != "a1111":
         return False
-    return any(_needs_own_encoding(pipe, t) for t in (params.prompt, params.negative_prompt) if t)
+    return any(_needs_own_encoding(pipe, t, "a1111", params.embeddings)
+               for t in (params.prompt, params.negative_prompt) if t)
 
 
 def _chunks(tok: Any, fragments: tuple[Fragment, ...]) -> list[tuple[list[int], list[float]]]:
@@ -175,9 +184,12 @@ def _emphasis(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
 
 
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
-                   sdxl: bool, syntax: str = "a1111") -> tuple[torch.Tensor, torch.Tensor | None]:
+                   sdxl: bool, syntax: str = "a1111", pipe: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One encoder's embeddings of ``fragments`` (chunks concatenated) and its first
     chunk's pooled output (SDXL's second encoder gives the pooled embedding)."""
+    if pipe is not None:  # embeddings' tokens spelled out for this tokenizer
+        fragments = tuple(Fragment(_converted(pipe, tok, f.text), f.weight) if f.text != BREAK else f
+                          for f in fragments)
     device = next(enc.parameters()).device
 
     def encode(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -200,12 +212,14 @@ def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
     return torch.cat(parts, dim=1), pooled
 
 
-def _encode_weighted(pipe: Any, text: str, syntax: str = "a1111") -> tuple[torch.Tensor, torch.Tensor | None]:
+def _encode_weighted(pipe: Any, text: str, syntax: str = "a1111",
+                     refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(embeddings [1, 77k, dim], pooled or None) of a prompt in A1111 (or ComfyUI) syntax."""
-    fragments = _parse(text, syntax).fragments
+    fragments = tuple(Fragment(with_embedding_tokens(f.text, refs), f.weight) if f.text != BREAK else f
+                      for f in _parse(text, syntax).fragments)
     encoders = _encoders(pipe)
     sdxl = len(encoders) == 2
-    outs = [_encode_chunks(tok, enc, fragments, sdxl, syntax) for tok, enc in encoders]
+    outs = [_encode_chunks(tok, enc, fragments, sdxl, syntax, pipe) for tok, enc in encoders]
     longest = max(z.shape[1] for z, _ in outs)
     # The two SDXL tokenizers split alike, but pad the shorter just in case.
     per_encoder = [z if z.shape[1] == longest else _pad_to(z, longest, _encode_chunks(tok, enc, (), sdxl)[0])
@@ -225,17 +239,20 @@ def _pad_to(z: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def plain_text(text: str, syntax: str) -> str:
+def plain_text(text: str, syntax: str, embeddings: tuple[EmbeddingRef, ...] = ()) -> str:
     """What the text encoder reads of a prompt that needs no embeddings of sdserve's: the
-    text without its A1111 or ComfyUI markup (escapes resolved, tags removed), or the text as sent."""
-    return _parse(text, syntax).text if syntax in ("a1111", "comfyui") else text
+    text without its A1111 or ComfyUI markup (escapes resolved, tags removed, textual-inversion
+    names as their tokens, which diffusers' encode_prompt spells out), or the text as sent."""
+    return with_embedding_tokens(_parse(text, syntax).text, embeddings) if syntax in ("a1111", "comfyui") else text
 
 
-def _encode(pipe: Any, text: str, syntax: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if syntax in ("a1111", "comfyui") and _needs_own_encoding(pipe, text, syntax):
-        return _encode_weighted(pipe, text, syntax)
+def _encode(pipe: Any, text: str, syntax: str,
+            refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if syntax in ("a1111", "comfyui") and _needs_own_encoding(pipe, text, syntax, refs):
+        return _encode_weighted(pipe, text, syntax, refs)
     # Plain text: exactly what diffusers computes for it.
-    out = pipe.encode_prompt(prompt=plain_text(text, syntax), device=pipe._execution_device, num_images_per_prompt=1,
+    out = pipe.encode_prompt(prompt=plain_text(text, syntax, refs), device=pipe._execution_device,
+                             num_images_per_prompt=1,
                              do_classifier_free_guidance=False)
     return (out[0], out[2]) if len(out) == 4 else (out[0], None)
 
@@ -243,11 +260,11 @@ def _encode(pipe: Any, text: str, syntax: str) -> tuple[torch.Tensor, torch.Tens
 def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
     """The item's conditioning, one row (``run_batch`` repeats it per image)."""
     with torch.inference_mode():
-        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax)
+        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax, params.embeddings)
         sdxl_zeros = params.negative_prompt == "" and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
         if sdxl_zeros:
             return Conditioning(prompt, None, pooled, None)
-        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax)
+        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax, params.embeddings)
         longest = max(prompt.shape[1], negative.shape[1])
         if prompt.shape[1] != negative.shape[1] and params.prompt_syntax == "comfyui":
             common = math.lcm(prompt.shape[1], negative.shape[1])

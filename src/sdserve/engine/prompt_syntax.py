@@ -5,7 +5,8 @@ What it reads (as A1111 1.10 does):
   by 1.1; ``(text:1.3)`` sets the factor to 1.3 (nested groups multiply);
 - ``\\(``, ``\\)``, ``\\[``, ``\\]`` and ``\\\\`` are the literal characters;
 - ``BREAK`` (upper case, a word on its own) starts a new 75-token chunk;
-- ``<lora:name:weight>`` and ``<lyco:name:weight>`` tags name LoRAs and are removed from the text;
+- ``<lora:name:weight>`` and ``<lyco:name:weight>`` tags name LoRAs and are removed from the text
+  (``prepare`` moves them into ``loras``; a third part, A1111's separate UNet weight, is refused);
 - an unclosed ``(`` or ``[`` applies to the end of the prompt, a stray ``)`` or ``]`` is text.
 
 Scheduled prompts (``[from:to:when]``, ``[a|b]``) change the conditioning during the loop;
@@ -28,7 +29,7 @@ EMPHASIS = 1.1
 # A fragment with this text marks a chunk boundary.
 BREAK = "\x00BREAK"
 
-_TAG = re.compile(r"<(lora|lyco):([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>", re.IGNORECASE)
+_TAG = re.compile(r"<(lora|lyco):([^:<>]+)(?::([^:<>]*))?(?::([^<>]*))?>", re.IGNORECASE)
 # One token of the syntax: an escape, a bracket, a ":weight)" close, BREAK, or plain text.
 _TOKEN = re.compile(r"""
     \\[()\[\]\\]                # escaped bracket or backslash
@@ -88,6 +89,9 @@ def _tags(prompt: str, field: str) -> tuple[str, tuple[LoraTag, ...]]:
             weight = float(weight_text)
         except ValueError:
             raise BadInput(field, f"{m.group(0)!r}: the LoRA weight {weight_text!r} is not a number") from None
+        if m.group(4) is not None:  # A1111's separate UNet weight / te= unet= dyn= arguments
+            raise BadInput(field, f"{m.group(0)!r}: separate text-encoder and UNet weights are not supported; "
+                                  "write <lora:name:weight> (one weight for both)")
         tags.append(LoraTag(m.group(2).strip(), weight))
     return _TAG.sub("", prompt), tuple(tags)
 

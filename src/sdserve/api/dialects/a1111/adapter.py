@@ -50,7 +50,9 @@ __all__ = [
 
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
-                 "image": "init_images[0]", "n": "batch_size"}
+                 "image": "init_images[0]", "n": "batch_size",
+                 # LoRAs and embeddings come from the prompt (<lora:...> tags, embedding names)
+                 "loras": "prompt", "embeddings": "prompt"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 

@@ -36,6 +36,7 @@ from .adapter import (
     txt2img_plan,
 )
 from .controlnet import SCRIPT
+from .addons import embedding_listing, lora_items
 from .infotext import parse_infotext, read_image_info
 from .memory import cuda_info, ram_info
 from .options import APPLIED, apply_options, effective_options, not_applied_reason
@@ -280,8 +281,33 @@ async def cmd_flags(request: Request) -> dict[str, Any]:
 
 @router.get("/embeddings")
 async def embeddings(request: Request) -> dict[str, Any]:
+    """Textual-inversion embeddings: ``loaded`` fit the current checkpoint's family, ``skipped``
+    do not (or cannot be read). A prompt uses one by its name."""
     owner_of(request)
-    return {"loaded": {}, "skipped": {}}
+    service = service_of(request)
+    arch = service.catalog.get(_state(request).options["sd_model_checkpoint"]).arch
+    return await asyncio.to_thread(embedding_listing, service.engine.addons.files("embedding"), arch)
+
+
+@router.post("/refresh-embeddings")
+async def refresh_embeddings(request: Request) -> None:
+    """Scan the embeddings folder again."""
+    owner_of(request)
+    await asyncio.to_thread(service_of(request).engine.addons.refresh, "embedding")
+
+
+@router.get("/loras")
+async def loras(request: Request) -> list[dict[str, Any]]:
+    """The LoRAs a prompt can name with ``<lora:name:weight>``, in the Lora extension's shape."""
+    owner_of(request)
+    return await asyncio.to_thread(lora_items, service_of(request).engine.addons.files("lora"))
+
+
+@router.post("/refresh-loras")
+async def refresh_loras(request: Request) -> None:
+    """Scan the LoRA folders again (a file copied in is found without a restart)."""
+    owner_of(request)
+    await asyncio.to_thread(service_of(request).engine.addons.refresh, "lora")
 
 
 @router.get("/extensions")
@@ -305,7 +331,7 @@ async def _empty_listing(request: Request) -> list[Any]:
 
 # Features sdserve does not have: empty lists, so clients that probe them show nothing. One
 # route each (not a catch-all, which would make unknown POSTs here 405 instead of 404).
-# (upscalers, latent-upscale-modes, realesrgan-models, face-restorers: extras.py)
-for _name in ("sd-vae", "loras", "hypernetworks", "prompt-styles", "script-info"):
+# (upscalers, latent-upscale-modes, realesrgan-models, face-restorers: extras.py; loras: addons.py)
+for _name in ("sd-vae", "hypernetworks", "prompt-styles", "script-info"):
     router.add_api_route(f"/{_name}", _empty_listing, methods=["GET"], response_model=list[Any],
                          name=f"list_{_name.replace('-', '_')}", summary=f"{_name}: none in sdserve")

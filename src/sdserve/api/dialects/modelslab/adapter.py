@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdserve.engine.catalog import Catalog, ModelSpec
-from sdserve.engine.params import GenerationParams, InputImage, IPAdapterUnit, Task, input_images
+from sdserve.engine.params import EmbeddingRef, GenerationParams, InputImage, IPAdapterUnit, LoraRef, Task, input_images, normal_loras
 from sdserve.engine.prepare import size_from_inputs
 from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
 from sdserve.errors import BadInput, UnknownModel
@@ -57,7 +57,9 @@ ENHANCE_SUFFIX: tuple[str, ...] = ("highly detailed", "sharp focus", "profession
 # Engine field names that ModelsLab calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"image": "init_image", "mask": "mask_image", "steps": "num_inference_steps",
                  "guidance": "guidance_scale", "n": "samples", "ip_adapter.model": "ip_adapter_id",
-                 "ip_adapter.image": "ip_adapter_image"}
+                 "ip_adapter.image": "ip_adapter_image", "loras": "lora_model", "embeddings": "embeddings_model"}
+# lora_strength left out: the full strength, as an A1111 tag without a weight.
+DEFAULT_LORA_STRENGTH = 1.0
 # Seconds one job is assumed to take before any has finished here (for eta and queue_time).
 DEFAULT_RUN_S = 5.0
 PROCESSING_MESSAGE = "Try to fetch request after given estimated time"
@@ -140,11 +142,38 @@ def _check_supported(req: GenerateRequest) -> None:
     for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
-    for name in ("embeddings_model", "lora_model", "vae"):
+    for name in ("vae",):
         if (getattr(req, name) or "").strip():
             raise BadInput(name, "is not supported by this server; leave it out (or null)")
     if req.clip_skip is not None and req.clip_skip > 1:
         raise BadInput("clip_skip", "is not supported by this server; leave it out (or 1)")
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def lora_refs(req: GenerateRequest) -> tuple[LoraRef, ...]:
+    """``lora_model`` (comma-separated names) with ``lora_strength`` (one value for all, or one each)."""
+    names = _names(req.lora_model)
+    raw = _names(req.lora_strength)
+    if raw and not names:
+        raise BadInput("lora_strength", "needs lora_model (the LoRA(s) it applies to)")
+    try:
+        strengths = [float(s) for s in raw]
+    except ValueError:
+        raise BadInput("lora_strength", f"{req.lora_strength!r} is not a number or a comma-separated list of numbers") \
+            from None
+    if len(strengths) == 1:
+        strengths *= len(names)
+    elif not strengths:
+        strengths = [DEFAULT_LORA_STRENGTH] * len(names)
+    elif len(strengths) != len(names):
+        raise BadInput("lora_strength", f"has {len(strengths)} values for {len(names)} LoRAs in lora_model; "
+                                        "send one value, or one per LoRA")
+    if any(not -10 <= s <= 10 for s in strengths):
+        raise BadInput("lora_strength", "use numbers from -10 to 10")
+    return normal_loras([LoraRef(name=n, weight=w) for n, w in zip(names, strengths, strict=True)])
 
 
 def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None,
@@ -185,6 +214,8 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         output_format="png",
         control=units,
         ip_adapter=adapter,
+        loras=lora_refs(req),
+        embeddings=tuple(EmbeddingRef(name=n) for n in _names(req.embeddings_model)),
     )
     return size_from_inputs(params, max_side=MAX_SIDE)
 
@@ -256,6 +287,11 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         out["mask_image"] = x.mask_image
     if x.track_id is not None:
         out["track_id"] = x.track_id
+    if p.loras:  # as the caller names them: comma lists, strengths in the same order
+        out["lora_model"] = ",".join(r.name for r in p.loras)
+        out["lora_strength"] = ",".join(f"{r.weight:g}" for r in p.loras)
+    if p.embeddings:
+        out["embeddings_model"] = ",".join(e.name for e in p.embeddings)
     return out
 
 

@@ -139,8 +139,11 @@ class GenerateRequest(BaseModel):
     panorama: Flag = None
     self_attention: Flag = None
     upscale: Flag = None
-    embeddings_model: str | None = None
-    lora_model: str | None = None
+    embeddings_model: str | None = Field(None, description="Embedding name(s), comma-separated; each must appear "
+                                               "as a word in the prompt or negative prompt.")
+    lora_model: str | None = Field(None, description="LoRA name(s), comma-separated (see GET /v1/addons).")
+    # One strength for all, or one per lora_model entry, comma-separated (a number is accepted too).
+    lora_strength: Annotated[str | None, BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
     vae: str | None = None
     scheduler: str | None = Field(None, description="diffusers class name (ModelsLab's) or an sdserve scheduler name.")
     use_karras_sigmas: Flag = None

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sdserve.engine.catalog import ModelSpec
 from sdserve.engine.control import unit_field
-from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, IPAdapterUnit, input_images
+from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, IPAdapterUnit, LoraRef, input_images, normal_loras
 from sdserve.errors import BadInput
 from sdserve.images import decode_base64
 from sdserve.service.jobs import Job, Output, job_view
@@ -35,6 +35,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         output_format=req.output_format,
         control=tuple(ControlUnit(**u.model_dump(exclude={"image"})) for u in req.control),
         ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
+        loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
     )
 
 

@@ -29,6 +29,15 @@ class IPAdapterIn(IPAdapterUnit):
     image: StrictStr = Field(description="The image prompt, base64 (bare or a data: URI).")
 
 
+class LoraIn(BaseModel):
+    """A LoRA by its add-on name (``GET /v1/addons``) and weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(min_length=1, max_length=255, description="File name without extension, as listed.")
+    weight: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength (A1111's tag weight).")
+
+
 class JobRequest(BaseModel):
     """Body of ``POST /v1/jobs``. The task follows from the inputs: image and mask is
     inpaint, image alone img2img, neither txt2img. Unset fields take the model's defaults."""
@@ -54,6 +63,8 @@ class JobRequest(BaseModel):
     mask: StrictStr | None = Field(None, description="Inpainting mask, base64; white = repaint, black = keep.")
     scheduler: StrictStr | None = Field(None, description="Scheduler name (see `sdserve models --schedulers`).")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the outputs.")
+    loras: list[LoraIn] = Field(default_factory=list, max_length=16, description="LoRAs to apply (with "
+                                "prompt_syntax 'a1111', <lora:name:weight> tags in the prompts are added to these).")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
@@ -174,3 +185,16 @@ class CatalogModel(BaseModel):
 
 class CatalogList(BaseModel):
     data: list[CatalogModel]
+
+
+class AddonOut(BaseModel):
+    """One add-on file, as ``GET /v1/addons`` lists it."""
+
+    kind: str = Field(description="lora, embedding, vae, upscaler, ...")
+    name: str = Field(description="What requests call it (loras[].name, <lora:name:w>, an embedding's prompt word).")
+    filename: str
+    size: int
+
+
+class AddonList(BaseModel):
+    data: list[AddonOut]

@@ -8,13 +8,14 @@ from functools import partial
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from sdserve.engine.addon_files import ADDON_KINDS, AddonKind
 from sdserve.errors import BadInput, NotFound
 from sdserve.service.jobs import Job
 from sdserve.service.service import OUTPUTS_PATH
 from sdserve.api.deps import owner_of, require_key, service_of, settings_of
 from sdserve.api.responses import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
-from .protocol import CatalogList, CostOut, JobList, JobOut, JobRequest, UsageList, UsageOut
+from .protocol import AddonList, AddonOut, CatalogList, CostOut, JobList, JobOut, JobRequest, UsageList, UsageOut
 
 __all__ = ["router"]
 
@@ -130,3 +131,15 @@ async def list_catalog(request: Request) -> CatalogList:
     owner_of(request)
     service = service_of(request)
     return CatalogList(data=[catalog_model(s, service.engine.is_available(s.id)) for s in service.catalog])
+
+
+@router.get("/v1/addons", response_model=AddonList)
+async def list_addons(request: Request, kind: AddonKind | None = Query(None)) -> AddonList:
+    """The add-on files this server has (LoRAs, embeddings, ...), scanned now: what ``loras[].name``,
+    ``<lora:name:w>`` tags and embedding words in prompts can name."""
+    owner_of(request)
+    addons = service_of(request).engine.addons
+    kinds = (kind,) if kind else ADDON_KINDS
+    addons.refresh(kind)
+    return AddonList(data=[AddonOut(kind=k, name=f.name, filename=f.filename, size=f.size)
+                           for k in kinds for f in addons.files(k)])
