@@ -152,6 +152,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models
 
     for path in [*write_tiny_controlnets(args.dir, demo=args.demo), *write_tiny_ip_adapters(args.dir, demo=args.demo)]:
+        print(path)
     for path in write_tiny_addons(args.dir, args.dir / "Lora", args.dir / "embeddings"):  # models_dir=DIR finds them
         print(path)
     return 0
