@@ -22,7 +22,7 @@ from typing import Any
 from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
-from ..engine.prepare import prepare
+from ..engine.prepare import DEFAULT_MAX_PIXELS, prepare
 from ..errors import Canceled, GenerationFailed, Interrupted, SdserveError
 from ..service.jobs import error_from_json, error_to_json
 
@@ -70,7 +70,7 @@ class RemoteEngine:
     # -- what the service asks of any engine ----------------------------------------------
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
-        return prepare(self.catalog, params, *([max_pixels] if max_pixels else []))
+        return prepare(self.catalog, params, max_pixels or DEFAULT_MAX_PIXELS, self.addons)
 
     def generate(self, params: GenerationParams, on_step: Callable[[StepInfo], None] | None = None,
                  cancel: Callable[[], bool] | None = None) -> GenerationResult:

@@ -17,7 +17,7 @@ matches the same request made alone, up to float rounding of the batched kernels
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -142,8 +142,14 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
     call.kwargs.update(callback_on_step_end=callback)
 
 
+def vae(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """8. Decoding: an add-on VAE in place of the model's own (one per loop: a batch-key field)."""
+    if first.vae is not None:
+        call.needs = replace(call.needs, vae=first.vae)
+
+
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
-RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress)
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress, vae)
 
 
 def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:

@@ -4,6 +4,7 @@ and cancel hooks, and reports health. It never imports the service or HTTP layer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -22,10 +23,12 @@ from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
-from .memory import ModelCache, default_budget_bytes, pipeline_bytes
+from .memory import ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
 from .prepare import prepare, prepare_with_images
+from .tiny_vae import write_tiny_vaes
+from .vae import load_addon_vae, vae_cache_key
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
@@ -121,9 +124,11 @@ class Engine:
         _quiet_libraries()
         o = self.options
         self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
-        self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
+        self._models = ModelCache[Any](o.memory_budget_bytes or default_budget_bytes(self.device),
                                                o.max_loaded_models)
         self._lock = threading.RLock()
+        if o.demo_dir is not None:  # demo mode: a tiny VAE to try sd_vae / vae with
+            write_tiny_vaes(self.addons.home("vae"), o.demo_dir)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -162,7 +167,8 @@ class Engine:
             # images; per image it matches the image made alone, and peak memory drops.
             pipe.vae.enable_slicing()
             pipe.set_progress_bar_config(disable=True)
-            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype)
+            model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype,
+                                vaes=functools.partial(self._addon_vae, spec, pipe.vae))
             if self.fast.compile != "off":
                 try:
                     self._warm_up(model)
@@ -173,6 +179,24 @@ class Engine:
             log.info("loaded %s (%.2f GB) from %s in %.1fs on %s/%s", spec.id, size / 1e9, spec.source.describe(),
                      time.perf_counter() - t0, self.device, str(self.dtype).removeprefix("torch."))
             return model
+
+    def _addon_vae(self, spec: ModelSpec, own_vae: Any, name: str) -> Any:
+        """The add-on VAE ``name`` built for ``spec`` on the device: loaded once, then kept in
+        the model cache (its bytes count against the budget, it takes no model slot)."""
+        file = self.addons.find("vae", name, field="vae")
+        key = vae_cache_key(file, spec.id)
+        with self._lock:
+            vae = self._models.get(key)
+            if vae is None:
+                vae = load_addon_vae(file, own_vae, self.dtype)
+                size = module_bytes(vae)
+                if self._models.make_room(size):
+                    self._free_memory()
+                vae.to(self.device)
+                vae.enable_slicing()  # as the model's own: per image, so batching changes no image
+                self._models.add(key, vae, size, counted=False)
+                log.info("loaded VAE %s for %s (%.0f MB)", file.name, spec.id, size / 1e6)
+            return vae
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Compile the model's default shape now, so its first request does not wait for it."""
@@ -235,7 +259,7 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""

@@ -122,6 +122,13 @@ class GenerationParams(BaseModel):
     scheduler: str | None = None
     inputs: Annotated[tuple[InputImage, ...], PER_ROW] = ()
     output_format: Annotated[OutputFormat, PER_ROW] = "png"
+    # Clip skip in A1111's numbering: 1 conditions on the text encoder's last layer (SDXL: its
+    # own penultimate, as always), 2 on the layer before, ... (diffusers' ``clip_skip`` counts
+    # layers skipped: ours minus one). Shared by a loop: the encoders run once per call.
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    # A VAE from the add-on folders (``engine.addons`` name) decoding this request instead of
+    # the model's own; None: the model's. One VAE per loop.
+    vae: str | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

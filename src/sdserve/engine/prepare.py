@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..errors import BadInput
 from ..images import decode_image
+from .addon_files import AddonFolders
 from .catalog import Catalog, ModelSpec
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_prompt
@@ -108,9 +109,14 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return out
 
 
-def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> GenerationParams:
-    """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-    return prepare_with_images(catalog, params, max_pixels)[0]
+def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+            addons: AddonFolders | None = None) -> GenerationParams:
+    """Resolve defaults and check what any dialect must satisfy; raises BadInput. With the
+    server's ``addons``, the add-on files a request names must exist (loaded in the loop)."""
+    p = prepare_with_images(catalog, params, max_pixels)[0]
+    if addons is not None and p.vae is not None:
+        addons.find("vae", p.vae, field="vae")
+    return p
 
 
 def settle_inputs(catalog: Catalog, params: GenerationParams,
