@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
-from .addon_files import AddonFolders
+from .addon_files import AddonFolders, file_sha256
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
@@ -350,9 +350,23 @@ class Engine:
         elapsed = time.perf_counter() - t0
         dtype = str(self.dtype).removeprefix("torch.")
         timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
+        provenance = self._provenance(model.spec, first)
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
+                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params),
+                                 provenance=dict(provenance))
                 for it, imgs in zip(items, per_item, strict=True)]
+
+    def _provenance(self, spec: ModelSpec, p: GenerationParams) -> dict[str, str]:
+        """A1111's infotext entries for the files a loop used: the checkpoint's hash (single
+        files only: a diffusers folder has no one file to hash), the add-on VAE's name and hash."""
+        out: dict[str, str] = {}
+        src = spec.source.path
+        if src is not None and src.is_file():
+            out["Model hash"] = file_sha256(src)[:10]
+        if p.vae is not None:
+            vae = self.addons.find("vae", p.vae, field="vae")
+            out["VAE"], out["VAE hash"] = vae.filename, vae.sha256()[:10]
+        return out
 
     def _free_memory(self) -> None:
         import gc

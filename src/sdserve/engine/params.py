@@ -240,6 +240,8 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What the caller should know about how the request was read (e.g. a truncated prompt).
     warnings: list[str] = field(default_factory=list)
+    # Infotext entries only the engine knows (A1111's "Model hash", "VAE", "VAE hash").
+    provenance: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
 from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
-from .infotext import read_image_info
+from .infotext import parse_infotext, read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
 from .samplers import SAMPLERS, SCHEDULE_TYPES, a1111_label, resolve_a1111
 
@@ -45,11 +45,15 @@ __all__ = [
     "progress_body",
     "ENGINE_FIELDS",
     "in_dialect_terms",
+    "clip_skip_setting",
+    "vae_setting",
+    "shared_settings",
 ]
 
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
-                 "image": "init_images[0]", "n": "batch_size"}
+                 "image": "init_images[0]", "n": "batch_size", "vae": "sd_vae",
+                 "clip_skip": "CLIP_stop_at_last_layers"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 
@@ -81,6 +85,39 @@ def checkpoint_of(req: Txt2ImgRequest | Img2ImgRequest, current: str, catalog: C
     if not isinstance(name, str):
         raise BadInput("override_settings.sd_model_checkpoint", "must be a model title (string)")
     return resolve_checkpoint(name, catalog, "override_settings.sd_model_checkpoint")
+
+
+# sd_vae values meaning "the checkpoint's own VAE" (A1111's Automatic also looks for a VAE
+# file named after the checkpoint; sdserve's checkpoints carry theirs).
+_OWN_VAE = {"automatic", "none", ""}
+
+
+def clip_skip_setting(value: Any, field: str = "CLIP_stop_at_last_layers") -> int:
+    """A1111's ``CLIP_stop_at_last_layers`` (1 = the last layer) as the engine's clip_skip."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= 12:
+        raise BadInput(field, f"{value!r} is not allowed: use a whole number from 1 to 12")
+    return int(value)
+
+
+def vae_setting(value: Any, field: str = "sd_vae") -> str | None:
+    """A1111's ``sd_vae`` (a VAE file name, or Automatic/None for the checkpoint's own) as
+    the engine's vae (None: the model's own)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInput(field, "must be a VAE name (GET /sdapi/v1/sd-vae), 'Automatic' or 'None'")
+    return None if value.strip().lower() in _OWN_VAE else value.strip()
+
+
+def shared_settings(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any]) -> dict[str, Any]:
+    """The GenerationParams fields A1111 takes from its settings: ``override_settings`` for
+    this request, else the server's options (``POST /sdapi/v1/options``)."""
+    over = req.override_settings or {}
+
+    def pick(key: str) -> tuple[Any, str]:
+        return (over[key], f"override_settings.{key}") if key in over else (options.get(key), key)
+
+    return {"clip_skip": clip_skip_setting(*pick("CLIP_stop_at_last_layers")), "vae": vae_setting(*pick("sd_vae"))}
 
 
 def output_format(value: Any, field: str = "samples_format") -> OutputFormat:
@@ -230,6 +267,7 @@ def generation_response(
     ``warnings`` (how the request was read, e.g. a prompt cut to the text encoder's length)
     when there are any: A1111's own generation notes go to its UI, which an API caller lacks."""
     infotexts = [read_image_info(d)[0] or "" for d in images]
+    provenance = parse_infotext(infotexts[0]) if infotexts and infotexts[0] else {}
     subseed = seeds[0] if req.subseed == -1 and seeds else req.subseed
     info: dict[str, Any] = {
         "prompt": req.prompt,
@@ -250,9 +288,9 @@ def generation_response(
         "restore_faces": False,
         "face_restoration_model": None,
         "sd_model_name": resolved.model,
-        "sd_model_hash": None,
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_model_hash": provenance.get("Model hash"),
+        "sd_vae_name": provenance.get("VAE"),
+        "sd_vae_hash": provenance.get("VAE hash"),
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": resolved.strength if resolved.task != "txt2img" else req.denoising_strength,
@@ -261,7 +299,7 @@ def generation_response(
         "infotexts": infotexts,
         "styles": req.styles or [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
-        "clip_skip": 1,
+        "clip_skip": resolved.clip_skip,
         "is_using_inpainting_conditioning": spec.tasks == ("inpaint",),
         "version": f"sdserve {__version__}",
     }

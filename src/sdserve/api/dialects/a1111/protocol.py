@@ -23,6 +23,7 @@ __all__ = [
     "PngInfoRequest",
     "PngInfoResponse",
     "SDModelItem",
+    "SDVaeItem",
     "SamplerItem",
     "SchedulerItem",
     "MemoryResponse",
@@ -165,6 +166,13 @@ class SDModelItem(BaseModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+
+
+class SDVaeItem(BaseModel):
+    """One entry of ``GET /sdapi/v1/sd-vae``: ``model_name`` is what ``sd_vae`` takes."""
+
+    model_name: str
+    filename: str
 
 
 class SamplerItem(BaseModel):

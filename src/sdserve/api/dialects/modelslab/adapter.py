@@ -137,11 +137,15 @@ def _check_supported(req: GenerateRequest) -> None:
     for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
-    for name in ("embeddings_model", "lora_model", "vae"):
+    for name in ("embeddings_model", "lora_model"):
         if (getattr(req, name) or "").strip():
             raise BadInput(name, "is not supported by this server; leave it out (or null)")
-    if req.clip_skip is not None and req.clip_skip > 1:
-        raise BadInput("clip_skip", "is not supported by this server; leave it out (or 1)")
+
+
+def _vae(name: str | None) -> str | None:
+    """ModelsLab's ``vae``: a VAE's name in the server's VAE folder; unset or "default": the model's own."""
+    name = (name or "").strip()
+    return None if name.lower() in ("", "default", "none", "automatic") else name
 
 
 def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | None,
@@ -175,6 +179,8 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         scheduler=resolve_scheduler(req.scheduler, req.use_karras_sigmas),
         inputs=input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
         output_format="png",
+        clip_skip=req.clip_skip or 1,
+        vae=_vae(req.vae),
     )
     return size_from_inputs(params, max_side=MAX_SIDE)
 
@@ -223,9 +229,10 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         "steps": p.steps, "enhance_prompt": _yes(x.enhance_prompt), "base64": _yes(x.base64),
         "instant_response": _yes(x.instant_response),
         # The rest of the documented v3 example's keys, saying what sdserve did: attention is
-        # never sliced, outputs sit under "outputs" (file_prefix = the job id), and the weights
-        # and VAE are the model's own (the request's vae field is refused).
-        "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": "default",
+        # never sliced, outputs sit under "outputs" (file_prefix = the job id), the weights
+        # the VAE's name (or "default": the model's own).
+        "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": p.vae or "default",
+        "clip_skip": p.clip_skip,
     }
     if p.task != "txt2img":
         out["strength"] = p.strength
