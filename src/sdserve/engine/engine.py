@@ -21,6 +21,7 @@ from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders, file_sha256
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
+from .checkpoints import CheckpointFolder
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
@@ -117,6 +118,11 @@ class Engine:
         self.catalog = catalog
         self.options = options or EngineOptions()
         self.addons = AddonFolders(self.options.models_dir, self.options.model_dirs or {})
+        # Checkpoints in the Stable-diffusion folder join the catalog: found now, on a miss,
+        # and on refresh_checkpoints.
+        self.checkpoints = CheckpointFolder(self.addons, self.options.demo_dir)
+        catalog.finder = self.checkpoints.find
+        catalog.set_found(self.checkpoints.specs())
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.options.dtype, self.device)
         if self.device.type == "cpu":
@@ -229,6 +235,10 @@ class Engine:
             self._free_memory()
         log.info("unloaded %s", model.spec.id)
         return True
+
+    def refresh_checkpoints(self) -> None:
+        """Rescan the checkpoint folder (A1111's refresh-checkpoints): new files become servable."""
+        self.catalog.set_found(self.checkpoints.specs())
 
     def loaded_models(self) -> list[str]:
         return self._models.ids()

@@ -44,6 +44,9 @@ class GenerationEngine(Protocol):
 
     def loaded_models(self) -> list[str]: ...
 
+    def refresh_checkpoints(self) -> None:
+        """Rescan the checkpoint folder into the catalog (A1111's refresh-checkpoints)."""
+
     def is_available(self, name: str) -> bool: ...
 
     def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]: ...

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from sdserve import __version__
+from sdserve.engine.addon_files import AddonFile
 from sdserve.engine.catalog import Catalog, ModelSpec
 from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
 from sdserve.engine.schedulers import SchedulerEntry
@@ -322,10 +323,15 @@ def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> Ba
 
 # -- listings ---------------------------------------------------------------------------
 
-def sd_model_item(spec: ModelSpec) -> dict[str, Any]:
-    # The title is the id: clients send the title back as sd_model_checkpoint.
-    return {"title": spec.id, "model_name": spec.id, "hash": None, "sha256": None,
-            "filename": spec.source.describe(), "config": None}
+def sd_model_item(spec: ModelSpec, file: AddonFile | None = None) -> dict[str, Any]:
+    """A catalog model by its id (clients send the title back as sd_model_checkpoint); a
+    checkpoint file as A1111 lists it: ``name.safetensors [hash10]``, its SHA-256 and path."""
+    if file is None:
+        return {"title": spec.id, "model_name": spec.id, "hash": None, "sha256": None,
+                "filename": spec.source.describe(), "config": None}
+    sha = file.sha256()
+    return {"title": f"{file.name}{'' if file.is_dir else file.path.suffix} [{sha[:10]}]", "model_name": file.name,
+            "hash": sha[:10], "sha256": sha, "filename": str(file.path), "config": None}
 
 
 def sampler_items() -> list[dict[str, Any]]:

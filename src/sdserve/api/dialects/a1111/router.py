@@ -261,13 +261,19 @@ async def set_options(request: Request, response: Response, body: dict[str, Any]
 
 @router.get("/sd-models", response_model=list[SDModelItem])
 async def sd_models(request: Request) -> list[dict[str, Any]]:
+    """The catalog's models, and the checkpoints in models/Stable-diffusion (A1111's titles)."""
     owner_of(request)
-    return [sd_model_item(s) for s in service_of(request).catalog]
+    engine = service_of(request).engine
+    files = {f.name: f for f in engine.addons.files("checkpoint")}
+    return await asyncio.to_thread(lambda: [sd_model_item(s, files.get(s.id)) for s in engine.catalog])
 
 
 @router.post("/refresh-checkpoints")
 async def refresh_checkpoints(request: Request) -> None:
-    owner_of(request)  # the catalog comes from the config; nothing to rescan
+    """Rescan models/Stable-diffusion: a checkpoint copied in becomes servable (also found by
+    name on first use without this call)."""
+    owner_of(request)
+    await asyncio.to_thread(service_of(request).engine.refresh_checkpoints)
 
 
 @router.get("/sd-vae", response_model=list[SDVaeItem])
