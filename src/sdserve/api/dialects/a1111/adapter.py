@@ -25,7 +25,17 @@ from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
-from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
+from .inputs import (
+    Crop,
+    crop_region,
+    decode_b64,
+    expand_crop_region,
+    fill_masked,
+    paste_back,
+    prepare_mask,
+    resize_image,
+    to_png,
+)
 from .infotext import parse_infotext, read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
 from .samplers import SAMPLERS, SCHEDULE_TYPES, a1111_label, resolve_a1111
@@ -160,6 +170,36 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
         raise BadInput("refiner_checkpoint", "refiners are not supported; send null")
     if req.infotext:
         raise BadInput("infotext", "filling fields from an infotext is not supported; send the fields themselves")
+    _refuse_non_defaults(req)
+
+
+# Fields sdserve has no implementation for, refused unless they hold a value that changes
+# nothing (A1111's own default, or what the engine does anyway): field -> (no-op values, why).
+_NO_OP: dict[str, tuple[tuple[Any, ...], str]] = {
+    "s_churn": ((None, 0, 0.0), "the k-diffusion churn parameters are not implemented"),
+    "s_tmin": ((None, 0, 0.0), "the k-diffusion churn parameters are not implemented"),
+    "s_tmax": ((None, 0, 0.0, float("inf")), "the k-diffusion churn parameters are not implemented"),
+    "s_noise": ((None, 1, 1.0), "the k-diffusion noise multiplier is not implemented"),
+    "s_min_uncond": ((None, 0, 0.0), "skipping the negative prompt at low sigma is not implemented"),
+    "seed_resize_from_h": ((-1, 0), "resizing the seed's noise is not implemented"),
+    "seed_resize_from_w": ((-1, 0), "resizing the seed's noise is not implemented"),
+    "disable_extra_networks": ((False,), "extra networks in the prompt are read as the prompt says"),
+    "firstpass_image": ((None, ""), "a hires fix first pass is not supported"),
+    "initial_noise_multiplier": ((None, 1, 1.0), "the initial noise is not rescaled"),
+}
+# eta: A1111's default for each family of samplers (DDIM-style 0, ancestral 1) changes nothing;
+# another value would need the scheduler's eta, which sdserve does not pass yet.
+_ETA_DEFAULTS = (0, 0.0, 1, 1.0)
+
+
+def _refuse_non_defaults(req: Txt2ImgRequest | Img2ImgRequest) -> None:
+    for name, (no_op, why) in _NO_OP.items():
+        value = getattr(req, name, None)
+        if value not in no_op:
+            raise BadInput(name, f"{why}; leave it out (or send {no_op[-1]!r})")
+    if req.eta is not None and req.eta not in _ETA_DEFAULTS:
+        raise BadInput("eta", "a non-default eta is not implemented; leave it out (0 for DDIM-style samplers, 1 for "
+                              "ancestral ones: their defaults)")
 
 
 def _unprocessable(field: str, message: str) -> BadInput:
@@ -207,6 +247,9 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
                                       "request (use batch_size for several outputs)")
     if req.latent_mask:
         raise BadInput("latent_mask", "a separate latent mask is not supported; send only mask")
+    if req.mask and req.inpainting_fill in (2, 3):
+        raise BadInput("inpainting_fill", f"{req.inpainting_fill} (latent noise / latent nothing) is not "
+                                          "implemented; send 0 (fill) or 1 (original)")
     w, h = _on_grid(req.width, "width"), _on_grid(req.height, "height")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
     raw = decode_b64(req.init_images[0], "init_images[0]")
@@ -232,6 +275,9 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
             mask = mask.crop(box).resize((w, h), Image.Resampling.LANCZOS)
         elif req.resize_mode not in (0, 3):
             mask = resize_image(req.resize_mode, mask, w, h)
+        if req.inpainting_fill == 0:  # "fill": start the masked area from its surroundings' colours
+            start = decode_image(init, "init_images[0]", max_pixels)
+            init = to_png(fill_masked(start, mask if mask.size == start.size else mask.resize(start.size)))
         mask_png = to_png(mask)
     params = GenerationParams(
         model=spec.id, task=task, prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",

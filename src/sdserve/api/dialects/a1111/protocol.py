@@ -24,6 +24,7 @@ __all__ = [
     "PngInfoResponse",
     "SDModelItem",
     "SDVaeItem",
+    "PromptStyleItem",
     "SamplerItem",
     "SchedulerItem",
     "MemoryResponse",
@@ -166,6 +167,14 @@ class SDModelItem(BaseModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+
+
+class PromptStyleItem(BaseModel):
+    """One entry of ``GET /sdapi/v1/prompt-styles`` (a row of styles.csv)."""
+
+    name: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
 
 
 class SDVaeItem(BaseModel):

@@ -54,9 +54,11 @@ from .protocol import (
     SamplerItem,
     SchedulerItem,
     SDModelItem,
+    PromptStyleItem,
     SDVaeItem,
     Txt2ImgRequest,
 )
+from .styles import apply_styles, read_styles
 from .state import A1111State, Batch
 
 __all__ = ["router"]
@@ -102,7 +104,7 @@ def _with_settings(plan: Plan, req: Txt2ImgRequest | Img2ImgRequest, options: di
 
 
 async def _generate(request: Request, response: Response, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
-                    make_plan: Callable[[ModelSpec, OutputFormat], Plan]) -> dict[str, Any]:
+                    make_plan: Callable[[Any, ModelSpec, OutputFormat], Plan]) -> dict[str, Any]:
     owner = owner_of(request)
     service = service_of(request)
     st = _state(request)
@@ -111,7 +113,11 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     fmt = output_format(fmt_override, "override_settings.samples_format") if fmt_override is not None \
         else output_format(st.options.get("samples_format", "png"))
     _refuse_unapplied(req, st.options)
-    plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
+    if req.styles:
+        prompt, negative = apply_styles(req.prompt, req.negative_prompt, req.styles,
+                                        read_styles(settings_of(request).data_dir))
+        req = req.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+    plan = await asyncio.to_thread(make_plan, req, spec, fmt)  # decodes and resizes images: off the event loop
     plan = _with_settings(plan, req, st.options, request)
     previews = (req.override_settings or {}).get("live_previews_enable", st.options["live_previews_enable"])
     try:  # the per-request limits count all n_iter batches: refuse before the first is queued
@@ -149,6 +155,9 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
                 seeds.append(out.seed)
     finally:
         st.batches.remove(batch)
+    if not req.override_settings_restore_afterwards:  # A1111: the overrides stay as the settings
+        over = req.override_settings or {}
+        st.options.update({k: spec.id if k == "sd_model_checkpoint" else v for k, v in over.items() if k in APPLIED})
     response.headers.update(warning_headers(warnings))
     return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started,
                                    warnings)
@@ -157,7 +166,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
 @router.post("/txt2img", response_model=GenerationResponse, responses=_ERRORS)
 async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
-    return await _generate(request, response, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt))
+    return await _generate(request, response, body, "txt2img", lambda r, spec, fmt: txt2img_plan(r, spec, fmt))
 
 
 @router.post("/img2img", response_model=GenerationResponse,
@@ -165,7 +174,7 @@ async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) ->
 async def img2img(body: Img2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Image to image; with ``mask`` (white = repaint), inpainting."""
     px = settings_of(request).max_image_pixels
-    return await _generate(request, response, body, "img2img", lambda spec, fmt: img2img_plan(body, spec, fmt, px))
+    return await _generate(request, response, body, "img2img", lambda r, spec, fmt: img2img_plan(r, spec, fmt, px))
 
 
 def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:
@@ -276,6 +285,14 @@ async def refresh_checkpoints(request: Request) -> None:
     await asyncio.to_thread(service_of(request).engine.refresh_checkpoints)
 
 
+@router.get("/prompt-styles", response_model=list[PromptStyleItem])
+async def prompt_styles(request: Request) -> list[dict[str, Any]]:
+    """The styles of ``styles.csv`` in the data directory, which ``styles`` names."""
+    owner_of(request)
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+            for s in read_styles(settings_of(request).data_dir)]
+
+
 @router.get("/sd-vae", response_model=list[SDVaeItem])
 async def sd_vae(request: Request) -> list[dict[str, Any]]:
     """The VAE folder's files (``models/VAE``), by the name ``sd_vae`` takes."""
@@ -354,6 +371,6 @@ async def _empty_listing(request: Request) -> list[Any]:
 # Features sdserve does not have: empty lists, so clients that probe them show nothing. One
 # route each (not a catch-all, which would make unknown POSTs here 405 instead of 404).
 for _name in ("upscalers", "latent-upscale-modes", "loras", "hypernetworks", "face-restorers",
-              "realesrgan-models", "prompt-styles", "script-info"):
+              "realesrgan-models", "script-info"):
     router.add_api_route(f"/{_name}", _empty_listing, methods=["GET"], response_model=list[Any],
                          name=f"list_{_name.replace('-', '_')}", summary=f"{_name}: none in sdserve")

@@ -140,6 +140,14 @@ def _check_supported(req: GenerateRequest) -> None:
     for name in ("embeddings_model", "lora_model"):
         if (getattr(req, name) or "").strip():
             raise BadInput(name, "is not supported by this server; leave it out (or null)")
+    if req.highres_fix:
+        raise BadInput("highres_fix", 'is not supported by this server; send "no" (or leave it out)')
+    # Set, each would change the image in a way sdserve does not implement yet.
+    for name in ("algorithm_type", "enhance_style", "lora_strength", "ip_adapter_id", "ip_adapter_scale",
+                 "ip_adapter_image", "controlnet_model", "controlnet_type", "controlnet_image",
+                 "controlnet_conditioning_scale"):
+        if (getattr(req, name) or "").strip():
+            raise BadInput(name, "is not supported by this server; leave it out (or null)")
 
 
 def _vae(name: str | None) -> str | None:
