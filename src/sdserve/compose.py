@@ -115,7 +115,7 @@ def request_limits(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def service_options(settings: Settings):  # type: ignore[no-untyped-def]
-    from sdserve.api.dialects.a1111.samplers import a1111_label
+    from sdserve.api.dialects.a1111.samplers import infotext_sampler
     from sdserve.service.service import ServiceOptions
     from sdserve.service.webhooks import WebhookPolicy
 
@@ -128,7 +128,7 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         limits=request_limits(settings),
         lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
-        sampler_label=a1111_label,
+        sampler_label=infotext_sampler,
     )
 
 

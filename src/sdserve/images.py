@@ -90,10 +90,14 @@ def _addon_hashes(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str) -> str:
-    """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
+def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str, str | None], device: str,
+             dtype: str, provenance: dict[str, str] | None = None) -> str:
+    """The A1111-style ``parameters`` text (1.9+: ``Schedule type`` apart from ``Sampler``),
+    so tools that read A1111 PNGs read ours. ``provenance``: the engine's hashes and VAE."""
     from . import __version__
 
+    sampler, schedule = (sampler_label, None) if isinstance(sampler_label, str) else sampler_label
+    extra = provenance or {}
     if summary.get("task") == "upscale":  # no generation: only what the upscale did (A1111's extras)
         return ", ".join(f"{k}: {v}" for k, v in [*postprocess_fields(summary.get("upscale")),
                                                    ("Size", f"{summary.get('width')}x{summary.get('height')}"),
@@ -103,11 +107,15 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
         lines.append(f"Negative prompt: {summary['negative_prompt']}")
     fields = [
         ("Steps", summary.get("steps")),
-        ("Sampler", sampler_label),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
         ("CFG scale", summary.get("guidance")),
         ("Seed", seed),
         ("Size", f"{summary.get('width')}x{summary.get('height')}"),
+        ("Model hash", extra.get("Model hash")),
         ("Model", summary.get("model")),
+        ("VAE hash", extra.get("VAE hash")),
+        ("VAE", extra.get("VAE")),
     ]
     if summary.get("task") != "txt2img":
         fields.append(("Denoising strength", summary.get("strength")))
@@ -115,6 +123,8 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
         fields.append(("Tiling", True))
     fields += postprocess_fields(summary.get("upscale"))
     fields += _addon_hashes(summary)
+    if (summary.get("clip_skip") or 1) > 1:  # A1111 writes it only when it skips
+        fields.append(("Clip skip", summary.get("clip_skip")))
     fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)

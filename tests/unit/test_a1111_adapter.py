@@ -354,10 +354,10 @@ def test_apply_options_applies_what_sdserve_honours_and_reports_the_rest():
         return value
 
     skipped = apply_options(current, {"live_previews_enable": False, "send_seed": True, "CLIP_stop_at_last_layers": 2,
-                                      "no_such_option": 1}, check)
-    assert current["live_previews_enable"] is False
-    assert set(skipped) == {"CLIP_stop_at_last_layers", "no_such_option"}  # send_seed: already true
-    assert current["CLIP_stop_at_last_layers"] == 1 and "no_such_option" not in current
+                                      "no_such_option": 1, "eta_ddim": 0.5}, check)
+    assert current["live_previews_enable"] is False and current["CLIP_stop_at_last_layers"] == 2
+    assert set(skipped) == {"eta_ddim", "no_such_option"}  # send_seed: already true
+    assert current["eta_ddim"] == 0.0 and "no_such_option" not in current
     assert "AUTOMATIC1111" in skipped["no_such_option"]
     with pytest.raises(BadInput):
         apply_options(current, {"live_previews_enable": "yes", "samples_format": "png"}, check)

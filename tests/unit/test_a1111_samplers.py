@@ -116,3 +116,14 @@ def test_contradicting_schedules_are_refused() -> None:
     with pytest.raises(BadInput) as e:
         resolve_a1111("dpmpp_2m", "Karras")  # our own names already fix the schedule
     assert e.value.field == "scheduler"
+
+
+def test_infotext_sampler_and_schedule_type_read_back_as_the_entry() -> None:
+    # A1111 1.9+ writes "Sampler: DPM++ 2M, Schedule type: Karras"; pasted back, they run the same.
+    from sdserve.api.dialects.a1111.samplers import infotext_sampler, resolve_a1111
+
+    assert infotext_sampler("dpmpp_2m_karras") == ("DPM++ 2M", "Karras")
+    assert infotext_sampler("dpmpp_2m_linspace") == ("DPM++ 2M", "Uniform")
+    for name in LABELS:
+        sampler, schedule = infotext_sampler(name)
+        assert resolve_a1111(sampler, schedule, "sampler_name").name == name, (name, sampler, schedule)

@@ -133,13 +133,19 @@ def test_to_params_img2img_and_inpaint() -> None:
     ("txt2img", {"panorama": True}, None, None, "panorama"),
     ("txt2img", {"lora_strength": "0.5"}, None, None, "lora_strength"),
     ("txt2img", {"lora_model": "a,b", "lora_strength": "0.5,0.6,0.7"}, None, None, "lora_strength"),
-    ("txt2img", {"clip_skip": "2"}, None, None, "clip_skip"),
     ("txt2img", {"scheduler": "NoSuchScheduler"}, None, None, "scheduler"),
 ])
 def test_to_params_refusals_name_the_field(task, body, init, mask, field) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadInput) as e:
         to_params(req(**body), task, SD15, init, mask, PX)
     assert e.value.field == field
+
+
+def test_clip_skip_and_vae_are_applied() -> None:
+    p = to_params(req(clip_skip="2", vae="my-vae"), "txt2img", SD15, None, None, PX)
+    assert (p.clip_skip, p.vae) == (2, "my-vae")
+    p = to_params(req(vae="default"), "txt2img", SD15, None, None, PX)
+    assert (p.clip_skip, p.vae) == (1, None)
 
 
 def test_safety_checker_error_says_it_is_not_installed() -> None:

@@ -141,6 +141,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.catalog import DEMO_LAYOUTS
     from ..engine.tiny import write_all_tiny
     from ..engine.tiny_lora import write_tiny_addons
+    from ..engine.tiny_vae import write_tiny_vaes
 
     layouts = tuple(args.layout) if args.layout else DEMO_LAYOUTS
     for path in write_all_tiny(args.dir, layouts, force=True, demo=args.demo):
@@ -155,6 +156,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
         print(path)
     for path in write_tiny_addons(args.dir, args.dir / "Lora", args.dir / "embeddings"):  # models_dir=DIR finds them
         print(path)
+    print(*write_tiny_vaes(args.dir / "VAE", args.dir), sep="\n")  # a tiny add-on VAE, both forms
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
+from ..engine.checkpoints import CheckpointFolder
 from ..engine.prepare import DEFAULT_MAX_PIXELS, prepare
 from ..engine.upscalers.checks import check_upscaler_names
 from ..errors import Canceled, GenerationFailed, Interrupted, SdserveError
@@ -61,6 +62,10 @@ class RemoteEngine:
         self.catalog = catalog
         # The API replica lists add-on files itself: its folders are the model replicas' (shared storage).
         self.addons = addons or AddonFolders(Path("data/models"))
+        # Checkpoints in the shared Stable-diffusion folder, as each model replica's engine finds them.
+        self.checkpoints = CheckpointFolder(self.addons)
+        catalog.finder = self.checkpoints.find
+        catalog.set_found(self.checkpoints.specs())
         self._handle = handle
         self._preview_every = preview_every
         self._batch_cap = max_batch_images
@@ -109,6 +114,10 @@ class RemoteEngine:
             replicas = {k: {f: v.get(f) for f in ("device", "dtype", "loaded_models")}
                         for k, v in self._replicas.items()}
         return {"device": "ray", "engine": "ray", "loaded_models": self.loaded_models(), "model_replicas": replicas}
+
+    def refresh_checkpoints(self) -> None:
+        """Rescan the checkpoint folder here; model replicas find a new file on their first miss."""
+        self.catalog.set_found(self.checkpoints.specs())
 
     def loaded_models(self) -> list[str]:
         """Models the model replicas reported holding."""

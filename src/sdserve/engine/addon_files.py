@@ -24,7 +24,7 @@ from typing import Literal, get_args
 
 from ..errors import BadInput
 
-__all__ = ["AddonKind", "ADDON_KINDS", "FOLDERS", "AddonFile", "AddonFolders"]
+__all__ = ["AddonKind", "ADDON_KINDS", "FOLDERS", "AddonFile", "AddonFolders", "file_sha256"]
 
 AddonKind = Literal["checkpoint", "lora", "embedding", "vae", "upscaler", "face_restorer", "controlnet",
                     "ip_adapter"]
@@ -100,6 +100,12 @@ class AddonFile:
 
 
 _HASHES: dict[tuple[str, int, float], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, cached per path, size and modification time (checkpoints' "Model hash")."""
+    st = path.stat()
+    return _sha256(str(path), st.st_size, st.st_mtime)
 
 
 def _sha256(path: str, size: int, mtime: float) -> str:

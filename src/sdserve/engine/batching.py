@@ -184,8 +184,14 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
     call.kwargs.update(callback_on_step_end=callback)
 
 
+def vae(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """8. Decoding: an add-on VAE in place of the model's own (one per loop: a batch-key field)."""
+    if first.vae is not None:
+        call.needs = replace(call.needs, vae=first.vae)
+
+
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
-RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress)
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress, vae)
 
 
 def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:

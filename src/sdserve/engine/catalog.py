@@ -3,7 +3,8 @@ and the defaults each family wants. Torch-free, so every layer can read it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -166,26 +167,59 @@ DEMO_SIZE = 256
 
 @dataclass
 class Catalog:
-    """Every servable model by id, with alias lookup (each id's slug form is an alias too)."""
+    """Every servable model by id, with alias lookup (each id's slug form is an alias too).
+
+    Beside the configured models it may hold found ones (``set_found``: checkpoints in the
+    add-on folder, rescanned by A1111's refresh-checkpoints) and ask a ``finder`` on a miss
+    (a file copied in since). Changes swap whole lists under a lock, so readers never see
+    half an update.
+    """
 
     models: list[ModelSpec] = field(default_factory=list)
+    # Consulted when a name is not in the catalog: a spec to add, or None.
+    finder: Callable[[str], ModelSpec | None] | None = None
 
     def __post_init__(self) -> None:
+        self._configured = list(self.models)
+        self._found: list[ModelSpec] = []
+        self._lock = threading.Lock()
         self._index: dict[str, ModelSpec] = {}
-        for spec in self.models:
+        self._reindex()
+
+    def _reindex(self) -> None:
+        models = self._configured + [m for m in self._found if m.id not in {c.id for c in self._configured}]
+        index: dict[str, ModelSpec] = {}
+        for spec in models:
             for name in (spec.id, spec.slug, *spec.aliases):
                 # User entries come after built-ins, so a user's alias wins over a built-in one.
-                self._index[name] = spec
+                index[name] = spec
+        self.models, self._index = models, index
+
+    def set_found(self, specs: Iterable[ModelSpec]) -> None:
+        """Replace the found models (configured ones keep their ids)."""
+        with self._lock:
+            self._found = list(specs)
+            self._reindex()
+
+    def _lookup(self, name: str) -> ModelSpec | None:
+        spec = self._index.get(name)
+        if spec is None and self.finder is not None:
+            spec = self.finder(name)
+            if spec is not None:
+                with self._lock:
+                    self._found = [m for m in self._found if m.id != spec.id] + [spec]
+                    self._reindex()
+        return spec
 
     def get(self, name: str) -> ModelSpec:
         """The spec for an id or alias, or UnknownModel naming what exists."""
-        try:
-            return self._index[name]
-        except KeyError:
-            raise UnknownModel(name, [m.id for m in self.models]) from None
+        spec = self._lookup(name)
+        if spec is None:
+            raise UnknownModel(name, [m.id for m in self.models])
+        return spec
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return isinstance(name, str) and self._lookup(name) is not None
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self.models)

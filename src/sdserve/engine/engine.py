@@ -4,6 +4,7 @@ and cancel hooks, and reports health. It never imports the service or HTTP layer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -17,17 +18,18 @@ import torch
 from PIL import Image
 
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
-from .addon_files import AddonFolders
+from .addon_files import AddonFolders, file_sha256
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .controlnets import ControlNets
 from .ip_adapters import IPAdapters
 from .tiny_addons import ensure_demo_controlnets
 from .embeddings import ensure_embeddings
+from .checkpoints import CheckpointFolder
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .lora_adapters import ensure_loaded as ensure_loras
 from .loading import is_available, load_base_pipeline, load_vae, pull
-from .memory import ModelCache, default_budget_bytes, pipeline_bytes
+from .memory import ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
 from .postprocess import apply_upscale
@@ -36,6 +38,8 @@ from .prepare import prepare, prepare_with_images
 from .seamless import circular_padding
 from .tiny_upscalers import write_demo_upscalers
 from .upscalers.checks import check_upscaler_names
+from .tiny_vae import write_tiny_vaes
+from .vae import load_addon_vae, vae_cache_key
 
 __all__ = ["Engine", "EngineOptions", "pick_device", "pick_dtype"]
 
@@ -126,6 +130,11 @@ class Engine:
         self.addons = AddonFolders(self.options.models_dir, self.options.model_dirs or {})
         if self.options.demo_dir is not None:  # every feature tryable without a download
             write_demo_upscalers(self.addons)
+        # Checkpoints in the Stable-diffusion folder join the catalog: found now, on a miss,
+        # and on refresh_checkpoints.
+        self.checkpoints = CheckpointFolder(self.addons, self.options.demo_dir)
+        catalog.finder = self.checkpoints.find
+        catalog.set_found(self.checkpoints.specs())
         self.device = pick_device(self.options.device)
         self.dtype = pick_dtype(self.options.dtype, self.device)
         if self.device.type == "cpu":
@@ -133,7 +142,7 @@ class Engine:
         _quiet_libraries()
         o = self.options
         self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
-        self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
+        self._models = ModelCache[Any](o.memory_budget_bytes or default_budget_bytes(self.device),
                                                o.max_loaded_models)
         self._lock = threading.RLock()
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
@@ -141,6 +150,8 @@ class Engine:
         if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
             ensure_demo_controlnets(self.options.demo_dir)
         self._demo_addons()
+        if o.demo_dir is not None:  # demo mode: a tiny VAE to try sd_vae / vae with
+            write_tiny_vaes(self.addons.home("vae"), o.demo_dir)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -180,7 +191,7 @@ class Engine:
             pipe.vae.enable_slicing()
             pipe.set_progress_bar_config(disable=True)
             model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype, controlnets=self.controlnets,
-                                ip_adapters=self.ip_adapters)
+                                ip_adapters=self.ip_adapters, vaes=functools.partial(self._addon_vae, spec, pipe.vae))
             if self.fast.compile != "off":
                 try:
                     self._warm_up(model)
@@ -191,6 +202,24 @@ class Engine:
             log.info("loaded %s (%.2f GB) from %s in %.1fs on %s/%s", spec.id, size / 1e9, spec.source.describe(),
                      time.perf_counter() - t0, self.device, str(self.dtype).removeprefix("torch."))
             return model
+
+    def _addon_vae(self, spec: ModelSpec, own_vae: Any, name: str) -> Any:
+        """The add-on VAE ``name`` built for ``spec`` on the device: loaded once, then kept in
+        the model cache (its bytes count against the budget, it takes no model slot)."""
+        file = self.addons.find("vae", name, field="vae")
+        key = vae_cache_key(file, spec.id)
+        with self._lock:
+            vae = self._models.get(key)
+            if vae is None:
+                vae = load_addon_vae(file, own_vae, self.dtype)
+                size = module_bytes(vae)
+                if self._models.make_room(size):
+                    self._free_memory()
+                vae.to(self.device)
+                vae.enable_slicing()  # as the model's own: per image, so batching changes no image
+                self._models.add(key, vae, size, counted=False)
+                log.info("loaded VAE %s for %s (%.0f MB)", file.name, spec.id, size / 1e6)
+            return vae
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Compile the model's default shape now, so its first request does not wait for it."""
@@ -237,6 +266,10 @@ class Engine:
             self._free_memory()
         log.info("unloaded %s", model.spec.id)
         return True
+
+    def refresh_checkpoints(self) -> None:
+        """Rescan the checkpoint folder (A1111's refresh-checkpoints): new files become servable."""
+        self.catalog.set_found(self.checkpoints.specs())
 
     def loaded_models(self) -> list[str]:
         return self._models.ids()
@@ -400,8 +433,10 @@ class Engine:
         elapsed = time.perf_counter() - t0
         dtype = str(self.dtype).removeprefix("torch.")
         timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
+        provenance = self._provenance(model.spec, first)
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
+                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params),
+                                 provenance=dict(provenance))
                 for it, imgs in zip(items, per_item, strict=True)]
 
     # -- upscaling (engine.upscalers, engine.postprocess) ----------------------------------
@@ -448,6 +483,18 @@ class Engine:
             return GenerationFailed(f"upscale failed: {type(e).__name__}: {e}")
         res.timings["upscale_s"] = time.perf_counter() - t0
         return res
+
+    def _provenance(self, spec: ModelSpec, p: GenerationParams) -> dict[str, str]:
+        """A1111's infotext entries for the files a loop used: the checkpoint's hash (single
+        files only: a diffusers folder has no one file to hash), the add-on VAE's name and hash."""
+        out: dict[str, str] = {}
+        src = spec.source.path
+        if src is not None and src.is_file():
+            out["Model hash"] = file_sha256(src)[:10]
+        if p.vae is not None:
+            vae = self.addons.find("vae", p.vae, field="vae")
+            out["VAE"], out["VAE hash"] = vae.filename, vae.sha256()[:10]
+        return out
 
     def _free_memory(self) -> None:
         import gc

@@ -34,13 +34,20 @@ def default_budget_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * _CPU_SHARE)
 
 
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by one module (an add-on VAE), shared storage once."""
+    return _bytes([module])
+
+
 def pipeline_bytes(pipe: Any) -> int:
     """Bytes held by a pipeline's modules (text encoders, UNet, VAE), shared storage once."""
+    return _bytes([c for c in pipe.components.values() if isinstance(c, torch.nn.Module)])
+
+
+def _bytes(modules: list[torch.nn.Module]) -> int:
     seen: set[int] = set()
     total = 0
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
+    for component in modules:
         for t in [*component.parameters(), *component.buffers()]:
             ptr = t.untyped_storage().data_ptr()
             if ptr in seen:
@@ -64,6 +71,8 @@ class ModelCache(Generic[M]):
         self.max_models = max(1, max_models)
         self._models: OrderedDict[str, M] = OrderedDict()
         self._sizes: dict[str, int] = {}
+        # Entries that count against the byte budget only (add-ons such as VAEs), not the count.
+        self._uncounted: set[str] = set()
         self._lock = threading.Lock()
 
     def get(self, model_id: str) -> M | None:
@@ -80,19 +89,23 @@ class ModelCache(Generic[M]):
         whole budget still gets the device to itself: it may fit, and failing is worse."""
         evicted = []
         with self._lock:
-            while self._models and (len(self._models) >= self.max_models
+            while self._models and (len(self._models) - len(self._uncounted) >= self.max_models
                                     or self._used() + need_bytes > self.budget_bytes):
                 model_id, _ = self._models.popitem(last=False)
+                self._uncounted.discard(model_id)
                 evicted.append(model_id)
                 log.info("unloaded %s (%.2f GB) to make room for %.2f GB within a %.2f GB budget", model_id,
                          self._sizes.get(model_id, 0) / 1e9, need_bytes / 1e9, self.budget_bytes / 1e9)
         return evicted
 
-    def add(self, model_id: str, model: M, size_bytes: int) -> None:
+    def add(self, model_id: str, model: M, size_bytes: int, counted: bool = True) -> None:
+        """Keep ``model``; ``counted=False``: it takes bytes of the budget but no model slot."""
         with self._lock:
             self._models[model_id] = model
             self._models.move_to_end(model_id)
             self._sizes[model_id] = size_bytes
+            if not counted:
+                self._uncounted.add(model_id)
 
     def discard(self, model_id: str, model: M) -> bool:
         """Remove ``model_id`` if ``model`` is what is loaded under it; whether it was."""
@@ -100,6 +113,7 @@ class ModelCache(Generic[M]):
             if self._models.get(model_id) is not model:
                 return False
             del self._models[model_id]
+            self._uncounted.discard(model_id)
             return True
 
     def known_size(self, model_id: str) -> int:
@@ -108,9 +122,9 @@ class ModelCache(Generic[M]):
             return self._sizes.get(model_id, 0)
 
     def ids(self) -> list[str]:
-        """Loaded ids, least recently used first."""
+        """Loaded ids (models, not add-ons), least recently used first."""
         with self._lock:
-            return list(self._models)
+            return [m for m in self._models if m not in self._uncounted]
 
     def sizes(self) -> dict[str, int]:
         """Bytes per loaded model, least recently used first."""

@@ -246,6 +246,13 @@ class GenerationParams(BaseModel):
     # Textual-inversion embeddings the prompts use (found by prepare): per row, since each
     # row's prompts are encoded on their own and an embedding only adds tokens.
     embeddings: Annotated[tuple[EmbeddingRef, ...], PER_ROW] = ()
+    # Clip skip in A1111's numbering: 1 conditions on the text encoder's last layer (SDXL: its
+    # own penultimate, as always), 2 on the layer before, ... (diffusers' ``clip_skip`` counts
+    # layers skipped: ours minus one). Shared by a loop: the encoders run once per call.
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    # A VAE from the add-on folders (``engine.addons`` name) decoding this request instead of
+    # the model's own; None: the model's. One VAE per loop.
+    vae: str | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -357,6 +364,8 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What the caller should know about how the request was read (e.g. a truncated prompt).
     warnings: list[str] = field(default_factory=list)
+    # Infotext entries only the engine knows (A1111's "Model hash", "VAE", "VAE hash").
+    provenance: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

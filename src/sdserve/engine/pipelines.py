@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -61,6 +62,8 @@ class Needs:
     task: str
     # ControlNet names, one per unit in order (empty: no ControlNet).
     control: tuple[str, ...] = ()
+    # An add-on VAE's name (engine.addons) replacing the model's own; None: the model's.
+    vae: str | None = None
 
 
 @dataclass
@@ -83,6 +86,9 @@ class LoadedModel:
     # (engine.embeddings).
     lora_adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
     embeddings: dict[str, str] = field(default_factory=dict)
+    # The engine's loader of add-on VAEs for this model (name -> AutoencoderKL on the device,
+    # cached under the memory budget); None: this model takes no VAE override.
+    vaes: Callable[[str], Any] | None = None
     # The scheduler config the model shipped with. Every run builds its scheduler from this,
     # never from ``base.scheduler``, which the last txt2img run replaced: one request's
     # overrides (Karras sigmas, trailing spacing) must not leak into the next one's image.
@@ -98,12 +104,25 @@ class LoadedModel:
 
     def pipeline(self, needs: Needs) -> Any:
         """The pipeline for ``needs``, sharing the base pipeline's modules."""
-        if needs.task == "txt2img" and not needs.control:
+        pipe = self._control_view(replace(needs, vae=None)) if needs.control else self._task_view(needs.task)
+        if needs.vae is None:
+            return pipe
+        if self.vaes is None:
+            raise ValueError(f"{self.spec.id} was loaded without a VAE loader")
+        vae = self.vaes(needs.vae)
+        vae.use_tiling = pipe.vae.use_tiling  # the engine tiles the model's VAE per loop size
+        # A view per call, not kept: a kept view would hold the VAE after the memory cache
+        # let it go. from_pipe only wraps the same modules, so this costs no weights.
+        view = type(pipe).from_pipe(pipe, vae=vae)
+        view.set_progress_bar_config(disable=True)
+        return view
+
+    def _task_view(self, task: str) -> Any:
+        if task == "txt2img":
             return self.base
-        if needs.control:
-            return self._control_view(needs)
+        needs = Needs(task=task)
         if needs not in self._views:
-            view = PIPELINE_CLASSES(self.spec.arch)[needs.task].from_pipe(self.base)
+            view = PIPELINE_CLASSES(self.spec.arch)[task].from_pipe(self.base)
             view.set_progress_bar_config(disable=True)
             self._views[needs] = view
         return self._views[needs]

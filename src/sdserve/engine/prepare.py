@@ -111,8 +111,12 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
             addons: AddonFolders | None = None) -> GenerationParams:
     """Resolve defaults and check what any dialect must satisfy; raises BadInput. ``addons``:
-    the server's add-on folders, where LoRA and embedding names are found (None: refused)."""
-    return prepare_with_images(catalog, params, max_pixels, addons)[0]
+    the server's add-on folders, where the add-on files a request names (LoRAs, embeddings,
+    ControlNets, a VAE) must exist (None: LoRA and embedding names are refused)."""
+    p = prepare_with_images(catalog, params, max_pixels, addons)[0]
+    if addons is not None and p.vae is not None:
+        addons.find("vae", p.vae, field="vae")
+    return p
 
 
 def settle_inputs(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadInput
 from .embeddings import with_embedding_tokens
 from .params import EmbeddingRef, GenerationParams
 from .prompt_syntax import BREAK, Fragment, ParsedPrompt, parse_comfy_prompt, parse_prompt
@@ -86,9 +87,13 @@ def _needs_own_encoding(pipe: Any, text: str, syntax: str = "a1111", refs: tuple
 
 def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
     """Whether this item's prompts need sdserve's encoding (A1111 or ComfyUI syntax that is
-    not plain text)."""
+    not plain text, or clip skip: diffusers 0.42's own clip skip path reaches for ``text_model``,
+    which transformers 5's CLIPTextModel no longer has, so the layer is picked here for every row)."""
+    if params.clip_skip > 1:
+        return True
     if params.prompt_syntax == "comfyui":
-        return any(_needs_own_encoding(pipe, t, "comfyui") for t in (params.prompt, params.negative_prompt) if t)
+        return any(_needs_own_encoding(pipe, t, "comfyui", params.embeddings)
+                   for t in (params.prompt, params.negative_prompt) if t)
     if params.prompt_syntax != "a1111":
         return False
     return any(_needs_own_encoding(pipe, t, "a1111", params.embeddings)
@@ -183,8 +188,25 @@ def _emphasis(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
     return z
 
 
+def _layer(enc: Any, out: Any, sdxl: bool, clip_skip: int) -> torch.Tensor:
+    """The hidden state a model conditions on, as diffusers' ``encode_prompt`` picks it:
+    SDXL the penultimate layer of both encoders (``clip_skip`` more layers back, no final
+    norm); SD 1.5 the last layer, or with clip skip ``n`` > 1 the n-th from the end passed
+    through the final layer norm (A1111's CLIP_stop_at_last_layers, diffusers' n - 1)."""
+    layers = len(out.hidden_states) - 1
+    if clip_skip > layers + (0 if sdxl else 1):
+        raise BadInput("clip_skip", f"{clip_skip} skips past this model's text encoder, which has {layers} layers")
+    if sdxl:
+        return out.hidden_states[-(clip_skip + 1)]
+    if clip_skip == 1:
+        return out[0]
+    # transformers 5 keeps the final norm on the model itself; 4.x under text_model.
+    return getattr(enc, "text_model", enc).final_layer_norm(out.hidden_states[-clip_skip])
+
+
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
-                   sdxl: bool, syntax: str = "a1111", pipe: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   sdxl: bool, syntax: str = "a1111", pipe: Any = None,
+                   clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One encoder's embeddings of ``fragments`` (chunks concatenated) and its first
     chunk's pooled output (SDXL's second encoder gives the pooled embedding)."""
     if pipe is not None:  # embeddings' tokens spelled out for this tokenizer
@@ -194,8 +216,7 @@ def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
 
     def encode(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = enc(torch.tensor([ids], device=device), output_hidden_states=True)
-        # SDXL conditions on the penultimate layer of both encoders; SD 1.5 on the last.
-        return out.hidden_states[-2] if sdxl else out[0], out[0] if out[0].ndim == 2 else None
+        return _layer(enc, out, sdxl, clip_skip), out[0] if out[0].ndim == 2 else None
 
     comfy = syntax == "comfyui"
     parts, pooled, empty = [], None, None
@@ -212,25 +233,26 @@ def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
     return torch.cat(parts, dim=1), pooled
 
 
-def _encode_weighted(pipe: Any, text: str, syntax: str = "a1111",
-                     refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _encode_weighted(pipe: Any, text: str, syntax: str = "a1111", refs: tuple[EmbeddingRef, ...] = (),
+                     clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(embeddings [1, 77k, dim], pooled or None) of a prompt in A1111 (or ComfyUI) syntax."""
     fragments = tuple(Fragment(with_embedding_tokens(f.text, refs), f.weight) if f.text != BREAK else f
                       for f in _parse(text, syntax).fragments)
     encoders = _encoders(pipe)
     sdxl = len(encoders) == 2
-    outs = [_encode_chunks(tok, enc, fragments, sdxl, syntax, pipe) for tok, enc in encoders]
+    outs = [_encode_chunks(tok, enc, fragments, sdxl, syntax, pipe, clip_skip) for tok, enc in encoders]
     longest = max(z.shape[1] for z, _ in outs)
     # The two SDXL tokenizers split alike, but pad the shorter just in case.
-    per_encoder = [z if z.shape[1] == longest else _pad_to(z, longest, _encode_chunks(tok, enc, (), sdxl)[0])
+    per_encoder = [z if z.shape[1] == longest else
+                   _pad_to(z, longest, _encode_chunks(tok, enc, (), sdxl, syntax, None, clip_skip)[0])
                    for (z, _), (tok, enc) in zip(outs, encoders, strict=True)]
     dtype = encoders[-1][1].dtype
     return torch.cat(per_encoder, dim=-1).to(dtype), outs[-1][1]
 
 
-def _empty_chunk(pipe: Any) -> torch.Tensor:
+def _empty_chunk(pipe: Any, clip_skip: int = 1) -> torch.Tensor:
     """The embedding of an empty chunk (what the shorter of prompt and negative is padded with)."""
-    return _encode_weighted(pipe, "")[0]
+    return _encode_weighted(pipe, "", clip_skip=clip_skip)[0]
 
 
 def _pad_to(z: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
@@ -246,10 +268,27 @@ def plain_text(text: str, syntax: str, embeddings: tuple[EmbeddingRef, ...] = ()
     return with_embedding_tokens(_parse(text, syntax).text, embeddings) if syntax in ("a1111", "comfyui") else text
 
 
-def _encode(pipe: Any, text: str, syntax: str,
-            refs: tuple[EmbeddingRef, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _encode_truncated(pipe: Any, text: str, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Plain text as diffusers' ``encode_prompt(clip_skip=n - 1)`` encodes it (one 77-token
+    window, the rest cut off), with the layer picked by :func:`_layer`."""
+    encoders = _encoders(pipe)
+    sdxl = len(encoders) == 2
+    parts, pooled = [], None
+    for tok, enc in encoders:
+        ids = tok(_converted(pipe, tok, text), padding="max_length", max_length=tok.model_max_length,
+                  truncation=True, return_tensors="pt").input_ids
+        out = enc(ids.to(next(enc.parameters()).device), output_hidden_states=True)
+        pooled = out[0] if out[0].ndim == 2 else pooled
+        parts.append(_layer(enc, out, sdxl, clip_skip))
+    return torch.cat(parts, dim=-1).to(encoders[-1][1].dtype), pooled
+
+
+def _encode(pipe: Any, text: str, syntax: str, refs: tuple[EmbeddingRef, ...] = (),
+            clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     if syntax in ("a1111", "comfyui") and _needs_own_encoding(pipe, text, syntax, refs):
-        return _encode_weighted(pipe, text, syntax, refs)
+        return _encode_weighted(pipe, text, syntax, refs, clip_skip)
+    if clip_skip > 1:
+        return _encode_truncated(pipe, plain_text(text, syntax, refs), clip_skip)
     # Plain text: exactly what diffusers computes for it.
     out = pipe.encode_prompt(prompt=plain_text(text, syntax, refs), device=pipe._execution_device,
                              num_images_per_prompt=1,
@@ -260,17 +299,19 @@ def _encode(pipe: Any, text: str, syntax: str,
 def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
     """The item's conditioning, one row (``run_batch`` repeats it per image)."""
     with torch.inference_mode():
-        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax, params.embeddings)
+        skip = params.clip_skip
+        prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax, params.embeddings, skip)
         sdxl_zeros = params.negative_prompt == "" and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
         if sdxl_zeros:
             return Conditioning(prompt, None, pooled, None)
-        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax, params.embeddings)
+        negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax, params.embeddings,
+                                            skip)
         longest = max(prompt.shape[1], negative.shape[1])
         if prompt.shape[1] != negative.shape[1] and params.prompt_syntax == "comfyui":
             common = math.lcm(prompt.shape[1], negative.shape[1])
             prompt = prompt.repeat(1, common // prompt.shape[1], 1)
             negative = negative.repeat(1, common // negative.shape[1], 1)
         elif prompt.shape[1] != negative.shape[1]:
-            empty = _empty_chunk(pipe)
+            empty = _empty_chunk(pipe, skip)
             prompt, negative = _pad_to(prompt, longest, empty), _pad_to(negative, longest, empty)
         return Conditioning(prompt, negative, pooled, negative_pooled)

@@ -44,6 +44,9 @@ class GenerationEngine(Protocol):
 
     def loaded_models(self) -> list[str]: ...
 
+    def refresh_checkpoints(self) -> None:
+        """Rescan the checkpoint folder into the catalog (A1111's refresh-checkpoints)."""
+
     def is_available(self, name: str) -> bool: ...
 
     def generate_batch(self, requests: Sequence[BatchItem]) -> list[GenerationResult | SdserveError]: ...
@@ -79,8 +82,9 @@ class ServiceOptions:
     max_image_pixels: int = 4096 * 4096
     # How the outputs' embedded parameters (A1111-style infotext) name the scheduler. The
     # composition root passes the A1111 dialect's labels, which A1111-family tools read;
-    # the service itself knows only the engine's names.
-    sampler_label: Callable[[str], str] = str
+    # the service itself knows only the engine's names. A pair is (Sampler, Schedule type),
+    # as A1111 1.9+ writes them.
+    sampler_label: Callable[[str], str | tuple[str, str | None]] = str
     # What one request may ask for (a key's own limits narrow these).
     limits: RequestLimits = field(default_factory=RequestLimits)
 

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
-def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str]) -> list[Output]:
+def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str | tuple[str, str | None]]
+                   ) -> list[Output]:
     """One Output per image, in the requested format, each with its own seed in the metadata
     (A1111-style infotext, naming the scheduler by ``sampler_label``)."""
     p = result.params
@@ -29,13 +30,15 @@ def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str]
     fmt = p.output_format
     out = []
     for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
-        text = infotext(summary, seed, sampler_label(p.scheduler or ""), result.device, result.dtype)
+        text = infotext(summary, seed, sampler_label(p.scheduler or ""), result.device, result.dtype,
+                        result.provenance)
         out.append(Output(index=i, seed=seed, content_type=CONTENT_TYPES[fmt], data=encode_image(img, fmt, text)))
     return out
 
 
 def save_outputs(artifacts: ArtifactStore, job_id: str, result: GenerationResult,
-                 retention_s: float | None, sampler_label: Callable[[str], str]) -> list[Output]:
+                 retention_s: float | None,
+                 sampler_label: Callable[[str], str | tuple[str, str | None]]) -> list[Output]:
     """Encode and store ``result`` under ``job_id/``, each output with an unguessable token;
     all of them or (raising) none."""
     now = time.time()

@@ -19,14 +19,26 @@ from typing import Any
 from PIL import Image
 
 from sdserve import __version__
+from sdserve.engine.addon_files import AddonFile
 from sdserve.engine.catalog import Catalog, ModelSpec
 from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
+
 from .controlnet import Units, detected_maps, script_names, units_of
-from .inputs import Crop, crop_region, decode_b64, expand_crop_region, paste_back, prepare_mask, resize_image, to_png
-from .infotext import read_image_info
+from .inputs import (
+    Crop,
+    crop_region,
+    decode_b64,
+    expand_crop_region,
+    fill_masked,
+    paste_back,
+    prepare_mask,
+    resize_image,
+    to_png,
+)
+from .infotext import parse_infotext, read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
 from .samplers import SAMPLERS, SCHEDULE_TYPES, a1111_label, resolve_a1111
 
@@ -46,11 +58,15 @@ __all__ = [
     "progress_body",
     "ENGINE_FIELDS",
     "in_dialect_terms",
+    "clip_skip_setting",
+    "vae_setting",
+    "shared_settings",
 ]
 
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "scheduler": "sampler_name",
-                 "image": "init_images[0]", "n": "batch_size",
+                 "image": "init_images[0]", "n": "batch_size", "vae": "sd_vae",
+                 "clip_skip": "CLIP_stop_at_last_layers",
                  # LoRAs and embeddings come from the prompt (<lora:...> tags, embedding names)
                  "loras": "prompt", "embeddings": "prompt"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
@@ -84,6 +100,39 @@ def checkpoint_of(req: Txt2ImgRequest | Img2ImgRequest, current: str, catalog: C
     if not isinstance(name, str):
         raise BadInput("override_settings.sd_model_checkpoint", "must be a model title (string)")
     return resolve_checkpoint(name, catalog, "override_settings.sd_model_checkpoint")
+
+
+# sd_vae values meaning "the checkpoint's own VAE" (A1111's Automatic also looks for a VAE
+# file named after the checkpoint; sdserve's checkpoints carry theirs).
+_OWN_VAE = {"automatic", "none", ""}
+
+
+def clip_skip_setting(value: Any, field: str = "CLIP_stop_at_last_layers") -> int:
+    """A1111's ``CLIP_stop_at_last_layers`` (1 = the last layer) as the engine's clip_skip."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= 12:
+        raise BadInput(field, f"{value!r} is not allowed: use a whole number from 1 to 12")
+    return int(value)
+
+
+def vae_setting(value: Any, field: str = "sd_vae") -> str | None:
+    """A1111's ``sd_vae`` (a VAE file name, or Automatic/None for the checkpoint's own) as
+    the engine's vae (None: the model's own)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInput(field, "must be a VAE name (GET /sdapi/v1/sd-vae), 'Automatic' or 'None'")
+    return None if value.strip().lower() in _OWN_VAE else value.strip()
+
+
+def shared_settings(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any]) -> dict[str, Any]:
+    """The GenerationParams fields A1111 takes from its settings: ``override_settings`` for
+    this request, else the server's options (``POST /sdapi/v1/options``)."""
+    over = req.override_settings or {}
+
+    def pick(key: str) -> tuple[Any, str]:
+        return (over[key], f"override_settings.{key}") if key in over else (options.get(key), key)
+
+    return {"clip_skip": clip_skip_setting(*pick("CLIP_stop_at_last_layers")), "vae": vae_setting(*pick("sd_vae"))}
 
 
 def output_format(value: Any, field: str = "samples_format") -> OutputFormat:
@@ -131,6 +180,36 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
         raise BadInput("refiner_checkpoint", "refiners are not supported; send null")
     if req.infotext:
         raise BadInput("infotext", "filling fields from an infotext is not supported; send the fields themselves")
+    _refuse_non_defaults(req)
+
+
+# Fields sdserve has no implementation for, refused unless they hold a value that changes
+# nothing (A1111's own default, or what the engine does anyway): field -> (no-op values, why).
+_NO_OP: dict[str, tuple[tuple[Any, ...], str]] = {
+    "s_churn": ((None, 0, 0.0), "the k-diffusion churn parameters are not implemented"),
+    "s_tmin": ((None, 0, 0.0), "the k-diffusion churn parameters are not implemented"),
+    "s_tmax": ((None, 0, 0.0, float("inf")), "the k-diffusion churn parameters are not implemented"),
+    "s_noise": ((None, 1, 1.0), "the k-diffusion noise multiplier is not implemented"),
+    "s_min_uncond": ((None, 0, 0.0), "skipping the negative prompt at low sigma is not implemented"),
+    "seed_resize_from_h": ((-1, 0), "resizing the seed's noise is not implemented"),
+    "seed_resize_from_w": ((-1, 0), "resizing the seed's noise is not implemented"),
+    "disable_extra_networks": ((False,), "extra networks in the prompt are read as the prompt says"),
+    "firstpass_image": ((None, ""), "a hires fix first pass is not supported"),
+    "initial_noise_multiplier": ((None, 1, 1.0), "the initial noise is not rescaled"),
+}
+# eta: A1111's default for each family of samplers (DDIM-style 0, ancestral 1) changes nothing;
+# another value would need the scheduler's eta, which sdserve does not pass yet.
+_ETA_DEFAULTS = (0, 0.0, 1, 1.0)
+
+
+def _refuse_non_defaults(req: Txt2ImgRequest | Img2ImgRequest) -> None:
+    for name, (no_op, why) in _NO_OP.items():
+        value = getattr(req, name, None)
+        if value not in no_op:
+            raise BadInput(name, f"{why}; leave it out (or send {no_op[-1]!r})")
+    if req.eta is not None and req.eta not in _ETA_DEFAULTS:
+        raise BadInput("eta", "a non-default eta is not implemented; leave it out (0 for DDIM-style samplers, 1 for "
+                              "ancestral ones: their defaults)")
 
 
 def _unprocessable(field: str, message: str) -> BadInput:
@@ -181,6 +260,9 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
                                       "request (use batch_size for several outputs)")
     if req.latent_mask:
         raise BadInput("latent_mask", "a separate latent mask is not supported; send only mask")
+    if req.mask and req.inpainting_fill in (2, 3):
+        raise BadInput("inpainting_fill", f"{req.inpainting_fill} (latent noise / latent nothing) is not "
+                                          "implemented; send 0 (fill) or 1 (original)")
     w, h = _on_grid(req.width, "width"), _on_grid(req.height, "height")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
     raw = decode_b64(req.init_images[0], "init_images[0]")
@@ -206,6 +288,9 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
             mask = mask.crop(box).resize((w, h), Image.Resampling.LANCZOS)
         elif req.resize_mode not in (0, 3):
             mask = resize_image(req.resize_mode, mask, w, h)
+        if req.inpainting_fill == 0:  # "fill": start the masked area from its surroundings' colours
+            start = decode_image(init, "init_images[0]", max_pixels)
+            init = to_png(fill_masked(start, mask if mask.size == start.size else mask.resize(start.size)))
         mask_png = to_png(mask)
     # The units' images as sent (or the init image as sent, before any crop), as the extension.
     control = units_of(req.alwayson_scripts, w, h, raw, max_pixels)
@@ -247,6 +332,7 @@ def generation_response(
     ``warnings`` (how the request was read, e.g. a prompt cut to the text encoder's length)
     when there are any: A1111's own generation notes go to its UI, which an API caller lacks."""
     infotexts = [read_image_info(d)[0] or "" for d in images]
+    provenance = parse_infotext(infotexts[0]) if infotexts and infotexts[0] else {}
     subseed = seeds[0] if req.subseed == -1 and seeds else req.subseed
     info: dict[str, Any] = {
         "prompt": req.prompt,
@@ -267,9 +353,9 @@ def generation_response(
         "restore_faces": False,
         "face_restoration_model": None,
         "sd_model_name": resolved.model,
-        "sd_model_hash": None,
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_model_hash": provenance.get("Model hash"),
+        "sd_vae_name": provenance.get("VAE"),
+        "sd_vae_hash": provenance.get("VAE hash"),
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": resolved.strength if resolved.task != "txt2img" else req.denoising_strength,
@@ -278,7 +364,7 @@ def generation_response(
         "infotexts": infotexts,
         "styles": req.styles or [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
-        "clip_skip": 1,
+        "clip_skip": resolved.clip_skip,
         "is_using_inpainting_conditioning": spec.tasks == ("inpaint",),
         "version": f"sdserve {__version__}",
     }
@@ -309,10 +395,15 @@ def in_dialect_terms(err: BadInput, names: dict[str, str] = ENGINE_FIELDS) -> Ba
 
 # -- listings ---------------------------------------------------------------------------
 
-def sd_model_item(spec: ModelSpec) -> dict[str, Any]:
-    # The title is the id: clients send the title back as sd_model_checkpoint.
-    return {"title": spec.id, "model_name": spec.id, "hash": None, "sha256": None,
-            "filename": spec.source.describe(), "config": None}
+def sd_model_item(spec: ModelSpec, file: AddonFile | None = None) -> dict[str, Any]:
+    """A catalog model by its id (clients send the title back as sd_model_checkpoint); a
+    checkpoint file as A1111 lists it: ``name.safetensors [hash10]``, its SHA-256 and path."""
+    if file is None:
+        return {"title": spec.id, "model_name": spec.id, "hash": None, "sha256": None,
+                "filename": spec.source.describe(), "config": None}
+    sha = file.sha256()
+    return {"title": f"{file.name}{'' if file.is_dir else file.path.suffix} [{sha[:10]}]", "model_name": file.name,
+            "hash": sha[:10], "sha256": sha, "filename": str(file.path), "config": None}
 
 
 def sampler_items() -> list[dict[str, Any]]:

@@ -59,6 +59,25 @@ def prepare_mask(mask: Image.Image, invert: bool, blur_x: int, blur_y: int, roun
     return m
 
 
+# (blur radius, times) for inpainting_fill 0 ("fill"): ever finer blurs of the kept pixels,
+# stacked, so the masked area starts from the colours around it rather than from its own.
+_FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
+
+
+def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """A1111's inpainting_fill 0 ("fill"): the masked area (white) replaced by the blurred
+    colours of what surrounds it before the image is encoded; kept pixels unchanged."""
+    keep = ImageOps.invert(mask.convert("L"))
+    kept = Image.new("RGBa", image.size)
+    kept.paste(image.convert("RGBA").convert("RGBa"), mask=keep)
+    out = Image.new("RGBA", image.size)
+    for radius, times in _FILL_PASSES:
+        layer = (kept.filter(ImageFilter.GaussianBlur(radius)) if radius else kept).convert("RGBA")
+        for _ in range(times):
+            out.alpha_composite(layer)
+    return out.convert("RGB")
+
+
 def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
     """A1111's ``images.resize_image``: 0/3 stretch, 1 crop to fill, 2 fit and fill the bars
     with the stretched edge rows/columns."""

@@ -153,12 +153,11 @@ A1111_DEFAULTS: dict[str, Any] = {
 
 # What sdserve applies. Every other key keeps the value shown by GET (A1111's default, or
 # sdserve's own where it differs, see effective_options).
-APPLIED = frozenset({"sd_model_checkpoint", "samples_format", "live_previews_enable"})
+APPLIED = frozenset({"sd_model_checkpoint", "samples_format", "live_previews_enable", "CLIP_stop_at_last_layers",
+                     "sd_vae"})
 
 # Why a key is not applied, where there is more to say than "sdserve has no such feature".
 _REASONS = {
-    "CLIP_stop_at_last_layers": "clip skip is not implemented yet",
-    "sd_vae": "sdserve uses each checkpoint's own VAE",
     "show_progress_every_n_steps": "the preview cadence is the server's preview_every setting",
     "jpeg_quality": "sdserve writes JPEG and WebP at quality 95",
     "sd_checkpoint_hash": "it follows sd_model_checkpoint",

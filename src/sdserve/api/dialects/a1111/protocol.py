@@ -23,6 +23,8 @@ __all__ = [
     "PngInfoRequest",
     "PngInfoResponse",
     "SDModelItem",
+    "SDVaeItem",
+    "PromptStyleItem",
     "SamplerItem",
     "SchedulerItem",
     "MemoryResponse",
@@ -165,6 +167,21 @@ class SDModelItem(BaseModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+
+
+class PromptStyleItem(BaseModel):
+    """One entry of ``GET /sdapi/v1/prompt-styles`` (a row of styles.csv)."""
+
+    name: str
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+class SDVaeItem(BaseModel):
+    """One entry of ``GET /sdapi/v1/sd-vae``: ``model_name`` is what ``sd_vae`` takes."""
+
+    model_name: str
+    filename: str
 
 
 class SamplerItem(BaseModel):

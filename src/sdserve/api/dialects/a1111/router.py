@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from sdserve.api.responses import JOB_ERRORS
 from .adapter import (
     Plan,
     checkpoint_of,
+    clip_skip_setting,
     finish_output,
     generation_response,
     img2img_plan,
@@ -33,7 +35,9 @@ from .adapter import (
     sampler_items,
     scheduler_items,
     sd_model_item,
+    shared_settings,
     txt2img_plan,
+    vae_setting,
 )
 from .controlnet import SCRIPT
 from .addons import embedding_listing, lora_items
@@ -52,8 +56,11 @@ from .protocol import (
     SamplerItem,
     SchedulerItem,
     SDModelItem,
+    PromptStyleItem,
+    SDVaeItem,
     Txt2ImgRequest,
 )
+from .styles import apply_styles, read_styles
 from .state import A1111State, Batch
 
 __all__ = ["router"]
@@ -76,16 +83,30 @@ def _state(request: Request) -> A1111State:
     return st
 
 
-def _override_warnings(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any]) -> list[str]:
-    """``override_settings`` sdserve does not apply (sd_model_checkpoint and samples_format are
-    read where the plan is made, live_previews_enable by /progress): said in ``info.warnings``."""
-    return [f"override_settings.{k} was not applied: {not_applied_reason(k)}"
-            for k, v in (req.override_settings or {}).items()
-            if k not in APPLIED and (k not in options or options[k] != v)]
+def _refuse_unapplied(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any]) -> None:
+    """``override_settings`` sdserve cannot apply are refused, naming the key (the ones it
+    applies: sd_model_checkpoint, samples_format, CLIP_stop_at_last_layers and sd_vae where
+    the plan is made, live_previews_enable by /progress). A value equal to the one in effect
+    changes nothing and passes, so a client echoing GET /options' values is served."""
+    for k, v in (req.override_settings or {}).items():
+        if k not in APPLIED and (k not in options or options[k] != v):
+            shown = f"; leave it out or send the value in effect ({options[k]!r})" if k in options else ""
+            raise BadInput(f"override_settings.{k}", f"cannot be applied: {not_applied_reason(k)}{shown}")
+
+
+def _with_settings(plan: Plan, req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any],
+                   request: Request) -> Plan:
+    """``plan`` with clip skip and VAE from override_settings or the options; a VAE name
+    must be in the VAE folder (a 400 naming the key that chose it, with close matches)."""
+    update = shared_settings(req, options)
+    if update["vae"] is not None:
+        key = "override_settings.sd_vae" if "sd_vae" in (req.override_settings or {}) else "sd_vae"
+        service_of(request).engine.addons.find("vae", update["vae"], field=key)
+    return replace(plan, params=plan.params.model_copy(update=update))
 
 
 async def _generate(request: Request, response: Response, req: Txt2ImgRequest | Img2ImgRequest, kind: str,
-                    make_plan: Callable[[ModelSpec, OutputFormat], Plan]) -> dict[str, Any]:
+                    make_plan: Callable[[Any, ModelSpec, OutputFormat], Plan]) -> dict[str, Any]:
     owner = owner_of(request)
     service = service_of(request)
     st = _state(request)
@@ -93,7 +114,13 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     fmt_override = (req.override_settings or {}).get("samples_format")
     fmt = output_format(fmt_override, "override_settings.samples_format") if fmt_override is not None \
         else output_format(st.options.get("samples_format", "png"))
-    plan = await asyncio.to_thread(make_plan, spec, fmt)  # decodes and resizes images: off the event loop
+    _refuse_unapplied(req, st.options)
+    if req.styles:
+        prompt, negative = apply_styles(req.prompt, req.negative_prompt, req.styles,
+                                        read_styles(settings_of(request).data_dir))
+        req = req.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+    plan = await asyncio.to_thread(make_plan, req, spec, fmt)  # decodes and resizes images: off the event loop
+    plan = _with_settings(plan, req, st.options, request)
     previews = (req.override_settings or {}).get("live_previews_enable", st.options["live_previews_enable"])
     try:  # the per-request limits count all n_iter batches: refuse before the first is queued
         service.check(plan.params, owner, jobs=plan.n_iter)
@@ -104,7 +131,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
     images: list[bytes] = []
     seeds: list[int] = []
     # every job's, once each (n_iter jobs read the same prompt)
-    warnings: list[str] = _override_warnings(req, st.options)
+    warnings: list[str] = []
     resolved = plan.params
     try:
         for k in range(plan.n_iter):
@@ -130,6 +157,9 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
                 seeds.append(out.seed)
     finally:
         st.batches.remove(batch)
+    if not req.override_settings_restore_afterwards:  # A1111: the overrides stay as the settings
+        over = req.override_settings or {}
+        st.options.update({k: spec.id if k == "sd_model_checkpoint" else v for k, v in over.items() if k in APPLIED})
     response.headers.update(warning_headers(warnings))
     return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started,
                                    warnings)
@@ -139,7 +169,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
 async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Text to image; ``info`` is a JSON string with all_seeds and infotexts."""
     px = settings_of(request).max_image_pixels
-    return await _generate(request, response, body, "txt2img", lambda spec, fmt: txt2img_plan(body, spec, fmt, px))
+    return await _generate(request, response, body, "txt2img", lambda r, spec, fmt: txt2img_plan(r, spec, fmt, px))
 
 
 @router.post("/img2img", response_model=GenerationResponse,
@@ -147,7 +177,7 @@ async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) ->
 async def img2img(body: Img2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Image to image; with ``mask`` (white = repaint), inpainting."""
     px = settings_of(request).max_image_pixels
-    return await _generate(request, response, body, "img2img", lambda spec, fmt: img2img_plan(body, spec, fmt, px))
+    return await _generate(request, response, body, "img2img", lambda r, spec, fmt: img2img_plan(r, spec, fmt, px))
 
 
 def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:
@@ -210,7 +240,8 @@ async def get_options(request: Request) -> dict[str, Any]:
 @router.post("/options", response_model=OptionsNotApplied | None, response_model_exclude_none=True)
 async def set_options(request: Request, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any] | None:
     """Change settings: ``sd_model_checkpoint`` (the model later requests use), ``samples_format``,
-    ``live_previews_enable``. Any other key is accepted but not applied: GET keeps showing the
+    ``live_previews_enable``, ``CLIP_stop_at_last_layers`` (clip skip), ``sd_vae`` (a name from
+    ``/sd-vae``, or Automatic/None: the checkpoint's own). Any other key is accepted but not applied: GET keeps showing the
     value in effect, and the answer lists such keys under ``not_applied`` (null when all applied)."""
     owner_of(request)
     catalog = service_of(request).catalog
@@ -220,6 +251,13 @@ async def set_options(request: Request, response: Response, body: dict[str, Any]
             if not isinstance(value, str):
                 raise BadInput(key, "must be a model title (string)")
             return resolve_checkpoint(value, catalog).id
+        if key == "CLIP_stop_at_last_layers":
+            return clip_skip_setting(value)
+        if key == "sd_vae":
+            name = vae_setting(value)
+            if name is not None:
+                service_of(request).engine.addons.find("vae", name, field="sd_vae")
+            return value
         if key == "samples_format":
             output_format(value)  # validate; stored as sent, as A1111 does
         elif not isinstance(value, bool):
@@ -235,13 +273,42 @@ async def set_options(request: Request, response: Response, body: dict[str, Any]
 
 @router.get("/sd-models", response_model=list[SDModelItem])
 async def sd_models(request: Request) -> list[dict[str, Any]]:
+    """The catalog's models, and the checkpoints in models/Stable-diffusion (A1111's titles)."""
     owner_of(request)
-    return [sd_model_item(s) for s in service_of(request).catalog]
+    engine = service_of(request).engine
+    files = {f.name: f for f in engine.addons.files("checkpoint")}
+    return await asyncio.to_thread(lambda: [sd_model_item(s, files.get(s.id)) for s in engine.catalog])
 
 
 @router.post("/refresh-checkpoints")
 async def refresh_checkpoints(request: Request) -> None:
-    owner_of(request)  # the catalog comes from the config; nothing to rescan
+    """Rescan models/Stable-diffusion: a checkpoint copied in becomes servable (also found by
+    name on first use without this call)."""
+    owner_of(request)
+    await asyncio.to_thread(service_of(request).engine.refresh_checkpoints)
+
+
+@router.get("/prompt-styles", response_model=list[PromptStyleItem])
+async def prompt_styles(request: Request) -> list[dict[str, Any]]:
+    """The styles of ``styles.csv`` in the data directory, which ``styles`` names."""
+    owner_of(request)
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+            for s in read_styles(settings_of(request).data_dir)]
+
+
+@router.get("/sd-vae", response_model=list[SDVaeItem])
+async def sd_vae(request: Request) -> list[dict[str, Any]]:
+    """The VAE folder's files (``models/VAE``), by the name ``sd_vae`` takes."""
+    owner_of(request)
+    return [{"model_name": f.filename, "filename": str(f.path)}
+            for f in service_of(request).engine.addons.files("vae")]
+
+
+@router.post("/refresh-vae")
+async def refresh_vae(request: Request) -> None:
+    """Rescan the VAE folder (a file copied in is also found on first use)."""
+    owner_of(request)
+    await asyncio.to_thread(service_of(request).engine.addons.refresh, "vae")
 
 
 @router.get("/samplers", response_model=list[SamplerItem])
@@ -332,6 +399,6 @@ async def _empty_listing(request: Request) -> list[Any]:
 # Features sdserve does not have: empty lists, so clients that probe them show nothing. One
 # route each (not a catch-all, which would make unknown POSTs here 405 instead of 404).
 # (upscalers, latent-upscale-modes, realesrgan-models, face-restorers: extras.py; loras: addons.py)
-for _name in ("sd-vae", "hypernetworks", "prompt-styles", "script-info"):
+for _name in ("hypernetworks", "script-info"):
     router.add_api_route(f"/{_name}", _empty_listing, methods=["GET"], response_model=list[Any],
                          name=f"list_{_name.replace('-', '_')}", summary=f"{_name}: none in sdserve")

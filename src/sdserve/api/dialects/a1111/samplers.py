@@ -229,3 +229,18 @@ def a1111_label(name: str) -> str:
     """How A1111 would name our scheduler in infotext (our own name where it has none)."""
     labels = LABELS.get(name)
     return labels[0] if labels else name
+
+
+def infotext_sampler(name: str) -> tuple[str, str | None]:
+    """A1111 1.9+ infotext's ``Sampler`` and ``Schedule type`` for an engine scheduler
+    ("DPM++ 2M", "Karras"): the label split where it names a schedule type; a sampler's
+    Automatic schedule by the type it resolves to; None where A1111 has no name for it."""
+    label = a1111_label(name)
+    for s in SAMPLERS:
+        if label == s.label:
+            auto = s.automatic
+            return label, _TYPE_BY_NAME[auto].label if auto and auto in _TYPE_BY_NAME else None
+        rest = label[len(s.label) + 1:] if label.startswith(s.label + " ") else None
+        if rest is not None and any(t.label == rest for t in SCHEDULE_TYPES):
+            return s.label, rest
+    return label, None

@@ -142,11 +142,20 @@ def _check_supported(req: GenerateRequest) -> None:
     for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
-    for name in ("vae",):
+    if req.highres_fix:
+        raise BadInput("highres_fix", 'is not supported by this server; send "no" (or leave it out)')
+    # Set, each would change the image in a way sdserve does not implement yet.
+    if (req.controlnet_image or "").strip():
+        raise BadInput("controlnet_image", "is not a ModelsLab field; send the hint image as control_image")
+    for name in ("algorithm_type", "enhance_style"):
         if (getattr(req, name) or "").strip():
             raise BadInput(name, "is not supported by this server; leave it out (or null)")
-    if req.clip_skip is not None and req.clip_skip > 1:
-        raise BadInput("clip_skip", "is not supported by this server; leave it out (or 1)")
+
+
+def _vae(name: str | None) -> str | None:
+    """ModelsLab's ``vae``: a VAE's name in the server's VAE folder; unset or "default": the model's own."""
+    name = (name or "").strip()
+    return None if name.lower() in ("", "default", "none", "automatic") else name
 
 
 def _names(text: str | None) -> list[str]:
@@ -216,6 +225,8 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         ip_adapter=adapter,
         loras=lora_refs(req),
         embeddings=tuple(EmbeddingRef(name=n) for n in _names(req.embeddings_model)),
+        clip_skip=req.clip_skip or 1,
+        vae=_vae(req.vae),
     )
     return size_from_inputs(params, max_side=MAX_SIDE)
 
@@ -276,9 +287,10 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         "steps": p.steps, "enhance_prompt": _yes(x.enhance_prompt), "base64": _yes(x.base64),
         "instant_response": _yes(x.instant_response),
         # The rest of the documented v3 example's keys, saying what sdserve did: attention is
-        # never sliced, outputs sit under "outputs" (file_prefix = the job id), and the weights
-        # and VAE are the model's own (the request's vae field is refused).
-        "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": "default",
+        # never sliced, outputs sit under "outputs" (file_prefix = the job id), the weights
+        # the VAE's name (or "default": the model's own).
+        "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": p.vae or "default",
+        "clip_skip": p.clip_skip,
     }
     if p.task != "txt2img":
         out["strength"] = p.strength

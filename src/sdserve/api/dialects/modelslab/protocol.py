@@ -148,6 +148,19 @@ class GenerateRequest(BaseModel):
     scheduler: str | None = Field(None, description="diffusers class name (ModelsLab's) or an sdserve scheduler name.")
     use_karras_sigmas: Flag = None
     clip_skip: ClipSkip = None
+    # Upstream fields sdserve refuses when set (the adapter names them) or, where they only
+    # tune upstream's own serving, takes as documented no-ops (docs/modelslab.md).
+    tomesd: Flag = Field(None, description="Upstream's token-merging speed-up; no effect here (attention is never "
+                                           "merged), accepted so upstream's examples run.")
+    temp: Flag = Field(None, description="Upstream's temporary links; no effect here (outputs follow the server's "
+                                         "retention).")
+    safety_checker_type: str | None = Field(None, description="How upstream's checker hides images; read only "
+                                                              "with safety_checker, which is refused.")
+    algorithm_type: str | None = None
+    enhance_style: str | None = None
+    highres_fix: Flag = None
+    # Not upstream's name for the hint image (that is control_image): refused, naming it.
+    controlnet_image: str | None = None
     webhook: str | None = None
     track_id: Annotated[str | None, BeforeValidator(_text, json_schema_input_type=str | float | None)] = None
     instant_response: Flag = None

@@ -36,6 +36,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         control=tuple(ControlUnit(**u.model_dump(exclude={"image"})) for u in req.control),
         ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
         loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
+        clip_skip=req.clip_skip, vae=req.vae,
     )
 
 

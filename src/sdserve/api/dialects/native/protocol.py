@@ -65,6 +65,10 @@ class JobRequest(BaseModel):
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the outputs.")
     loras: list[LoraIn] = Field(default_factory=list, max_length=16, description="LoRAs to apply (with "
                                 "prompt_syntax 'a1111', <lora:name:weight> tags in the prompts are added to these).")
+    clip_skip: StrictInt = Field(1, ge=1, le=12, description="Clip skip, A1111's numbering: 1 conditions on the "
+                                 "text encoder's last layer, 2 on the one before (SDXL: counted from its penultimate).")
+    vae: StrictStr | None = Field(None, description="A VAE from the server's VAE folder (models/VAE; GET /sdapi/v1/sd-vae lists them) "
+                                  "decoding instead of the model's own; null: the model's own.")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
