@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -78,7 +79,8 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
-def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str) -> str:
+def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str,
+             extra: Sequence[tuple[str, Any]] = ()) -> str:
     """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
     from . import __version__
 
@@ -95,7 +97,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     ]
     if summary.get("task") != "txt2img":
         fields.append(("Denoising strength", summary.get("strength")))
-    fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
+    fields += [*extra, ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)
 

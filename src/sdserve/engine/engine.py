@@ -302,8 +302,8 @@ class Engine:
         first = items[0].params
         try:
             with self._lock:
-                tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
-                per_item = run_batch(model, items)
+                tiled = self.fast.tile_vae(model.base, *first.output_size)
+                per_item = run_batch(model, items, load=self.load)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:

@@ -17,6 +17,7 @@ from PIL import Image
 from ..errors import BadInput
 from ..images import decode_image
 from .catalog import Catalog, ModelSpec
+from .hires import LATENT_MODES
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_prompt
 from .schedulers import get_scheduler
@@ -162,4 +163,56 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
         raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
                                    "raise strength or steps so that strength x steps is at least 1")
     get_scheduler(p.scheduler or "")
+    _check_passes(catalog, p, max_pixels)
     return p, images
+
+
+# Image upscalers every server has (engine.upscalers adds model files); the rest are latent modes.
+BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
+
+
+def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:
+    """A second model a request names (hires checkpoint, refiner), as BadInput on ``field``."""
+    if name not in catalog:
+        raise BadInput(field, f"model {name!r} not found; available: {', '.join(m.id for m in catalog)}")
+    return catalog.get(name)
+
+
+def _check_passes(catalog: Catalog, p: GenerationParams, max_pixels: int) -> None:
+    """Hires fix and refiner: what they run on, and the size the hires pass makes."""
+    spec = catalog.get(p.model)
+    if p.hires is not None:
+        h = p.hires
+        if p.task != "txt2img":
+            raise BadInput("hires", "hires fix is a second pass of text-to-image; send it without an input image")
+        if h.latent_mode is None and h.upscaler not in BUILTIN_UPSCALERS:
+            raise BadInput("hires.upscaler", f"unknown upscaler {h.upscaler!r}; use one of "
+                                             f"{', '.join([*LATENT_MODES, *BUILTIN_UPSCALERS])}")
+        assert p.width and p.height
+        t = h.target(p.width, p.height)
+        if not (MIN_SIDE <= t.width <= MAX_SIDE and MIN_SIDE <= t.height <= MAX_SIDE) or t.width * t.height > max_pixels:
+            raise BadInput("hires.scale" if not (h.resize_x or h.resize_y) else "hires.resize_x",
+                           f"the hires pass would make {t.width}x{t.height}; each side must be {MIN_SIDE}-{MAX_SIDE} "
+                           f"and the image at most {max_pixels} pixels")
+        if h.scheduler is not None:
+            get_scheduler(h.scheduler, "hires.scheduler")
+        if h.model is not None:
+            other = _named_model(catalog, h.model, "hires.model")
+            if other.arch != spec.arch or "img2img" not in other.tasks:
+                raise BadInput("hires.model", f"{other.id} cannot run the hires pass of {spec.id}: it needs an "
+                                              f"{spec.arch} model that does img2img")
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(h, name)
+            if text is not None:
+                _check_text(f"hires.{name}", text)
+                if p.prompt_syntax == "a1111":
+                    _check_syntax(f"hires.{name}", text)
+    if p.refiner is not None:
+        refiner = _named_model(catalog, p.refiner.model, "refiner.model")
+        if p.hires is not None:
+            raise BadInput("refiner", "the refiner with hires fix is not supported yet; send one of them")
+        if p.task != "txt2img":
+            raise BadInput("refiner", "the refiner finishes a text-to-image schedule; send it without an input image")
+        if spec.arch != "sdxl" or refiner.arch != "sdxl" or "img2img" not in refiner.tasks:
+            raise BadInput("refiner.model", f"{refiner.id} cannot refine {spec.id}: the refiner split (diffusers' "
+                                            "denoising_end/denoising_start) needs an SDXL base and an SDXL refiner")

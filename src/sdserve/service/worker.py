@@ -148,7 +148,7 @@ class BatchWorker:
         the images the engine fits in one loop. Batching changes no image: each has its own
         seeded generator."""
         p = first.params
-        room = self.engine.max_batch_images(p.width or 0, p.height or 0) - p.n
+        room = self.engine.max_batch_images(*p.output_size) - p.n
         if room <= 0:
             return []
         key = batch_key(p)
