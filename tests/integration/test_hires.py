@@ -112,3 +112,21 @@ def test_a1111_hires_fields_are_applied_and_recorded(api):  # type: ignore[no-un
     plain = api.txt2img(prompt="a cat", seed=7, width=64, height=64, enable_hr=True, hr_resize_x=96, hr_resize_y=64,
                         hr_upscaler="Lanczos")
     assert plain.images[0].size == (96, 64) and "Hires resize: 96x64" in plain.info["infotexts"][0]
+
+
+def test_an_interrupt_keeps_the_partial_images(engine):  # type: ignore[no-untyped-def]
+    # Interrupted in the first pass of a hires request: the first pass's latents are decoded
+    # (A1111's sample_hr_pass returns them when interrupted), at the first pass's size.
+    seen: list[StepInfo] = []
+
+    def stop_after_two() -> bool:
+        return len(seen) >= 2
+
+    item = BatchItem(GenerationParams(**{**REQ, "steps": 20, "n": 2}, hires=HiresFix(steps=2)), on_step=seen.append,
+                     interrupt=stop_after_two)
+    (result,) = engine.generate_batch([item])
+    assert not isinstance(result, Exception), result
+    assert [im.size for im in result.images] == [(64, 64), (64, 64)]
+    assert len(seen) == 3 and result.warnings[-1].startswith("interrupted")  # the step it saw it in ran
+    full = engine.generate(GenerationParams(**{**REQ, "steps": 20, "n": 2}, hires=HiresFix(steps=2)))
+    assert full.images[0].size == (128, 128)

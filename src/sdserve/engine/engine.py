@@ -246,7 +246,7 @@ class Engine:
         sized = {role: img if img.size == size else
                  img.resize(size, Image.Resampling.NEAREST if role == "mask" else Image.Resampling.LANCZOS)
                  for role, img in images.items()}
-        return BatchItem(p, sized, req.on_step, req.cancel)
+        return BatchItem(p, sized, req.on_step, req.cancel, req.interrupt)
 
     def max_batch_images(self, width: int, height: int) -> int:
         """How many images of this size fit one loop, from free device memory (at least 1)."""
@@ -327,7 +327,8 @@ class Engine:
         dtype = str(self.dtype).removeprefix("torch.")
         timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
+                                 dtype=dtype, timings=dict(timings),
+                                 warnings=prompt_warnings(model.base, it.params) + _interrupted(it))
                 for it, imgs in zip(items, per_item, strict=True)]
 
     def _free_memory(self) -> None:
@@ -336,6 +337,13 @@ class Engine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _interrupted(item: BatchItem) -> list[str]:
+    """The warning of a request whose loop was interrupted (its images are unfinished)."""
+    if item.interrupt is not None and item.interrupt():
+        return ["interrupted: the images are decoded from where the denoising loop stood"]
+    return []
 
 
 def _cuda_memory(device: torch.device) -> dict[str, int]:

@@ -171,9 +171,10 @@ class BatchWorker:
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[GenerationResult | SdserveError]:
         """Run ``jobs`` on the engine (in a worker thread); a result or an error per job."""
-        hooks = [(job.params, self._step_hook(job, loop), self._cancel_hook(job)) for job in jobs]
+        interrupted = self.outcomes.interrupted
         return self.engine.generate_batch(
-            [BatchItem(params, on_step=on_step, cancel=cancel) for params, on_step, cancel in hooks])
+            [BatchItem(job.params, on_step=self._step_hook(job, loop), cancel=self._cancel_hook(job),
+                       interrupt=lambda job_id=job.id: job_id in interrupted) for job in jobs])
 
     def _step_hook(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[StepInfo], None]:
         every = self.options.preview_every
