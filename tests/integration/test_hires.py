@@ -59,6 +59,21 @@ def test_latent_and_image_upscalers_differ_and_are_each_deterministic(engine):  
     assert np.abs(run("Latent (nearest)") - latent).mean() > 0
 
 
+def test_hires_with_a_model_upscaler_file(settings, tmp_path):  # type: ignore[no-untyped-def]
+    # An upscaler model from the add-on folders (models/ESRGAN), in the real file format.
+    from sdserve.compose import build_engine
+    from sdserve.engine.tiny_upscalers import write_tiny_upscalers
+
+    eng = build_engine(settings.model_copy(update={"models_dir": tmp_path}))
+    write_tiny_upscalers(eng.addons.home("upscaler"))
+    eng.addons.refresh("upscaler")
+    p = GenerationParams(**REQ, hires=HiresFix(steps=1, upscaler="tiny-ESRGAN-4x"))
+    r = eng.generate(p)
+    assert r.images[0].size == (128, 128)
+    lanczos = eng.generate(p.model_copy(update={"hires": HiresFix(steps=1, upscaler="Lanczos")}))
+    assert np.abs(_arr(r.images[0]) - _arr(lanczos.images[0])).mean() > 1
+
+
 def test_hires_bad_input_names_the_field(engine):  # type: ignore[no-untyped-def]
     cases = [(HiresFix(upscaler="Bogus"), "hires.upscaler"), (HiresFix(scale=8), "hires.scale"),
              (HiresFix(model="nope"), "hires.model"), (HiresFix(model=SDXL), "hires.model"),

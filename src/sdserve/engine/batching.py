@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import Canceled
 from .params import BatchItem, GenerationParams, StepInfo, batch_key
-from .passes import Pass, decode_latents, plan_passes
+from .passes import Pass, Resize, decode_latents, plan_passes
 from .pipelines import LoadedModel, Needs
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
@@ -177,12 +177,13 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
 RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, noise, progress)
 
 
-def run_batch(model: LoadedModel, items: Sequence[BatchItem],
-              load: Callable[[str], LoadedModel] | None = None) -> list[list[Image.Image]]:
+def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[str], LoadedModel] | None = None,
+              resize: Resize | None = None) -> list[list[Image.Image]]:
     """Run ``items`` (equal batch keys, inputs decoded) on ``model``; images per item.
 
     Each of the request's passes (engine.passes: one, or two for hires fix and the refiner)
-    is one recipe run over all items, on the model it names (``load``: another model by id).
+    is one recipe run over all items, on the model it names (``load``: another model by id;
+    ``resize``: how an image upscaler is applied, engine.upscalers through the engine).
     The loop stops early (raising Canceled) only when every item is canceled; a single
     canceled item in a live batch is dropped by the caller afterwards. When the items are
     interrupted, the chain ends at the pass that was running and its images are returned.
@@ -191,7 +192,7 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem],
     if any(batch_key(it.params) != batch_key(first) for it in items):
         raise ValueError("run_batch needs items with equal batch keys")
     assert first.task is not None, "prepare() resolves the task"
-    passes = plan_passes(first)
+    passes = plan_passes(first, resize)
     total = sum(ps.steps for ps in passes)
     outputs: list[list[Any]] = []
     offset = 0

@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders
 from .batching import run_batch
+from .upscalers import find_upscaler, upscale
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .loading import is_available, load_base_pipeline, load_vae, pull
@@ -235,11 +236,19 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self._upscaler_known)
+
+    def _upscaler_known(self, name: str) -> object:
+        return find_upscaler(self.addons, name, field="hires.upscaler")
+
+    def _resize(self, name: str, image: Image.Image, width: int, height: int) -> Image.Image:
+        """An image upscaler (engine.upscalers) applied for a hires pass."""
+        return upscale([image], name, size=(width, height), device=self.device, dtype=self.dtype, addons=self.addons,
+                       field="hires.upscaler", max_pixels=self.options.max_image_pixels)[0]
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
-        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels)
+        p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self._upscaler_known)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         size = (p.width, p.height)
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
@@ -303,7 +312,7 @@ class Engine:
         try:
             with self._lock:
                 tiled = self.fast.tile_vae(model.base, *first.output_size)
-                per_item = run_batch(model, items, load=self.load)
+                per_item = run_batch(model, items, load=self.load, resize=self._resize)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:

@@ -17,20 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .upscalers import LATENT_UPSCALE_MODES
+
 if TYPE_CHECKING:  # pragma: no cover
     from .params import GenerationParams
 
 __all__ = ["HiresFix", "Refiner", "hires_steps", "hires_pass_params", "infotext_fields", "LATENT_MODES", "HiresTarget", "DEFAULT_HIRES_STRENGTH", "MAX_HIRES_SCALE"]
 
-# A1111's ``shared.latent_upscale_modes``: label -> (torch interpolate mode, antialias).
-LATENT_MODES: dict[str, tuple[str, bool]] = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
+# A1111's latent upscale modes (engine.upscalers keeps the one table).
+LATENT_MODES = LATENT_UPSCALE_MODES
 # A1111's txt2img denoising_strength default (the hires pass's strength).
 DEFAULT_HIRES_STRENGTH = 0.75
 MAX_HIRES_SCALE = 8.0
@@ -64,7 +59,8 @@ class HiresFix(BaseModel):
     # Target sides (0: not given); A1111 hr_resize_x / hr_resize_y.
     resize_x: int = Field(default=0, ge=0)
     resize_y: int = Field(default=0, ge=0)
-    # A latent mode (LATENT_MODES) or an image upscaler's name (engine.upscalers).
+    # A latent mode (LATENT_MODES) or an image upscaler's name (engine.upscalers: built-ins and
+    # model files).
     upscaler: str = "Latent"
     # Denoising steps of the second pass; None (A1111's 0): the first pass's steps.
     steps: int | None = Field(default=None, ge=1, le=200)

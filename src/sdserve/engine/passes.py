@@ -20,11 +20,13 @@ from PIL import Image
 from .hires import HiresFix, HiresTarget, hires_pass_params, hires_steps
 from .params import GenerationParams
 
-__all__ = ["Pass", "plan_passes", "decode_latents"]
+__all__ = ["Pass", "Resize", "plan_passes", "decode_latents"]
 
 Takes = Literal["nothing", "latent", "pil"]
 # Per row: what the previous pass made, turned into this pass's start (latents or images).
 Start = Callable[[list[Any]], list[Any]]
+# An image upscaler applied: (name, image, width, height) -> the image at that size.
+Resize = Callable[[str, Image.Image, int, int], Image.Image]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def _latent_upscale(h: HiresFix, t: HiresTarget) -> Start:
     return start
 
 
-def _image_upscale(h: HiresFix, t: HiresTarget, resize: Callable[[str, Image.Image, int, int], Image.Image]) -> Start:
+def _image_upscale(h: HiresFix, t: HiresTarget, resize: Resize) -> Start:
     def start(rows: list[Any]) -> list[Any]:
         x0, y0 = t.crop_x // 2 * 8, t.crop_y // 2 * 8
         return [resize(h.upscaler, img, t.upscale_width, t.upscale_height).crop((x0, y0, x0 + t.width, y0 + t.height))
@@ -63,15 +65,8 @@ def _image_upscale(h: HiresFix, t: HiresTarget, resize: Callable[[str, Image.Ima
     return start
 
 
-def _pil_resize(name: str, img: Image.Image, width: int, height: int) -> Image.Image:
-    """The built-in image upscalers (A1111's "None" is a Lanczos resize too)."""
-    method = Image.Resampling.NEAREST if name == "Nearest" else Image.Resampling.LANCZOS
-    return img.resize((width, height), method)
-
-
-def plan_passes(p: GenerationParams,
-                resize: Callable[[str, Image.Image, int, int], Image.Image] = _pil_resize) -> list[Pass]:
-    """The passes ``p`` runs (``resize``: how an image upscaler is applied)."""
+def plan_passes(p: GenerationParams, resize: Resize | None = None) -> list[Pass]:
+    """The passes ``p`` runs (``resize``: how an image upscaler is applied; the engine's)."""
     assert p.steps is not None and p.width and p.height
     if p.refiner is not None:
         switch = p.refiner.switch_at
@@ -91,6 +86,8 @@ def plan_passes(p: GenerationParams,
     if h.latent_mode is not None:
         second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="latent", start=_latent_upscale(h, t))
     else:
+        if resize is None:
+            raise ValueError(f"hires upscaler {h.upscaler!r} needs the engine's image upscalers")
         second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="pil", start=_image_upscale(h, t, resize))
     return [first, second]
 

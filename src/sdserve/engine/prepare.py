@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -17,7 +18,6 @@ from PIL import Image
 from ..errors import BadInput
 from ..images import decode_image
 from .catalog import Catalog, ModelSpec
-from .hires import LATENT_MODES
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_prompt
 from .schedulers import get_scheduler
@@ -109,9 +109,10 @@ def decode_inputs(p: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     return out
 
 
-def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS) -> GenerationParams:
+def prepare(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+            upscaler_known: Callable[[str], object] | None = None) -> GenerationParams:
     """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-    return prepare_with_images(catalog, params, max_pixels)[0]
+    return prepare_with_images(catalog, params, max_pixels, upscaler_known)[0]
 
 
 def settle_inputs(catalog: Catalog, params: GenerationParams,
@@ -139,8 +140,9 @@ def _check_sides(p: GenerationParams) -> None:
             raise BadInput(name, f"{name} {v} is not allowed: use a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}")
 
 
-def prepare_with_images(catalog: Catalog, params: GenerationParams,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[GenerationParams, dict[str, Image.Image]]:
+def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        upscaler_known: Callable[[str], object] | None = None,
+                        ) -> tuple[GenerationParams, dict[str, Image.Image]]:
     """:func:`prepare`, also returning the decoded input images by role (the engine runs on
     them; checking them needs the decode anyway)."""
     p, images = settle_inputs(catalog, params, max_pixels)
@@ -163,12 +165,8 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
         raise BadInput("strength", f"{p.strength} with {p.steps} steps leaves no denoising step to run: "
                                    "raise strength or steps so that strength x steps is at least 1")
     get_scheduler(p.scheduler or "")
-    _check_passes(catalog, p, max_pixels)
+    _check_passes(catalog, p, max_pixels, upscaler_known)
     return p, images
-
-
-# Image upscalers every server has (engine.upscalers adds model files); the rest are latent modes.
-BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
 
 
 def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:
@@ -178,16 +176,18 @@ def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:
     return catalog.get(name)
 
 
-def _check_passes(catalog: Catalog, p: GenerationParams, max_pixels: int) -> None:
-    """Hires fix and refiner: what they run on, and the size the hires pass makes."""
+def _check_passes(catalog: Catalog, p: GenerationParams, max_pixels: int,
+                  upscaler_known: Callable[[str], object] | None) -> None:
+    """Hires fix and refiner: what they run on, and the size the hires pass makes
+    (``upscaler_known``: checks an image upscaler's name, BadInput naming ``hires.upscaler``;
+    where no add-on folders are at hand, the engine checks it when the job runs)."""
     spec = catalog.get(p.model)
     if p.hires is not None:
         h = p.hires
         if p.task != "txt2img":
             raise BadInput("hires", "hires fix is a second pass of text-to-image; send it without an input image")
-        if h.latent_mode is None and h.upscaler not in BUILTIN_UPSCALERS:
-            raise BadInput("hires.upscaler", f"unknown upscaler {h.upscaler!r}; use one of "
-                                             f"{', '.join([*LATENT_MODES, *BUILTIN_UPSCALERS])}")
+        if h.latent_mode is None and upscaler_known is not None:
+            upscaler_known(h.upscaler)
         assert p.width and p.height
         t = h.target(p.width, p.height)
         if not (MIN_SIDE <= t.width <= MAX_SIDE and MIN_SIDE <= t.height <= MAX_SIDE) or t.width * t.height > max_pixels:
