@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.hires import HiresFix
 from sdserve.engine.params import GenerationParams, Task, input_images
 from sdserve.engine.prepare import size_from_inputs
 from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
@@ -54,7 +55,8 @@ __all__ = [
 ENHANCE_SUFFIX: tuple[str, ...] = ("highly detailed", "sharp focus", "professional lighting", "high quality")
 # Engine field names that ModelsLab calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"image": "init_image", "mask": "mask_image", "steps": "num_inference_steps",
-                 "guidance": "guidance_scale", "n": "samples"}
+                 "guidance": "guidance_scale", "n": "samples",
+                 "hires": "highres_fix", "hires.resize_x": "highres_fix"}
 # Seconds one job is assumed to take before any has finished here (for eta and queue_time).
 DEFAULT_RUN_S = 5.0
 PROCESSING_MESSAGE = "Try to fetch request after given estimated time"
@@ -176,7 +178,21 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         inputs=input_images(init=init if task != "txt2img" else None, mask=mask if task == "inpaint" else None),
         output_format="png",
     )
+    if req.highres_fix:
+        params = _highres_fix(params, spec, task)
     return size_from_inputs(params, max_side=MAX_SIDE)
+
+
+def _highres_fix(params: GenerationParams, spec: ModelSpec, task: Task) -> GenerationParams:
+    """``highres_fix``: the output keeps the asked size (ModelsLab's 1024 cap holds); the first
+    pass runs at half of it and the hires pass (engine.hires, A1111's defaults: Latent
+    upscale, strength 0.75, the same steps) brings it to width x height."""
+    if task != "txt2img":
+        raise BadInput("highres_fix", "applies to text2img only; send \"no\" (or leave it out)")
+    width = params.width or spec.defaults.width
+    height = params.height or spec.defaults.height
+    first = {"width": max(64, width // 16 * 8), "height": max(64, height // 16 * 8)}
+    return params.model_copy(update={**first, "hires": HiresFix(resize_x=width, resize_y=height)})
 
 
 @dataclass(frozen=True)
@@ -215,8 +231,9 @@ def _yes(flag: bool) -> str:
 def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
     """The parameters actually used (resolved seed, steps, ...), in v3 keys (H, W, n_samples)
     and v6 keys (width, height)."""
+    w, h = p.output_size  # with highres_fix, the size asked for (the first pass is half of it)
     out: dict[str, Any] = {
-        "H": p.height, "W": p.width, "width": p.width, "height": p.height,
+        "H": h, "W": w, "width": w, "height": h, "highres_fix": _yes(p.hires is not None),
         "file_prefix": job_id, "guidance_scale": p.guidance, "model": p.model, "model_id": p.model,
         "n_samples": p.n, "negative_prompt": p.negative_prompt, "num_inference_steps": p.steps,
         "prompt": p.prompt, "safety_checker": "no", "scheduler": p.scheduler, "seed": p.seed, "seeds": p.seeds,

@@ -139,6 +139,8 @@ class GenerateRequest(BaseModel):
     panorama: Flag = None
     self_attention: Flag = None
     upscale: Flag = None
+    highres_fix: Flag = Field(None, description="text2img: make the image at half the size, then a hires-fix pass "
+                                                "(latent upscale + img2img at strength 0.75) to width x height.")
     embeddings_model: str | None = None
     lora_model: str | None = None
     vae: str | None = None

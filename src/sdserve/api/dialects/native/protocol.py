@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from sdserve.engine.hires import HiresFix, Refiner
 from sdserve.engine.params import MAX_SEED
 
 __all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
@@ -40,6 +41,10 @@ class JobRequest(BaseModel):
     mask: StrictStr | None = Field(None, description="Inpainting mask, base64; white = repaint, black = keep.")
     scheduler: StrictStr | None = Field(None, description="Scheduler name (see `sdserve models --schedulers`).")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the outputs.")
+    hires: HiresFix | None = Field(None, description="Hires fix: a second img2img pass at scale (or resize_x/"
+                                   "resize_y) over the upscaled first pass; upscaler: a latent mode or an image "
+                                   "upscaler (GET /sdapi/v1/upscalers). txt2img only.")
+    refiner: Refiner | None = Field(None, description="SDXL refiner: `model` finishes the schedule from `switch_at`.")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
