@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -91,9 +92,10 @@ def _addon_hashes(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str, str | None], device: str,
-             dtype: str, provenance: dict[str, str] | None = None) -> str:
+             dtype: str, provenance: dict[str, str] | None = None, more: Sequence[tuple[str, Any]] = ()) -> str:
     """The A1111-style ``parameters`` text (1.9+: ``Schedule type`` apart from ``Sampler``),
-    so tools that read A1111 PNGs read ours. ``provenance``: the engine's hashes and VAE."""
+    so tools that read A1111 PNGs read ours. ``provenance``: the engine's hashes and VAE;
+    ``more``: further fields in order (hires fix, refiner)."""
     from . import __version__
 
     sampler, schedule = (sampler_label, None) if isinstance(sampler_label, str) else sampler_label
@@ -125,7 +127,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str,
     fields += _addon_hashes(summary)
     if (summary.get("clip_skip") or 1) > 1:  # A1111 writes it only when it skips
         fields.append(("Clip skip", summary.get("clip_skip")))
-    fields += [("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
+    fields += [*more, ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)
 

@@ -167,7 +167,11 @@ def test_blank_seed_is_random():
 
 
 @pytest.mark.parametrize("fields,field,status", [
-    ({"enable_hr": True}, "enable_hr", 400),
+    ({"enable_hr": True, "hr_scale": 9}, "hr_scale", 400),
+    ({"enable_hr": True, "hr_second_pass_steps": -1}, "hr_second_pass_steps", 400),
+    ({"enable_hr": True, "hr_sampler_name": "Euler b"}, "hr_sampler_name", 400),
+    ({"enable_hr": True, "denoising_strength": 0}, "denoising_strength", 400),
+    ({"refiner_checkpoint": "sdxl", "refiner_switch_at": 1.5}, "refiner_switch_at", 400),
     ({"script_name": "X/Y/Z plot"}, "script_name", 422),
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts", 422),  # ControlNet is run
     ({"alwayson_scripts": {"controlnet": {"args": [{"model": "x"}]}}}, "alwayson_scripts.controlnet.args[0].image", 400),

@@ -26,12 +26,13 @@ from PIL import Image
 
 from ..errors import Canceled
 from .params import BatchItem, GenerationParams, StepInfo, batch_key
+from .passes import Pass, Resize, decode_latents, plan_passes
 from .pipelines import LoadedModel, Needs
 from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
 
-__all__ = ["run_batch", "Rows", "Call", "RECIPE"]
+__all__ = ["run_batch", "Rows", "Call", "Stage", "RECIPE"]
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,26 @@ class Rows:
 
 
 @dataclass
+class Stage:
+    """Where a denoising call sits among its request's passes (engine.passes)."""
+
+    offset: int = 0  # steps the earlier passes ran: progress counts every pass
+    total: int | None = None  # steps of all passes (None: this call's own)
+    output: str = "pil"  # "latent" when a later pass starts from this call's latents
+    extra: dict[str, Any] = field(default_factory=dict)  # this pass's own pipeline arguments
+    done: int = 0  # steps run so far (set by the progress hook)
+    interrupted: bool = False  # stopped early with its images kept (BatchItem.interrupt)
+
+
+@dataclass
 class Call:
     """One denoising call being assembled: which pipeline it needs and its arguments."""
 
     needs: Needs
     kwargs: dict[str, Any] = field(default_factory=dict)
+    stage: Stage = field(default_factory=Stage)
+    # Per row, what an earlier pass made for this one to start from (latents or images).
+    start: list[Any] | None = None
 
 
 Contribution = Callable[[Call, GenerationParams, Rows, LoadedModel], None]
@@ -105,13 +121,18 @@ def size(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) ->
 
 def timesteps(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """3. The schedule: step count (img2img/inpaint run its last ``strength`` share)."""
-    call.kwargs.update(num_inference_steps=first.steps)
+    call.kwargs.update(num_inference_steps=first.steps, **call.stage.extra)
 
 
 def init_image(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """4. img2img/inpaint: the image each row starts from, and how much of it is redrawn."""
-    if first.task != "txt2img":
-        call.kwargs.update(image=rows.images("init"), strength=first.strength)
+    if first.task == "txt2img":
+        return
+    if call.start is None:
+        image: Any = rows.images("init")
+    else:  # an earlier pass's latents (one batch tensor: diffusers skips the VAE encode) or images
+        image = torch.cat(call.start) if isinstance(call.start[0], torch.Tensor) else call.start
+    call.kwargs.update(image=image, strength=first.strength)
 
 
 def inpaint_mask(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
@@ -160,25 +181,34 @@ def _control_rows(images: list[Image.Image]) -> list[Any]:
 
 def noise(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """6. One CPU generator per row, so no image depends on its batch or the device."""
-    call.kwargs.update(generator=[torch.Generator("cpu").manual_seed(s) for s in rows.seeds], output_type="pil")
+    call.kwargs.update(generator=[torch.Generator("cpu").manual_seed(s) for s in rows.seeds],
+                       output_type=call.stage.output)
 
 
 def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
-    """7. Step hooks: progress and lazy previews per item; stop when every item is canceled."""
-    items, arch = rows.items, model.spec.arch
+    """7. Step hooks: progress (over all passes) and lazy previews per item; stop when every
+    item is canceled, or when each is canceled or interrupted (the images are then decoded
+    from where the loop stands, as A1111's interrupt returns them)."""
+    items, arch, stage = rows.items, model.spec.arch, call.stage
     first_row = {idx: rows.owner.index(idx) for idx in range(len(items))}
 
     def callback(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
-        if all(it.cancel is not None and it.cancel() for it in items):
+        canceled = [it.cancel is not None and it.cancel() for it in items]
+        if all(canceled):
             raise Canceled("job canceled")
+        if all(c or (it.interrupt is not None and it.interrupt()) for c, it in zip(canceled, items, strict=True)):
+            p._interrupt = stage.interrupted = True  # diffusers skips the remaining steps, then decodes
+        stage.done = i + 1
         latents = kw.get("latents")
-        total = int(getattr(p, "num_timesteps", 0) or first.steps or 0)
+        own = int(getattr(p, "num_timesteps", 0) or first.steps or 0)
+        total = stage.total or own
+        step = min(stage.offset + i + 1, total)
         for idx, it in enumerate(items):
             if it.on_step is None:
                 continue
             row = first_row[idx]
             preview = (lambda r=row: latents_to_preview_png(latents, arch, r)) if latents is not None else None
-            it.on_step(StepInfo(step=i + 1, total=total, preview=preview))
+            it.on_step(StepInfo(step=step, total=total, preview=preview))
         return kw
 
     call.kwargs.update(callback_on_step_end=callback)
@@ -191,14 +221,20 @@ def vae(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> 
 
 
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
+# A pass of several (engine.passes) runs this same recipe with its own params and Stage.
 RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress, vae)
 
 
-def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image.Image]]:
-    """Run ``items`` (equal batch keys, inputs decoded) in one loop on ``model``; images per item.
+def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[str], LoadedModel] | None = None,
+              resize: Resize | None = None) -> list[list[Image.Image]]:
+    """Run ``items`` (equal batch keys, inputs decoded) on ``model``; images per item.
 
+    Each of the request's passes (engine.passes: one, or two for hires fix and the refiner)
+    is one recipe run over all items, on the model it names (``load``: another model by id;
+    ``resize``: how an image upscaler is applied, engine.upscalers through the engine).
     The loop stops early (raising Canceled) only when every item is canceled; a single
-    canceled item in a live batch is dropped by the caller afterwards.
+    canceled item in a live batch is dropped by the caller afterwards. When the items are
+    interrupted, the chain ends at the pass that was running and its images are returned.
     """
     first = items[0].params
     if any(batch_key(it.params) != batch_key(first) for it in items):
@@ -212,29 +248,69 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem]) -> list[list[Image
         if len(by_image) > 1:
             out: list[list[Image.Image]] = [[] for _ in items]
             for idx in by_image.values():
-                for i, images in zip(idx, run_batch(model, [items[i] for i in idx]), strict=True):
+                for i, images in zip(idx, run_batch(model, [items[i] for i in idx], load, resize), strict=True):
                     out[i] = images
             return out
-    activate_loras(model, first.loras)  # before any encoding: LoRAs may change the text encoders
+    # Before any encoding (LoRAs may change the text encoders); on the request's model only:
+    # a pass on another checkpoint (hr_checkpoint_name, the refiner) runs it as it is.
+    activate_loras(model, first.loras)
+    passes = plan_passes(first, resize)
+    total = sum(ps.steps for ps in passes)
+    outputs: list[list[Any]] = []
+    offset = 0
+    for k, ps in enumerate(passes):
+        pass_model = model if k == 0 else _model_for(ps, first, model, load)
+        later = passes[k + 1].takes if k + 1 < len(passes) else "pil"
+        stage = Stage(offset=offset, total=total, output="latent" if later == "latent" else "pil", extra=ps.extra)
+        run_items = items if k == 0 else [BatchItem(ps.params(it.params), {}, it.on_step, it.cancel, it.interrupt)
+                                          for it in items]
+        starts = None if k == 0 else [ps.start(rows) for rows in outputs]
+        outputs = _denoise(pass_model, run_items, stage, starts)
+        offset += stage.done
+        if stage.interrupted or k + 1 == len(passes):
+            if stage.output == "latent":
+                outputs = [decode_latents(pass_model.base, rows) for rows in outputs]
+            break
+    return outputs
+
+
+def _model_for(ps: Pass, first: GenerationParams, model: LoadedModel,
+               load: Callable[[str], LoadedModel] | None) -> LoadedModel:
+    name = ps.params(first).model
+    if name == model.spec.id:
+        return model
+    if load is None:
+        raise ValueError(f"a pass on {name} needs a model loader")
+    return load(name)
+
+
+def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
+             starts: list[list[Any]] | None) -> list[list[Any]]:
+    """One pass over ``items``: text prompts in one loop; prompts needing embeddings (A1111
+    syntax) in one loop per sequence length. Per item, its rows' outputs."""
     if not any(needs_embeddings(model.base, it.params) for it in items):
-        return _run(items, [], model)
+        return _run(items, [], model, stage, starts)
     conditioning = [encode_item(model.base, it.params) for it in items]
     # One loop takes one sequence length: prompts of different chunk counts run in loops of
     # their own (padding them to a common length would change their images).
-    per_item: list[list[Image.Image]] = [[] for _ in items]
+    per_item: list[list[Any]] = [[] for _ in items]
     for length in sorted({c.length for c in conditioning}):
         idx = [i for i, c in enumerate(conditioning) if c.length == length]
-        for i, images in zip(idx, _run([items[i] for i in idx], [conditioning[i] for i in idx], model), strict=True):
-            per_item[i] = images
+        sub = None if starts is None else [starts[i] for i in idx]
+        for i, out in zip(idx, _run([items[i] for i in idx], [conditioning[i] for i in idx], model, stage, sub),
+                          strict=True):
+            per_item[i] = out
     return per_item
 
 
-def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: LoadedModel) -> list[list[Image.Image]]:
+def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: LoadedModel, stage: Stage,
+         starts: list[list[Any]] | None) -> list[list[Any]]:
     """One denoising call for ``items`` (with their embeddings, or none: prompts as text)."""
     first = items[0].params
     assert first.task is not None
     rows = Rows.of(items, conditioning)
-    call = Call(Needs(task=first.task))
+    call = Call(Needs(task=first.task), stage=stage,
+                start=None if starts is None else [r for item_rows in starts for r in item_rows])
     for contribute in RECIPE:
         contribute(call, first, rows, model)
     pipe = model.pipeline(call.needs)
@@ -246,8 +322,7 @@ def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: Lo
         if embeds is not None:
             call.kwargs["ip_adapter_image_embeds"] = embeds
         out = pipe(**call.kwargs).images
-    per_item: list[list[Image.Image]] = [[] for _ in items]
-    for img, idx in zip(out, rows.owner, strict=True):
-        per_item[idx].append(img)
+    per_item: list[list[Any]] = [[] for _ in items]
+    for k, idx in enumerate(rows.owner):
+        per_item[idx].append(out[k:k + 1] if isinstance(out, torch.Tensor) else out[k])
     return per_item
-

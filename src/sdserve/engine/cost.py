@@ -11,6 +11,7 @@ One cost unit is one SD 1.5 UNet evaluation of one 512x512 image. A default SD 1
 from __future__ import annotations
 
 from .catalog import Arch
+from .hires import hires_pass_params
 from .params import GenerationParams
 from .schedulers import get_scheduler
 
@@ -95,4 +96,6 @@ def job_cost(p: GenerationParams, arch: Arch | str) -> float:
         return round(upscale_cost(p), 6)
     latent_pixels = ((p.width or 0) // 8) * ((p.height or 0) // 8)
     units = unet_evaluations(p) * latent_pixels / _UNIT_LATENT_PIXELS * FAMILY_WEIGHT.get(arch, 1.0)
+    if p.hires is not None:  # the second pass is a request of its own at the target size
+        units += job_cost(hires_pass_params(p), arch)
     return round(units + upscale_cost(p), 6)

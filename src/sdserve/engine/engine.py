@@ -20,6 +20,7 @@ from PIL import Image
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders, file_sha256
 from .batching import run_batch
+from .upscalers import upscale
 from .catalog import Catalog, ModelSpec, WeightSource
 from .controlnets import ControlNets
 from .ip_adapters import IPAdapters
@@ -305,6 +306,11 @@ class Engine:
         check_upscaler_names(p, self.addons)  # the files are this engine's
         return p
 
+    def _resize(self, name: str, image: Image.Image, width: int, height: int) -> Image.Image:
+        """An image upscaler (engine.upscalers) applied for a hires pass."""
+        return upscale([image], name, size=(width, height), device=self.device, dtype=self.dtype, addons=self.addons,
+                       field="hires.upscaler", max_pixels=self.options.max_image_pixels)[0]
+
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
         p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self.addons)
@@ -321,7 +327,7 @@ class Engine:
         sized = {role: img if img.size == size or role == "ip_adapter" else
                  img.resize(size, Image.Resampling.NEAREST if role == "mask" else Image.Resampling.LANCZOS)
                  for role, img in images.items()}
-        return BatchItem(p, sized, req.on_step, req.cancel)
+        return BatchItem(p, sized, req.on_step, req.cancel, req.interrupt)
 
     def max_batch_images(self, width: int, height: int) -> int:
         """How many images of this size fit one loop, from free device memory (at least 1)."""
@@ -408,9 +414,9 @@ class Engine:
         first = items[0].params
         try:
             with self._lock:
-                tiled = self.fast.tile_vae(model.base, first.width or 0, first.height or 0)
+                tiled = self.fast.tile_vae(model.base, *first.output_size)
                 with circular_padding(model.base, first.tiling):  # this loop only (seamless.py)
-                    per_item = run_batch(model, items)
+                    per_item = run_batch(model, items, load=self.load, resize=self._resize)
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:
@@ -435,7 +441,8 @@ class Engine:
         timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
         provenance = self._provenance(model.spec, first)
         return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params),
+                                 dtype=dtype, timings=dict(timings),
+                                 warnings=prompt_warnings(model.base, it.params) + _interrupted(it),
                                  provenance=dict(provenance))
                 for it, imgs in zip(items, per_item, strict=True)]
 
@@ -502,6 +509,13 @@ class Engine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _interrupted(item: BatchItem) -> list[str]:
+    """The warning of a request whose loop was interrupted (its images are unfinished)."""
+    if item.interrupt is not None and item.interrupt():
+        return ["interrupted: the images are decoded from where the denoising loop stood"]
+    return []
 
 
 def _cuda_memory(device: torch.device) -> dict[str, int]:

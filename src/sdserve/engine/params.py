@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .hires import HiresFix, Refiner
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
@@ -253,6 +255,10 @@ class GenerationParams(BaseModel):
     # A VAE from the add-on folders (``engine.addons`` name) decoding this request instead of
     # the model's own; None: the model's. One VAE per loop.
     vae: str | None = None
+    # Multi-pass generation (engine.hires): a second img2img pass at a larger size, and the
+    # SDXL refiner finishing the schedule. Part of the batch key: every pass is shared.
+    hires: HiresFix | None = None
+    refiner: Refiner | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -300,6 +306,15 @@ class GenerationParams(BaseModel):
         """One seed per image: seed, seed+1, ... (wrapping below 2**32)."""
         base = self.seed or 0
         return [(base + i) % (MAX_SEED + 1) for i in range(self.n)]
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the images made: the hires pass's target when there is one."""
+        w, h = self.width or 0, self.height or 0
+        if self.hires is None or not w or not h:
+            return w, h
+        t = self.hires.target(w, h)
+        return t.width, t.height
 
     def summary(self) -> dict[str, Any]:
         """The parameters without image bytes, for logs, metadata and job records."""
@@ -379,3 +394,6 @@ class BatchItem:
     images: dict[str, Image] = field(default_factory=dict)
     on_step: Callable[[StepInfo], None] | None = None
     cancel: Callable[[], bool] | None = None
+    # True once the caller wants the loop stopped but its images kept (A1111's interrupt):
+    # the images are decoded from where the loop stands.
+    interrupt: Callable[[], bool] | None = None

@@ -184,4 +184,56 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: 
         check_upscale(p, max_pixels)
     # LoRA tags, the model's preset LoRAs and embedding names -> files (after the prompt checks)
     p = resolve_addons(p, addons, catalog.get(p.model).loras)
+    _check_passes(catalog, p, max_pixels, addons)
     return p, images
+
+
+def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:
+    """A second model a request names (hires checkpoint, refiner), as BadInput on ``field``."""
+    if name not in catalog:
+        raise BadInput(field, f"model {name!r} not found; available: {', '.join(m.id for m in catalog)}")
+    return catalog.get(name)
+
+
+def _check_passes(catalog: Catalog, p: GenerationParams, max_pixels: int,
+                  addons: AddonFolders | None) -> None:
+    """Hires fix and refiner: what they run on, and the size the hires pass makes (an image
+    upscaler's name is checked in ``addons``; where no add-on folders are at hand, the engine
+    checks it when the job runs)."""
+    spec = catalog.get(p.model)
+    if p.hires is not None:
+        h = p.hires
+        if p.task != "txt2img":
+            raise BadInput("hires", "hires fix is a second pass of text-to-image; send it without an input image")
+        if h.latent_mode is None and addons is not None:
+            from .upscalers import find_upscaler
+
+            find_upscaler(addons, h.upscaler, field="hires.upscaler")
+        assert p.width and p.height
+        t = h.target(p.width, p.height)
+        if not (MIN_SIDE <= t.width <= MAX_SIDE and MIN_SIDE <= t.height <= MAX_SIDE) or t.width * t.height > max_pixels:
+            raise BadInput("hires.scale" if not (h.resize_x or h.resize_y) else "hires.resize_x",
+                           f"the hires pass would make {t.width}x{t.height}; each side must be {MIN_SIDE}-{MAX_SIDE} "
+                           f"and the image at most {max_pixels} pixels")
+        if h.scheduler is not None:
+            get_scheduler(h.scheduler, "hires.scheduler")
+        if h.model is not None:
+            other = _named_model(catalog, h.model, "hires.model")
+            if other.arch != spec.arch or "img2img" not in other.tasks:
+                raise BadInput("hires.model", f"{other.id} cannot run the hires pass of {spec.id}: it needs an "
+                                              f"{spec.arch} model that does img2img")
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(h, name)
+            if text is not None:
+                _check_text(f"hires.{name}", text)
+                if p.prompt_syntax == "a1111":
+                    _check_syntax(f"hires.{name}", text)
+    if p.refiner is not None:
+        refiner = _named_model(catalog, p.refiner.model, "refiner.model")
+        if p.hires is not None:
+            raise BadInput("refiner", "the refiner with hires fix is not supported yet; send one of them")
+        if p.task != "txt2img":
+            raise BadInput("refiner", "the refiner finishes a text-to-image schedule; send it without an input image")
+        if spec.arch != "sdxl" or refiner.arch != "sdxl" or "img2img" not in refiner.tasks:
+            raise BadInput("refiner.model", f"{refiner.id} cannot refine {spec.id}: the refiner split (diffusers' "
+                                            "denoising_end/denoising_start) needs an SDXL base and an SDXL refiner")

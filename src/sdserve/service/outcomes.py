@@ -43,11 +43,15 @@ class Outcomes:
         self.options = options
         # Running jobs to stop at their next step and end as canceled (the worker reads it).
         self.canceled: set[str] = set()
+        # Running jobs to stop at their next step but end with the images made so far
+        # (A1111's interrupt): the engine decodes them from where the loop stands.
+        self.interrupted: set[str] = set()
         self.waiters: dict[str, Waiters] = {}  # by job id, while someone waits on it
 
     def announce(self, job: Job) -> None:
         """Tell this process a job ended: waiters, event streams, observers, webhooks."""
         self.canceled.discard(job.id)
+        self.interrupted.discard(job.id)
         self.hub.notify("finished", job)
         waiters = self.waiters.pop(job.id, None)
         if waiters is not None and not waiters.ended.done():

@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ..engine.hires import infotext_fields
 from ..engine.params import GenerationResult
 from ..images import CONTENT_TYPES, encode_image, infotext
 from .artifacts import ArtifactStore
@@ -28,10 +29,11 @@ def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str 
     p = result.params
     summary = p.summary()
     fmt = p.output_format
+    extra = infotext_fields(summary, sampler_label)  # hires fix, refiner
     out = []
     for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
         text = infotext(summary, seed, sampler_label(p.scheduler or ""), result.device, result.dtype,
-                        result.provenance)
+                        result.provenance, extra)
         out.append(Output(index=i, seed=seed, content_type=CONTENT_TYPES[fmt], data=encode_image(img, fmt, text)))
     return out
 

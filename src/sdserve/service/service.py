@@ -184,6 +184,17 @@ class JobService:
             job.cancel_requested = True
         return job
 
+    def interrupt(self, job_id: str, owner: str | None = None) -> Job:
+        """Stop a running job at its next step and keep what it made: its images are decoded
+        from where the loop stands (A1111's /interrupt). A queued job is canceled. In a
+        batch with jobs that go on, it finishes with them."""
+        job = self.get(job_id, owner)
+        if job.status == "queued":
+            return self.cancel(job_id, owner)
+        if job.status == "running":
+            self._outcomes.interrupted.add(job.id)
+        return job
+
     async def wait(self, job: Job, timeout: float | None = None) -> Job:
         """Wait until ``job`` ends (raises TimeoutError after ``timeout``); updates ``job`` in place."""
         fresh = await asyncio.wait_for(self._until_done(job.id, check_first=True), timeout)

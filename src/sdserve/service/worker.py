@@ -148,7 +148,7 @@ class BatchWorker:
         the images the engine fits in one loop. Batching changes no image: each has its own
         seeded generator."""
         p = first.params
-        room = self.engine.max_batch_images(p.width or 0, p.height or 0) - p.n
+        room = self.engine.max_batch_images(*p.output_size) - p.n
         if room <= 0:
             return []
         key = batch_key(p)
@@ -171,9 +171,10 @@ class BatchWorker:
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[GenerationResult | SdserveError]:
         """Run ``jobs`` on the engine (in a worker thread); a result or an error per job."""
-        hooks = [(job.params, self._step_hook(job, loop), self._cancel_hook(job)) for job in jobs]
+        interrupted = self.outcomes.interrupted
         return self.engine.generate_batch(
-            [BatchItem(params, on_step=on_step, cancel=cancel) for params, on_step, cancel in hooks])
+            [BatchItem(job.params, on_step=self._step_hook(job, loop), cancel=self._cancel_hook(job),
+                       interrupt=lambda job_id=job.id: job_id in interrupted) for job in jobs])
 
     def _step_hook(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[StepInfo], None]:
         every = self.options.preview_every

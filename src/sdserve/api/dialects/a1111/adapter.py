@@ -21,6 +21,7 @@ from PIL import Image
 from sdserve import __version__
 from sdserve.engine.addon_files import AddonFile
 from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.hires import DEFAULT_HIRES_STRENGTH, MAX_HIRES_SCALE, HiresFix, Refiner, infotext_fields
 from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
@@ -68,7 +69,13 @@ ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "sch
                  "image": "init_images[0]", "n": "batch_size", "vae": "sd_vae",
                  "clip_skip": "CLIP_stop_at_last_layers",
                  # LoRAs and embeddings come from the prompt (<lora:...> tags, embedding names)
-                 "loras": "prompt", "embeddings": "prompt"}
+                 "loras": "prompt", "embeddings": "prompt",
+                 # hires fix and refiner (hires.py)
+                 "hires": "enable_hr", "hires.upscaler": "hr_upscaler", "hires.scale": "hr_scale",
+                 "hires.resize_x": "hr_resize_x", "hires.model": "hr_checkpoint_name",
+                 "hires.scheduler": "hr_sampler_name", "hires.prompt": "hr_prompt",
+                 "hires.negative_prompt": "hr_negative_prompt", "refiner": "refiner_checkpoint",
+                 "refiner.model": "refiner_checkpoint"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 
@@ -176,8 +183,6 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
                                         "GFPGAN/CodeFormer yet (GET /sdapi/v1/face-restorers lists none); send false")
     if req.subseed_strength:
         raise BadInput("subseed_strength", "variation seeds are not supported; send 0")
-    if req.refiner_checkpoint and req.refiner_checkpoint.lower() != "none":
-        raise BadInput("refiner_checkpoint", "refiners are not supported; send null")
     if req.infotext:
         raise BadInput("infotext", "filling fields from an infotext is not supported; send the fields themselves")
     _refuse_non_defaults(req)
@@ -232,22 +237,79 @@ def _seed(seed: int) -> int:
 
 def txt2img_plan(req: Txt2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int = 4096 * 4096) -> Plan:
     _refuse_unsupported(req)
-    if req.enable_hr:
-        raise BadInput("enable_hr", "hires fix is not supported; ask for the final width and height directly")
     if "txt2img" not in spec.tasks:
         raise BadInput("sd_model_checkpoint", f"{spec.id} is an inpainting model: use /sdapi/v1/img2img with a "
                                               "mask, or switch checkpoint")
     entry = resolve_sampler(req.sampler_name, req.sampler_index, req.scheduler)
-    w, h = _on_grid(req.width, "width"), _on_grid(req.height, "height")
-    control = units_of(req.alwayson_scripts, w, h, None, max_pixels)
+    width, height = _on_grid(req.width, "width"), _on_grid(req.height, "height")
+    hires = _hires(req, entry) if req.enable_hr else None
+    if req.enable_hr and (req.firstphase_width or req.firstphase_height):
+        # A1111's old hires fields: width/height are the target, firstphase_* the first pass.
+        width, height = (_on_grid(req.firstphase_width or req.width, "firstphase_width"),
+                         _on_grid(req.firstphase_height or req.height, "firstphase_height"))
+    control = units_of(req.alwayson_scripts, width, height, None, max_pixels)
     params = GenerationParams(
         model=spec.id, task="txt2img", prompt=req.prompt, negative_prompt=req.negative_prompt, prompt_syntax="a1111",
-        width=w, height=h, steps=req.steps,
+        width=width, height=height, steps=req.steps,
         guidance=req.cfg_scale, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, output_format=fmt, control=control.units, inputs=control.inputs,
-        ip_adapter=control.ip_adapter, tiling=bool(req.tiling),
+        ip_adapter=control.ip_adapter, tiling=bool(req.tiling), hires=hires, refiner=_refiner(req),
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), control=control)
+
+
+_SAME = {"", "none", "use same sampler", "use same scheduler", "use same checkpoint"}
+
+
+def _given(value: str | None) -> str | None:
+    """A hires/refiner choice, or None for A1111's "use the same one" spellings."""
+    return None if value is None or value.strip().lower() in _SAME else value.strip()
+
+
+def _hires(req: Txt2ImgRequest, entry: SchedulerEntry) -> HiresFix:
+    """``enable_hr`` and the ``hr_*`` fields as the engine's hires pass (A1111 1.10's
+    StableDiffusionProcessingTxt2Img: hr_upscaler defaults to "Latent", 0 steps = the first
+    pass's, denoising_strength 0.75)."""
+    if not 0 < req.hr_scale <= MAX_HIRES_SCALE:
+        raise BadInput("hr_scale", f"{req.hr_scale} is not allowed: use a scale above 0 and at most {MAX_HIRES_SCALE:g}")
+    for name in ("hr_resize_x", "hr_resize_y"):
+        if not 0 <= getattr(req, name) <= 4096:
+            raise BadInput(name, f"{getattr(req, name)} is not allowed: use 0 (from hr_scale) or a side up to 4096")
+    if not 0 <= req.hr_second_pass_steps <= 200:
+        raise BadInput("hr_second_pass_steps", f"{req.hr_second_pass_steps} is not allowed: use 0 (same as steps) "
+                                               "to 200")
+    strength = DEFAULT_HIRES_STRENGTH if req.denoising_strength is None else req.denoising_strength
+    if not 0 < strength <= 1:
+        raise BadInput("denoising_strength", f"{strength} is not allowed: the hires pass needs a number above 0 "
+                                             "and at most 1")
+    sampler, schedule = _given(req.hr_sampler_name), _given(req.hr_scheduler)
+    scheduler = None
+    if sampler is not None or schedule is not None:
+        try:
+            scheduler = resolve_a1111(sampler or a1111_label(entry.name), schedule or req.scheduler,
+                                      "hr_sampler_name").name
+        except BadInput as e:
+            raise e.renamed({"scheduler": "hr_scheduler"}) from None
+        scheduler = None if scheduler == entry.name else scheduler
+    checkpoint = _given(req.hr_checkpoint_name)
+    fields = {"scale": req.hr_scale, "resize_x": req.hr_resize_x, "resize_y": req.hr_resize_y}
+    if req.firstphase_width or req.firstphase_height:
+        fields = {"resize_x": _on_grid(req.width, "width"), "resize_y": _on_grid(req.height, "height")}
+    return HiresFix(**fields, upscaler=req.hr_upscaler or "Latent", steps=req.hr_second_pass_steps or None,
+                    strength=strength, scheduler=scheduler,
+                    model=None if checkpoint is None else _HASH_SUFFIX.sub("", checkpoint),
+                    prompt=req.hr_prompt or None, negative_prompt=req.hr_negative_prompt or None)
+
+
+def _refiner(req: Txt2ImgRequest | Img2ImgRequest) -> Refiner | None:
+    """``refiner_checkpoint`` + ``refiner_switch_at`` (A1111: the share of steps the base runs)."""
+    name = _given(req.refiner_checkpoint)
+    if name is None:
+        return None
+    switch = 0.8 if req.refiner_switch_at is None else req.refiner_switch_at
+    if not 0 < switch < 1:
+        raise BadInput("refiner_switch_at", f"{switch} is not allowed: use a share of the steps between 0 and 1")
+    return Refiner(model=_HASH_SUFFIX.sub("", name), switch_at=switch)
 
 
 def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int) -> Plan:
@@ -303,6 +365,7 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         steps=req.steps, guidance=req.cfg_scale, strength=req.denoising_strength, seed=_seed(req.seed),
         n=req.batch_size, scheduler=entry.name, inputs=(*input_images(init=init, mask=mask_png), *control.inputs),
         output_format=fmt, control=control.units, ip_adapter=control.ip_adapter, tiling=bool(req.tiling),
+        refiner=_refiner(req),
     )
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop, control=control)
 
@@ -359,7 +422,9 @@ def generation_response(
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": resolved.strength if resolved.task != "txt2img" else req.denoising_strength,
-        "extra_generation_params": {},
+        # hires fix / refiner fields, as A1111 lists them (the strength has its own key)
+        "extra_generation_params": {k: v for k, v in infotext_fields(resolved.summary(), a1111_label)
+                                    if k != "Denoising strength"},
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": req.styles or [],

@@ -192,7 +192,12 @@ def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:
             batch.interrupted = True
         else:
             batch.skipped = True
-    service.cancel(job.id, owner)
+    if interrupt and batch is not None:
+        # A1111 returns the images finished so far and the partial ones of the running batch
+        # (its sampler stops and the latents as they stand are decoded): the job ends with them.
+        service.interrupt(job.id, owner)
+    else:
+        service.cancel(job.id, owner)
 
 
 @router.post("/interrupt")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdserve.engine.catalog import Catalog, ModelSpec
+from sdserve.engine.hires import HiresFix
 from sdserve.engine.params import EmbeddingRef, GenerationParams, InputImage, IPAdapterUnit, LoraRef, Task, input_images, normal_loras
 from sdserve.engine.prepare import size_from_inputs
 from sdserve.engine.schedulers import SCHEDULERS, SchedulerEntry
@@ -57,7 +58,8 @@ ENHANCE_SUFFIX: tuple[str, ...] = ("highly detailed", "sharp focus", "profession
 # Engine field names that ModelsLab calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"image": "init_image", "mask": "mask_image", "steps": "num_inference_steps",
                  "guidance": "guidance_scale", "n": "samples", "ip_adapter.model": "ip_adapter_id",
-                 "ip_adapter.image": "ip_adapter_image", "loras": "lora_model", "embeddings": "embeddings_model"}
+                 "ip_adapter.image": "ip_adapter_image", "loras": "lora_model", "embeddings": "embeddings_model",
+                 "hires": "highres_fix", "hires.resize_x": "highres_fix"}
 # lora_strength left out: the full strength, as an A1111 tag without a weight.
 DEFAULT_LORA_STRENGTH = 1.0
 # Seconds one job is assumed to take before any has finished here (for eta and queue_time).
@@ -142,8 +144,6 @@ def _check_supported(req: GenerateRequest) -> None:
     for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
-    if req.highres_fix:
-        raise BadInput("highres_fix", 'is not supported by this server; send "no" (or leave it out)')
     # Set, each would change the image in a way sdserve does not implement yet.
     if (req.controlnet_image or "").strip():
         raise BadInput("controlnet_image", "is not a ModelsLab field; send the hint image as control_image")
@@ -228,6 +228,8 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         clip_skip=req.clip_skip or 1,
         vae=_vae(req.vae),
     )
+    if req.highres_fix:
+        params = _highres_fix(params, spec, task)
     return size_from_inputs(params, max_side=MAX_SIDE)
 
 
@@ -241,6 +243,18 @@ def _ip_adapter(req: GenerateRequest, image: bytes | None) -> IPAdapterUnit | No
         raise BadInput("ip_adapter_image", "the IP-Adapter needs an image prompt")
     return IPAdapterUnit(model=req.ip_adapter_id.strip(), scale=1.0 if req.ip_adapter_scale is None
                          else req.ip_adapter_scale)
+
+
+def _highres_fix(params: GenerationParams, spec: ModelSpec, task: Task) -> GenerationParams:
+    """``highres_fix``: the output keeps the asked size (ModelsLab's 1024 cap holds); the first
+    pass runs at half of it and the hires pass (engine.hires, A1111's defaults: Latent
+    upscale, strength 0.75, the same steps) brings it to width x height."""
+    if task != "txt2img":
+        raise BadInput("highres_fix", "applies to text2img only; send \"no\" (or leave it out)")
+    width = params.width or spec.defaults.width
+    height = params.height or spec.defaults.height
+    first = {"width": max(64, width // 16 * 8), "height": max(64, height // 16 * 8)}
+    return params.model_copy(update={**first, "hires": HiresFix(resize_x=width, resize_y=height)})
 
 
 @dataclass(frozen=True)
@@ -279,8 +293,9 @@ def _yes(flag: bool) -> str:
 def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
     """The parameters actually used (resolved seed, steps, ...), in v3 keys (H, W, n_samples)
     and v6 keys (width, height)."""
+    w, h = p.output_size  # with highres_fix, the size asked for (the first pass is half of it)
     out: dict[str, Any] = {
-        "H": p.height, "W": p.width, "width": p.width, "height": p.height,
+        "H": h, "W": w, "width": w, "height": h, "highres_fix": _yes(p.hires is not None),
         "file_prefix": job_id, "guidance_scale": p.guidance, "model": p.model, "model_id": p.model,
         "n_samples": p.n, "negative_prompt": p.negative_prompt, "num_inference_steps": p.steps,
         "prompt": p.prompt, "safety_checker": "no", "scheduler": p.scheduler, "seed": p.seed, "seeds": p.seeds,

@@ -139,6 +139,8 @@ class GenerateRequest(BaseModel):
     panorama: Flag = None
     self_attention: Flag = None
     upscale: Flag = None
+    highres_fix: Flag = Field(None, description="text2img: make the image at half the size, then a hires-fix pass "
+                                                "(latent upscale + img2img at strength 0.75) to width x height.")
     embeddings_model: str | None = Field(None, description="Embedding name(s), comma-separated; each must appear "
                                                "as a word in the prompt or negative prompt.")
     lora_model: str | None = Field(None, description="LoRA name(s), comma-separated (see GET /v1/addons).")
@@ -158,7 +160,6 @@ class GenerateRequest(BaseModel):
                                                               "with safety_checker, which is refused.")
     algorithm_type: str | None = None
     enhance_style: str | None = None
-    highres_fix: Flag = None
     # Not upstream's name for the hint image (that is control_image): refused, naming it.
     controlnet_image: str | None = None
     webhook: str | None = None

@@ -37,6 +37,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
         loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
         clip_skip=req.clip_skip, vae=req.vae,
+        hires=req.hires, refiner=req.refiner,
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from sdserve.engine.hires import HiresFix, Refiner
 from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
 __all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
@@ -69,6 +70,10 @@ class JobRequest(BaseModel):
                                  "text encoder's last layer, 2 on the one before (SDXL: counted from its penultimate).")
     vae: StrictStr | None = Field(None, description="A VAE from the server's VAE folder (models/VAE; GET /sdapi/v1/sd-vae lists them) "
                                   "decoding instead of the model's own; null: the model's own.")
+    hires: HiresFix | None = Field(None, description="Hires fix: a second img2img pass at scale (or resize_x/"
+                                   "resize_y) over the upscaled first pass; upscaler: a latent mode or an image "
+                                   "upscaler (GET /sdapi/v1/upscalers). txt2img only.")
+    refiner: Refiner | None = Field(None, description="SDXL refiner: `model` finishes the schedule from `switch_at`.")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends (Standard Webhooks signed).")
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
