@@ -18,6 +18,8 @@ from PIL import Image
 
 from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders
+from .auxiliary.runner import Auxiliary
+from .auxiliary.specs import AuxKind, AuxSpec
 from .batching import run_batch
 from .catalog import Catalog, ModelSpec, WeightSource
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
@@ -105,6 +107,9 @@ class EngineOptions:
     # Add-on files (LoRA, embeddings, VAEs, ...) in A1111's layout; kind -> folders overrides.
     models_dir: Path = Path("data/models")
     model_dirs: dict[str, list[Path]] | None = None
+    # Auxiliary models (safety checker, prompt enhancer, captioner) by kind; a kind left
+    # out is off. In demo mode they point under demo_dir and are written on first use.
+    aux: dict[AuxKind, WeightSource] | None = None
 
 
 class Engine:
@@ -121,9 +126,12 @@ class Engine:
         _quiet_libraries()
         o = self.options
         self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
-        self._models = ModelCache[LoadedModel](o.memory_budget_bytes or default_budget_bytes(self.device),
-                                               o.max_loaded_models)
+        # Diffusion and auxiliary models share one budget and LRU.
+        self._models = ModelCache[Any](o.memory_budget_bytes or default_budget_bytes(self.device),
+                                       o.max_loaded_models)
         self._lock = threading.RLock()
+        self.aux = Auxiliary({k: AuxSpec(k, src) for k, src in (o.aux or {}).items()}, self._models, self._lock,
+                             self.device, self.dtype, self._free_memory, o.demo_dir)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -135,7 +143,7 @@ class Engine:
         spec = self.catalog.get(name)
         with self._lock:
             model = self._models.get(spec.id)
-            if model is not None:
+            if isinstance(model, LoadedModel):
                 return model
             self._ensure_demo(spec)
             # Room for what this model took last time (the count cap on a first load) before
@@ -223,7 +231,7 @@ class Engine:
         sizes = self._models.sizes()
         info: dict[str, Any] = {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                                 "loaded_models": list(sizes), "model_bytes": sizes,
-                                "memory_budget_bytes": self._models.budget_bytes,
+                                "memory_budget_bytes": self._models.budget_bytes, "auxiliary": self.aux.health(),
                                 "threads": torch.get_num_threads(), **self.fast.report()}
         if self.device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(self.device)
@@ -235,7 +243,17 @@ class Engine:
 
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
-        return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels)
+        self.aux.require(p)
+        return p
+
+    def aux_available(self, kind: AuxKind) -> bool:
+        """Whether this server has the auxiliary model ``kind`` (its weights are here)."""
+        return self.aux.available(kind)
+
+    def caption(self, image: bytes, field: str = "image") -> str:
+        """A caption of an encoded image; BadInput naming ``field`` if it does not decode."""
+        return self.aux.caption(image, field, self.options.max_image_pixels)
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
@@ -279,6 +297,7 @@ class Engine:
         """
         results: list[GenerationResult | SdserveError | None] = [None] * len(requests)
         groups: dict[tuple[Any, ...], list[tuple[int, BatchItem]]] = {}
+        requests, notes = self.aux.enhance(requests)  # one enhancer call for the whole batch
         for i, req in enumerate(requests):
             try:
                 item = self._prepare_item(req)
@@ -295,6 +314,9 @@ class Engine:
                 continue
             for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
                 results[i] = res
+        for r, extra in zip(results, notes, strict=True):
+            if isinstance(r, GenerationResult) and extra:
+                r.warnings[:0] = extra
         return [r if r is not None else GenerationFailed("not run") for r in results]
 
     def _run_group(self, model: LoadedModel, items: list[BatchItem]) -> list[GenerationResult | SdserveError]:
@@ -324,11 +346,15 @@ class Engine:
             log.exception("generation failed for %s", items[0].params.model)
             return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}")]
         elapsed = time.perf_counter() - t0
+        checked = self.aux.check(items, per_item)  # flagged images obscured in place
         dtype = str(self.dtype).removeprefix("torch.")
-        timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
-        return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
-                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params))
-                for it, imgs in zip(items, per_item, strict=True)]
+        timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled),
+                   "safety_s": time.perf_counter() - t0 - elapsed}
+        return [flags if isinstance(flags, SdserveError) else
+                GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
+                                 dtype=dtype, timings=dict(timings), warnings=prompt_warnings(model.base, it.params),
+                                 nsfw=flags)
+                for it, imgs, flags in zip(items, per_item, checked, strict=True)]
 
     def _free_memory(self) -> None:
         import gc

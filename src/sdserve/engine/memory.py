@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes"]
+__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,14 @@ def default_budget_bytes(device: torch.device) -> int:
 
 def pipeline_bytes(pipe: Any) -> int:
     """Bytes held by a pipeline's modules (text encoders, UNet, VAE), shared storage once."""
+    return module_bytes(*(c for c in pipe.components.values() if isinstance(c, torch.nn.Module)))
+
+
+def module_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers, each shared storage counted once."""
     seen: set[int] = set()
     total = 0
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
+    for component in modules:
         for t in [*component.parameters(), *component.buffers()]:
             ptr = t.untyped_storage().data_ptr()
             if ptr in seen:

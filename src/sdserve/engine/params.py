@@ -24,6 +24,8 @@ __all__ = [
     "OutputFormat",
     "InputRole",
     "PromptSyntax",
+    "SafetyMode",
+    "EnhanceMode",
     "InputImage",
     "input_images",
     "PER_ROW",
@@ -47,6 +49,11 @@ InputRole = Literal["init", "mask"]
 # tokens; engine.prompt_syntax), "plain" is text as the hosted services read it (truncated
 # at the encoder's 75 tokens, with a warning).
 PromptSyntax = Literal["plain", "a1111"]
+# What a flagged image becomes (engine.auxiliary.filters); ModelsLab's safety_checker_type.
+SafetyMode = Literal["black", "blur", "pixelate"]
+# Prompt enhancement: "on" needs the server's enhancer (a 4xx without it); "auto" uses it
+# when the server has one and says so in the warnings when not (ModelsLab's default "yes").
+EnhanceMode = Literal["off", "on", "auto"]
 
 # Seeds are drawn below 2**32 so they survive every dialect's integer type (A1111 and
 # ModelsLab clients store them in 32-bit fields) and seed+i for a batch stays in range.
@@ -122,6 +129,13 @@ class GenerationParams(BaseModel):
     scheduler: str | None = None
     inputs: Annotated[tuple[InputImage, ...], PER_ROW] = ()
     output_format: Annotated[OutputFormat, PER_ROW] = "png"
+    # -- safety checker and prompt enhancer (engine.auxiliary, docs/safety.md) --
+    # The checker runs on each image after the loop, and the enhancer before it: per row.
+    safety_check: Annotated[bool, PER_ROW] = False
+    safety_mode: Annotated[SafetyMode, PER_ROW] = "black"
+    enhance_prompt: Annotated[EnhanceMode, PER_ROW] = "off"
+    # The prompt as sent, once the enhancer has rewritten ``prompt`` (None: not rewritten).
+    original_prompt: Annotated[str | None, PER_ROW] = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -233,6 +247,8 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     # What the caller should know about how the request was read (e.g. a truncated prompt).
     warnings: list[str] = field(default_factory=list)
+    # Per image, whether the safety checker flagged it (None: the checker did not run).
+    nsfw: list[bool] | None = None
 
 
 @dataclass

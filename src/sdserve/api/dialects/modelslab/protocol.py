@@ -130,6 +130,8 @@ class GenerateRequest(BaseModel):
     num_inference_steps: Steps = None
     safety_checker: Flag = None
     enhance_prompt: Flag = None
+    safety_checker_type: Literal["black", "blur", "pixelate"] | None = Field(
+        None, description="What a flagged image becomes when the safety checker runs (default black).")
     guidance_scale: Guidance = None
     strength: Fraction = None
     prompt_strength: Fraction = None  # older docs' name of strength
@@ -159,7 +161,9 @@ class SuccessReply(BaseModel):
     id: str
     output: list[str] = Field(description="Image URLs, or base64 data when base64 was 'yes'.")
     proxy_links: list[str]
-    nsfw_content_detected: bool
+    nsfw_content_detected: bool = Field(description="Whether the safety checker flagged any image.")
+    nsfw_outputs: list[bool] | None = Field(None, description="sdserve's: the safety checker's flag per image, in "
+                                            "output order (flagged images are obscured); absent when it did not run.")
     meta: dict[str, Any] = Field(description="The parameters used (seed, steps, W/H, ...).")
     warnings: list[str] | None = Field(None, description="sdserve's: how the request was read, e.g. a prompt "
                                        "longer than the text encoder reads (the rest was ignored). Absent when none.")

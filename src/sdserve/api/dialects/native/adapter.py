@@ -26,6 +26,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         width=req.width,
         height=req.height, steps=req.steps, guidance=req.guidance, strength=req.strength, seed=req.seed, n=req.n,
         scheduler=req.scheduler, inputs=input_images(init=image, mask=mask), output_format=req.output_format,
+        safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",
     )
 
 

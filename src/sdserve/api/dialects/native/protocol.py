@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sdserve.engine.params import MAX_SEED
 
 __all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
-           "UsageOut", "UsageList", "LimitsOut", "CostOut"]
+           "UsageOut", "UsageList", "LimitsOut", "CostOut", "CaptionRequest", "CaptionOut"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
@@ -44,6 +44,13 @@ class JobRequest(BaseModel):
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
     priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
+    # -- safety checker and prompt enhancer (docs/safety.md) --
+    safety_check: bool = Field(False, description="Run the safety checker on each image (the server's policy may "
+                               "refuse it, or run it on every image whatever this says).")
+    safety_mode: Literal["black", "blur", "pixelate"] = Field(
+        "black", description="What a flagged image becomes.")
+    enhance_prompt: bool = Field(False, description="Rewrite the prompt with the server's prompt enhancer, seeded by "
+                                 "the seed (params.prompt then shows the prompt used, params.original_prompt yours).")
 
 
 class OutputOut(BaseModel):
@@ -52,6 +59,8 @@ class OutputOut(BaseModel):
     content_type: str
     url: str | None = Field(description="Where to GET the image; null once it expired.")
     expires_at: str | None
+    nsfw: bool | None = Field(None, description="Whether the safety checker flagged this image (it is then "
+                              "obscured); null when the checker did not run.")
 
 
 class ErrorOut(BaseModel):
@@ -157,3 +166,15 @@ class CatalogModel(BaseModel):
 
 class CatalogList(BaseModel):
     data: list[CatalogModel]
+
+
+class CaptionRequest(BaseModel):
+    """Body of ``POST /v1/caption``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: StrictStr = Field(description="The image, base64 (bare or a data: URI).")
+
+
+class CaptionOut(BaseModel):
+    caption: str = Field(description="What the server's captioner sees in the image.")
