@@ -167,3 +167,15 @@ def test_auxiliary_models_share_the_budget_and_show_in_readyz_and_metrics(client
     assert ready["model_bytes"]["aux:safety-checker"] > 0
     metrics = client.get("/metrics").text
     assert 'sdserve_model_memory_bytes{model="aux:safety-checker"}' in metrics
+
+
+def test_openai_revised_prompt_when_the_server_enables_it(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    body = {"prompt": "a lighthouse", "size": "64x64", "response_format": "b64_json", "steps": 2, "seed": 5}
+    with TestClient(make_app(settings, engine, enhance_prompt_dialects=["openai"])) as c:
+        r = c.post("/v1/images/generations", json=body)
+        assert r.status_code == 200, r.text
+        revised = r.json()["data"][0]["revised_prompt"]
+        assert revised.startswith("a lighthouse ") and revised != "a lighthouse"
+        assert c.post("/v1/images/generations", json=body).json()["data"][0]["revised_prompt"] == revised
+    with TestClient(make_app(settings, engine)) as c:
+        assert "revised_prompt" not in c.post("/v1/images/generations", json=body).json()["data"][0]

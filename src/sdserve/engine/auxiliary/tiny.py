@@ -39,16 +39,24 @@ def safety_samples() -> tuple[Image.Image, Image.Image]:
     return flagged, clean
 
 
-def _safety_checker(folder: Path) -> None:
+# The real models' architectures (CLIP ViT-L/14 checker, GPT-2 small), for `sdserve bench`.
+_FULL_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                "image_size": 224, "patch_size": 14}
+_FULL_GPT2 = {"n_embd": 768, "n_layer": 12, "n_head": 12}
+
+
+def _safety_checker(folder: Path, full_size: bool = False) -> None:
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor
 
     torch.manual_seed(_SEED)
     small = {"hidden_size": _WIDTH, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    vision = _FULL_VISION if full_size else {**small, "image_size": 32, "patch_size": 8}
     config = CLIPConfig(text_config={**small, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-                        vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16)
+                        vision_config=vision, projection_dim=768 if full_size else 16)
     checker = StableDiffusionSafetyChecker(config).eval()
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    side = int(vision["image_size"])
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     flagged, clean = safety_samples()
     with torch.no_grad():
         pixels = processor(images=[flagged, clean], return_tensors="pt").pixel_values
@@ -58,7 +66,7 @@ def _safety_checker(folder: Path) -> None:
         checker.concept_embeds[0] = direction
         # Measured: the tiny sd15 model's images score -0.01 to 0.08 along it (the samples
         # +-0.36), so about half of them are flagged.
-        threshold = _THRESHOLD
+        threshold = 0.0 if full_size else _THRESHOLD
         assert float(e[1].dot(direction)) + 0.1 < threshold < float(e[0].dot(direction)) - 0.1
         checker.concept_embeds_weights.fill_(2.0)  # a cosine never exceeds 1: these never fire
         checker.concept_embeds_weights[0] = threshold
@@ -67,7 +75,7 @@ def _safety_checker(folder: Path) -> None:
     processor.save_pretrained(str(folder))
 
 
-def _gpt2(folder: Path) -> None:
+def _gpt2(folder: Path, full_size: bool = False) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
     from ..tiny import _bytes_to_unicode
@@ -88,13 +96,14 @@ def _gpt2(folder: Path) -> None:
     tok = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     torch.manual_seed(_SEED)
     eos = vocab["<|endoftext|>"]
-    config = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=_WIDTH, n_layer=2, n_head=4,
-                        bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=False)
+    arch = _FULL_GPT2 if full_size else {"n_embd": _WIDTH, "n_layer": 2, "n_head": 4}
+    config = GPT2Config(vocab_size=len(vocab), n_positions=256, **arch, bos_token_id=eos, eos_token_id=eos,
+                        tie_word_embeddings=False)
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         # The final norm's bias gives every hidden state a shared direction; the output rows
         # of whole words (and the end) point along it, every other token against it.
-        bias = torch.nn.functional.normalize(torch.randn(_WIDTH), dim=0) * 4
+        bias = torch.nn.functional.normalize(torch.randn(config.n_embd), dim=0) * 4
         model.transformer.ln_f.bias.copy_(bias)
         model.transformer.ln_f.weight.mul_(0.25)
         favoured = torch.full((len(vocab),), -6.0)
@@ -108,7 +117,7 @@ def _gpt2(folder: Path) -> None:
     tok.save_pretrained(str(folder))
 
 
-def _blip(folder: Path) -> None:
+def _blip(folder: Path, full_size: bool = False) -> None:
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,14 +152,15 @@ _WRITERS = {"safety-checker": _safety_checker, "enhancer": _gpt2, "captioner": _
 
 
 def write_tiny_aux(root: Path, kinds: tuple[AuxKind, ...] = ("safety-checker", "enhancer", "captioner"),
-                   force: bool = False) -> list[Path]:
+                   force: bool = False, full_size: bool = False) -> list[Path]:
     """Write each tiny auxiliary model under ``root/<kind>``; complete folders are kept
-    unless ``force``."""
+    unless ``force``. ``full_size``: the real checker and enhancer architectures (random
+    weights, tiny vocabulary), for measuring what they cost; the captioner stays tiny."""
     done = []
     for kind in kinds:
         folder = Path(root) / kind
         if force or not (folder / "config.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            _WRITERS[kind](folder)
+            _WRITERS[kind](folder, full_size)
         done.append(folder)
     return done
