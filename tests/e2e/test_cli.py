@@ -22,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from sdserve.engine.auxiliary.specs import AUX_KINDS
 from sdserve.cli.main import main
 from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS
 from sdserve.engine.tiny import LIGHTNING_UNET_FILE
@@ -59,7 +60,9 @@ def test_make_tiny_writes_every_layout_reproducibly(tmp_path: Path, tiny_dir: Pa
     out = tmp_path / "tiny"
     assert main(["make-tiny", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(out / layout) for layout in DEMO_LAYOUTS]
+    # Then the auxiliary models (safety checker, enhancer, captioner) under aux/.
+    assert printed == [str(out / layout) for layout in DEMO_LAYOUTS] + [str(out / "aux" / k) for k in AUX_KINDS]
+    assert all((out / "aux" / k / "config.json").is_file() for k in AUX_KINDS)
     for layout in DEMO_LAYOUTS:
         base = out / layout / "base"
         assert (base / "model_index.json").is_file() and (out / layout / "README.txt").is_file()

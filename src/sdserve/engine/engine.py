@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
+from ..errors import BadInput, Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders
 from .auxiliary.runner import Auxiliary
 from .auxiliary.specs import AuxKind, AuxSpec
@@ -300,7 +300,13 @@ class Engine:
         requests, notes = self.aux.enhance(requests)  # one enhancer call for the whole batch
         for i, req in enumerate(requests):
             try:
-                item = self._prepare_item(req)
+                try:
+                    item = self._prepare_item(req)
+                except BadInput:
+                    if req.params.original_prompt is None:
+                        raise
+                    # The enhancer's text failed the prompt checks: the prompt as sent runs.
+                    item = self._prepare_item(self.aux.unenhanced(req, notes[i]))
             except SdserveError as e:
                 results[i] = e
                 continue

@@ -145,6 +145,13 @@ class Auxiliary:
                 out[i] = BatchItem(params, it.images, it.on_step, it.cancel)
         return out, notes
 
+    @staticmethod
+    def unenhanced(item: BatchItem, notes: list[str]) -> BatchItem:
+        """``item`` with the prompt it was sent with (the enhancer's failed the prompt checks)."""
+        notes.append("enhance_prompt: the enhanced prompt did not pass the prompt checks; the prompt was used as sent")
+        p = item.params.model_copy(update={"prompt": item.params.original_prompt, "original_prompt": None})
+        return BatchItem(p, item.images, item.on_step, item.cancel)
+
     # -- checking images (after the loop) -------------------------------------------------
 
     def check(self, items: Sequence[BatchItem],
