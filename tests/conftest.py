@@ -18,11 +18,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every tiny family (sd15, sd15-inpaint, sdxl, sdxl-lightning, lcm), written once."""
+    """Every tiny family (sd15, sd15-inpaint, sdxl, sdxl-lightning, lcm) and the auxiliary
+    models, written once."""
     from sdserve.engine.tiny import write_all_tiny
+
+    from sdserve.engine.auxiliary.tiny import write_tiny_aux
 
     root = tmp_path_factory.mktemp("tiny")
     write_all_tiny(root)
+    write_tiny_aux(root / "aux")  # the demo's safety checker, enhancer, captioner: not on first use
     return root
 
 

@@ -17,8 +17,8 @@ from sdserve.engine.catalog import BUILTIN_MODELS, Catalog, Defaults, ModelSpec,
 if TYPE_CHECKING:  # imports torch: at run time only inside build_engine
     from sdserve.engine.engine import Engine
 
-__all__ = ["build_catalog", "build_engine", "build_addons", "addon_dirs", "build_service", "build_database", "build_artifacts",
-           "build_fetcher", "service_options", "request_limits", "user_spec"]
+__all__ = ["build_catalog", "build_engine", "build_addons", "addon_dirs", "build_service", "build_database",
+           "build_artifacts", "build_fetcher", "service_options", "request_limits", "user_spec", "aux_sources"]
 
 
 def user_spec(m: UserModel) -> ModelSpec:
@@ -56,8 +56,20 @@ def build_engine(settings: Settings) -> Engine:
         memory_budget_bytes=int(s.model_memory_gb * 2**30) or None, max_batch_images=s.max_batch_images,
         threads=s.threads or None, channels_last=s.channels_last, compile=s.compile, vae_tiling=s.vae_tiling,
         sdxl_vae=WeightSource.parse(s.sdxl_vae) if s.sdxl_vae else None,
-        models_dir=s.addon_dir, model_dirs=addon_dirs(s),
+        models_dir=s.addon_dir, model_dirs=addon_dirs(s), aux=aux_sources(s),
     ))
+
+
+def aux_sources(settings: Settings):  # type: ignore[no-untyped-def]
+    """The auxiliary models by kind (engine.auxiliary): the configured sources, or in demo
+    mode the tiny ones under the demo folder."""
+    from sdserve.engine.auxiliary.specs import demo_aux_dir
+
+    s = settings
+    named = {"safety-checker": s.safety_checker_model, "enhancer": s.enhancer_model, "captioner": s.captioner_model}
+    if s.demo:
+        return {kind: WeightSource(path=demo_aux_dir(s.demo_dir) / kind) for kind in named}
+    return {kind: WeightSource.parse(src) for kind, src in named.items() if src.strip()}
 
 
 def build_addons(settings: Settings):  # type: ignore[no-untyped-def]
@@ -129,6 +141,7 @@ def service_options(settings: Settings):  # type: ignore[no-untyped-def]
         lease_s=settings.job_lease_s, heartbeat_s=settings.job_lease_s / 6,
         webhook=WebhookPolicy(max_attempts=settings.webhook_max_attempts, retry_base_s=settings.webhook_retry_base_s),
         sampler_label=infotext_sampler,
+        safety_policy=settings.safety_checker,
     )
 
 

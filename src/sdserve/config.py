@@ -171,6 +171,28 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a ModelsLab (/api/v3, /api/v6) generation call waits for its job: "
         "finished by then it answers 'success', else 'processing' with a fetch_result URL (0: always 'processing')."
     )
+    # -- auxiliary models: safety checker, prompt enhancer, captioner (docs/safety.md) --
+    safety_checker: Literal["off", "request", "always"] = Field(
+        "request", description="Safety checker policy for every dialect: 'off' (requests asking for it are "
+        "refused), 'request' (runs when a request asks), 'always' (every image is checked; a client cannot turn "
+        "it off). Flagged images are obscured and flagged per output.",
+    )
+    safety_checker_model: str = Field(
+        "CompVis/stable-diffusion-safety-checker", description="The safety checker's weights (hub repo or "
+        "folder; `sdserve pull safety-checker`). Empty: none.",
+    )
+    enhancer_model: str = Field(
+        "Gustavosta/MagicPrompt-Stable-Diffusion", description="Prompt enhancer: a causal language model that "
+        "extends prompts (hub repo or folder; `sdserve pull enhancer`). Empty: none.",
+    )
+    captioner_model: str = Field(
+        "Salesforce/blip-image-captioning-base", description="Image captioner: a BLIP captioning model (hub "
+        "repo or folder; `sdserve pull captioner`). Empty: none.",
+    )
+    enhance_prompt_dialects: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Dialects whose prompts always go through the enhancer (today: "
+        "'openai', whose replies then carry revised_prompt). Comma-separated in the environment.",
+    )
     # -- scale-out: Ray Serve (`sdserve serve --ray ADDRESS`, `serve run sdserve.deploy.ray:app`) --
     job_lease_s: float = Field(
         30.0, ge=3, description="Lease of a running job: its worker renews it every lease/6 seconds; a job whose "
@@ -205,7 +227,7 @@ class Settings(BaseSettings):
         "Empty (default): no cross-origin access. '*' allows any origin.",
     )
 
-    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", "enhance_prompt_dialects", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
         # SDSERVE_API_KEYS=a,b is friendlier than a JSON list in an environment variable; the

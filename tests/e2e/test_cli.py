@@ -22,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from sdserve.engine.auxiliary.specs import AUX_KINDS
 from sdserve.cli.main import main
 from sdserve.engine.catalog import BUILTIN_MODELS, DEMO_LAYOUTS
 from sdserve.engine.tiny import LIGHTNING_UNET_FILE
@@ -61,11 +62,16 @@ def test_make_tiny_writes_every_layout_reproducibly(tmp_path: Path, tiny_dir: Pa
     assert main(["make-tiny", str(out)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[:len(DEMO_LAYOUTS)] == [str(out / layout) for layout in DEMO_LAYOUTS]
-    # ... then the tiny ControlNets for them, in both formats (engine.tiny_addons).
-    assert printed[len(DEMO_LAYOUTS):] == [
-        *(str(out / "ControlNet" / (name + (".safetensors" if single else ""))) for name, (_, single) in
-          TINY_CONTROLNETS.items()),
-        *(str(out / "ipadapter" / rel) for _, rel in TINY_IP_ADAPTERS.values())]
+    # ... then the add-ons for them, each kind in its A1111 folder (and the auxiliary models
+    # under aux/); each writer prints what it wrote, in its own order.
+    wrote = set(printed[len(DEMO_LAYOUTS):])
+    assert {*(str(out / "ControlNet" / (name + (".safetensors" if single else ""))) for name, (_, single) in
+              TINY_CONTROLNETS.items()),
+            *(str(out / "ipadapter" / rel) for _, rel in TINY_IP_ADAPTERS.values()),
+            *(str(out / "aux" / k) for k in AUX_KINDS)} <= wrote
+    assert all((out / "aux" / k / "config.json").is_file() for k in AUX_KINDS)
+    for kind in ("Lora", "embeddings", "VAE", "ESRGAN"):
+        assert any(p.startswith(str(out / kind)) for p in wrote), f"make-tiny wrote nothing into {kind}/"
     for layout in DEMO_LAYOUTS:
         base = out / layout / "base"
         assert (base / "model_index.json").is_file() and (out / layout / "README.txt").is_file()

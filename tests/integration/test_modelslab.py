@@ -113,7 +113,8 @@ def test_seed_null_is_random_and_meta_says_which(client) -> None:  # type: ignor
     m = r.json()["meta"]
     assert isinstance(m["seed"], int) and m["seeds"] == [m["seed"], m["seed"] + 1]
     assert len(r.json()["output"]) == 2
-    assert m["prompt"].startswith("a lighthouse, ") and m["enhance_prompt"] == "yes"
+    # enhance_prompt "yes": the server's (tiny, demo) enhancer extends the prompt.
+    assert m["prompt"].startswith("a lighthouse ") and m["prompt"] != "a lighthouse" and m["enhance_prompt"] == "yes"
 
 
 def test_processing_then_fetch_then_success(settings, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -263,7 +264,7 @@ def test_key_in_the_body(settings, engine) -> None:  # type: ignore[no-untyped-d
     ({"guidance_scale": 25}, "guidance_scale"),
     ({"seed": "x"}, "seed"),
     ({"base64": "perhaps"}, "base64"),
-    ({"safety_checker": "yes"}, "safety_checker"),
+    ({"safety_checker_type": "sepia"}, "safety_checker_type"),
     ({"prompt": None}, "prompt"),
     ({"model_id": "no-such-model"}, "model_id"),
     ({"scheduler": "Bogus"}, "scheduler"),

@@ -1,5 +1,5 @@
 """ModelsLab adapter and wire schema: strings as numbers, yes/no flags, limits naming their
-field, the deterministic prompt enhancement, scheduler names, images, meta and reply shapes."""
+field, the safety checker and prompt enhancer fields, scheduler names, images, meta and reply shapes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from sdserve.api.dialects.modelslab.adapter import (
-    ENHANCE_SUFFIX,
     Extras,
-    enhance_prompt,
     estimate_run_s,
     eta_s,
     failed_body,
@@ -93,14 +91,17 @@ def test_bad_fields_are_named(body, field, words) -> None:  # type: ignore[no-un
     assert words in e.value.errors()[0]["msg"]
 
 
-def test_enhance_prompt_is_deterministic_and_idempotent() -> None:
-    once = enhance_prompt("a red fox")
-    assert once == "a red fox, " + ", ".join(ENHANCE_SUFFIX)
-    assert enhance_prompt("a red fox") == once and enhance_prompt(once) == once
-    # Phrases the prompt already has are not repeated.
-    assert enhance_prompt("a red fox, Sharp Focus").lower().count("sharp focus") == 1
-    assert to_params(req(enhance_prompt="yes"), "txt2img", SD15, None, None, PX).prompt == once
-    assert to_params(req(enhance_prompt="no"), "txt2img", SD15, None, None, PX).prompt == "a red fox"
+def test_enhance_prompt_and_safety_checker_map_to_the_engine_fields() -> None:
+    # Upstream's default "yes": the server's enhancer if it has one (engine.auxiliary).
+    for flag, mode in ((None, "auto"), ("yes", "auto"), ("no", "off")):
+        p = to_params(req(enhance_prompt=flag), "txt2img", SD15, None, None, PX)
+        assert (p.enhance_prompt, p.prompt) == (mode, "a red fox")
+    p = to_params(req(safety_checker="yes", safety_checker_type="blur"), "txt2img", SD15, None, None, PX)
+    assert (p.safety_check, p.safety_mode) == (True, "blur")
+    p = to_params(req(), "txt2img", SD15, None, None, PX)
+    assert (p.safety_check, p.safety_mode) == (False, "black")
+    with pytest.raises(ValidationError):
+        req(safety_checker_type="sepia")
 
 
 def test_to_params_txt2img() -> None:
@@ -128,7 +129,6 @@ def test_to_params_img2img_and_inpaint() -> None:
     ("img2img", {}, b"not an image", None, "init_image"),
     ("inpaint", {}, png_bytes((64, 64)), mask_bytes((32, 32)), "mask_image"),
     ("img2img", {"strength": 0}, png_bytes(), None, "strength"),
-    ("txt2img", {"safety_checker": "yes"}, None, None, "safety_checker"),
     ("txt2img", {"upscale": "yes"}, None, None, "upscale"),
     ("txt2img", {"panorama": True}, None, None, "panorama"),
     ("txt2img", {"lora_strength": "0.5"}, None, None, "lora_strength"),

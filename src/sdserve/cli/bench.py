@@ -62,6 +62,49 @@ def _serve(settings: Any) -> tuple[Any, threading.Thread]:
     return server, thread
 
 
+def _addon_settings(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Server settings for the add-on measurements: the auxiliary models written as random
+    weights (tiny beside tiny models, the real architectures beside full-size ones), and
+    ModelsLab calls that wait for their job (the measurement goes through that dialect)."""
+    if not (args.safety_checker or args.enhance_prompt):
+        return {}
+    from ..engine.auxiliary.tiny import write_tiny_aux
+
+    aux = root / ("aux-tiny" if args.arch == "tiny" else "aux-full")
+    write_tiny_aux(aux, ("safety-checker", "enhancer"), full_size=args.arch != "tiny")
+    return {"safety_checker_model": str(aux / "safety-checker"), "enhancer_model": str(aux / "enhancer"),
+            "modelslab_wait_s": 3600.0}
+
+
+def _addon_costs(http: Any, base: str, args: argparse.Namespace, guidance: float) -> dict[str, Any]:
+    """Seconds each add-on adds to one image: the same requests, one at a time, alternately
+    without and with it (so drift hits both), medians compared."""
+    flags = [f for f, on in (("safety_checker", args.safety_checker), ("enhance_prompt", args.enhance_prompt)) if on]
+    out: dict[str, Any] = {}
+    body = {"model_id": "bench", "width": args.size, "height": args.size, "num_inference_steps": args.steps,
+            "guidance_scale": guidance, "samples": 1, "safety_checker": "no", "enhance_prompt": "no"}
+
+    def timed(extra: dict[str, Any], i: int) -> float:
+        t = time.perf_counter()
+        r = http.post(f"{base}/api/v3/text2img", json={**body, **extra, "prompt": _PROMPTS[i % len(_PROMPTS)],
+                                                       "seed": 2000 + i})
+        r.raise_for_status()
+        if r.json().get("status") != "success":
+            raise RuntimeError(f"bench request with {extra} failed: {r.text[:300]}")
+        return time.perf_counter() - t
+
+    for flag in flags:
+        timed({flag: "yes"}, 0)  # loads the auxiliary model
+        plain, added = [], []
+        for i in range(8 if args.arch == "tiny" else 4):
+            plain.append(timed({}, i))
+            added.append(timed({flag: "yes"}, i))
+        p, a = statistics.median(plain), statistics.median(added)
+        out[f"{flag}_s_per_image"] = a - p
+        out[f"{flag}_share"] = (a - p) / p
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import logging
 
@@ -86,6 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = load_settings(
         args.config, data_dir=root / "server", port=_free_port(), device=args.device, demo=False,
         models=[UserModel(id="bench", source=str(model_dir), arch=arch, scheduler="pndm" if arch == "sd15" else "euler")],
+        **_addon_settings(args, root),
     )
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
@@ -135,6 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             resp = http.post(url, json={**body, **r})
             overheads.append((time.perf_counter() - t) * 1000 - float(resp.headers["x-sdserve-run-ms"]))
         ready = http.get(f"http://127.0.0.1:{settings.port}/readyz").json()
+        addons = _addon_costs(http, f"http://127.0.0.1:{settings.port}", args, guidance)
     server.should_exit = True
     thread.join(timeout=30)
     diff = int(abs(_pixels(alone) - _pixels(images[len(reqs) - 1])).max())
@@ -159,7 +204,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "threads": ready.get("threads"), "channels_last": ready.get("channels_last"),
         "compile": ready.get("compile"), "vae_tiling": ready.get("vae_tiling"),
         "arch": args.arch, "size": args.size, "steps": args.steps,
-        "requests": args.requests, "concurrency": args.concurrency,
+        "requests": args.requests, "concurrency": args.concurrency, **addons,
     }
     for k, v in result.items():
         print(f"  {k:24} {v:.4g}" if isinstance(v, float) else f"  {k:24} {v}")
@@ -187,4 +232,8 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--config", type=Path,
                    help="sdserve settings (TOML) for the server side, e.g. compile or channels_last; "
                         "its dtype applies to sdserve only (the baseline keeps diffusers' default).")
+    p.add_argument("--safety-checker", action="store_true",
+                   help="Also measure what the safety checker adds per image (same requests with and without).")
+    p.add_argument("--enhance-prompt", action="store_true",
+                   help="Also measure what the prompt enhancer adds per image (same requests with and without).")
     p.set_defaults(func=cmd_bench)

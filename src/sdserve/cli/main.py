@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, load_settings
+from ..engine.auxiliary.specs import AUX_KINDS
 from ..errors import SdserveError
 
 __all__ = ["main"]
@@ -131,6 +132,18 @@ def cmd_pull(args: argparse.Namespace) -> int:
     settings = _load(args)
     from ..engine.loading import pull
 
+    if args.model in AUX_KINDS:  # safety-checker, enhancer, captioner
+        from sdserve.compose import aux_sources
+
+        from ..engine.auxiliary.specs import AuxSpec, aux_pull
+
+        src = aux_sources(settings).get(args.model)
+        if src is None:
+            print(f"sdserve: {args.model} is turned off ({args.model.replace('-', '_')}_model is empty)",
+                  file=sys.stderr)
+            return 2
+        print(aux_pull(AuxSpec(args.model, src)))
+        return 0
     spec = build_catalog(settings).get(args.model)
     for where in pull(spec):
         print(where)
@@ -139,6 +152,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from ..engine.catalog import DEMO_LAYOUTS
+    from ..engine.auxiliary.specs import demo_aux_dir
+    from ..engine.auxiliary.tiny import write_tiny_aux
     from ..engine.tiny import write_all_tiny
     from ..engine.tiny_lora import write_tiny_addons
     from ..engine.tiny_vae import write_tiny_vaes
@@ -157,6 +172,8 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     for path in write_tiny_addons(args.dir, args.dir / "Lora", args.dir / "embeddings"):  # models_dir=DIR finds them
         print(path)
     print(*write_tiny_vaes(args.dir / "VAE", args.dir), sep="\n")  # a tiny add-on VAE, both forms
+    for path in write_tiny_aux(demo_aux_dir(args.dir), force=True):  # checker, enhancer, captioner
+        print(path)
     return 0
 
 
@@ -195,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedulers", action="store_true", help="Also list the scheduler registry.")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("pull", help="Download a model's weights into the Hugging Face cache.")
+    p = sub.add_parser("pull", help="Download a model's weights into the Hugging Face cache (a catalog id, "
+                                    "or safety-checker, enhancer, captioner).")
     _settings_args(p)
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)

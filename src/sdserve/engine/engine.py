@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import Canceled, GenerationFailed, ModelUnavailable, SdserveError
+from ..errors import BadInput, Canceled, GenerationFailed, ModelUnavailable, SdserveError
 from .addon_files import AddonFolders, file_sha256
+from .auxiliary.runner import Auxiliary
+from .auxiliary.specs import AuxKind, AuxSpec
 from .batching import run_batch
 from .upscalers import upscale
 from .catalog import Catalog, ModelSpec, WeightSource
@@ -120,6 +122,9 @@ class EngineOptions:
     # Add-on files (LoRA, embeddings, VAEs, ...) in A1111's layout; kind -> folders overrides.
     models_dir: Path = Path("data/models")
     model_dirs: dict[str, list[Path]] | None = None
+    # Auxiliary models (safety checker, prompt enhancer, captioner) by kind; a kind left
+    # out is off. In demo mode they point under demo_dir and are written on first use.
+    aux: dict[AuxKind, WeightSource] | None = None
 
 
 class Engine:
@@ -143,9 +148,12 @@ class Engine:
         _quiet_libraries()
         o = self.options
         self.fast = resolve_fast_paths(self.device, o.channels_last, o.compile, o.vae_tiling, o.compile_backend)
+        # Diffusion and auxiliary models share one budget and LRU.
         self._models = ModelCache[Any](o.memory_budget_bytes or default_budget_bytes(self.device),
-                                               o.max_loaded_models)
+                                       o.max_loaded_models)
         self._lock = threading.RLock()
+        self.aux = Auxiliary({k: AuxSpec(k, src) for k, src in (o.aux or {}).items()}, self._models, self._lock,
+                             self.device, self.dtype, self._free_memory, o.demo_dir)
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
         if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
@@ -164,7 +172,7 @@ class Engine:
         spec = self.catalog.get(name)
         with self._lock:
             model = self._models.get(spec.id)
-            if model is not None:
+            if isinstance(model, LoadedModel):
                 return model
             self._ensure_demo(spec)
             # Room for what this model took last time (the count cap on a first load) before
@@ -289,7 +297,7 @@ class Engine:
         sizes = self._models.sizes()
         info: dict[str, Any] = {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                                 "loaded_models": list(sizes), "model_bytes": sizes,
-                                "memory_budget_bytes": self._models.budget_bytes,
+                                "memory_budget_bytes": self._models.budget_bytes, "auxiliary": self.aux.health(),
                                 "threads": torch.get_num_threads(), **self.fast.report(),
                                 "controlnet_bytes": self.controlnets.bytes()}
         if self.device.type == "cuda":
@@ -304,12 +312,21 @@ class Engine:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
         p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
         check_upscaler_names(p, self.addons)  # the files are this engine's
+        self.aux.require(p)
         return p
 
     def _resize(self, name: str, image: Image.Image, width: int, height: int) -> Image.Image:
         """An image upscaler (engine.upscalers) applied for a hires pass."""
         return upscale([image], name, size=(width, height), device=self.device, dtype=self.dtype, addons=self.addons,
                        field="hires.upscaler", max_pixels=self.options.max_image_pixels)[0]
+
+    def aux_available(self, kind: AuxKind) -> bool:
+        """Whether this server has the auxiliary model ``kind`` (its weights are here)."""
+        return self.aux.available(kind)
+
+    def caption(self, image: bytes, field: str = "image") -> str:
+        """A caption of an encoded image; BadInput naming ``field`` if it does not decode."""
+        return self.aux.caption(image, field, self.options.max_image_pixels)
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
@@ -360,9 +377,16 @@ class Engine:
         """
         results: list[GenerationResult | SdserveError | None] = [None] * len(requests)
         groups: dict[tuple[Any, ...], list[tuple[int, BatchItem]]] = {}
+        requests, notes = self.aux.enhance(requests)  # one enhancer call for the whole batch
         for i, req in enumerate(requests):
             try:
-                item = self._prepare_item(req)
+                try:
+                    item = self._prepare_item(req)
+                except BadInput:
+                    if req.params.original_prompt is None:
+                        raise
+                    # The enhancer's text failed the prompt checks: the prompt as sent runs.
+                    item = self._prepare_item(self.aux.unenhanced(req, notes[i]))
             except SdserveError as e:
                 results[i] = e
                 continue
@@ -383,6 +407,9 @@ class Engine:
                 continue
             for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
                 results[i] = self._upscale_result(res, members[0][1]) if isinstance(res, GenerationResult) else res
+        for r, extra in zip(results, notes, strict=True):
+            if isinstance(r, GenerationResult) and extra:
+                r.warnings[:0] = extra
         return [r if r is not None else GenerationFailed("not run") for r in results]
 
     def _load_addons(self, model: LoadedModel, members: list[tuple[int, BatchItem]],
@@ -437,14 +464,17 @@ class Engine:
             log.exception("generation failed for %s", items[0].params.model)
             return [GenerationFailed(f"generation failed: {type(e).__name__}: {e}")]
         elapsed = time.perf_counter() - t0
+        checked = self.aux.check(items, per_item)  # flagged images obscured in place
         dtype = str(self.dtype).removeprefix("torch.")
-        timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled)}
+        timings = {"denoise_s": elapsed, "batch_requests": len(items), "vae_tiled": float(tiled),
+                   "safety_s": time.perf_counter() - t0 - elapsed}
         provenance = self._provenance(model.spec, first)
-        return [GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
+        return [flags if isinstance(flags, SdserveError) else
+                GenerationResult(params=it.params, images=imgs, seeds=it.params.seeds, device=str(self.device),
                                  dtype=dtype, timings=dict(timings),
                                  warnings=prompt_warnings(model.base, it.params) + _interrupted(it),
-                                 provenance=dict(provenance))
-                for it, imgs in zip(items, per_item, strict=True)]
+                                 provenance=dict(provenance), nsfw=flags)
+                for it, imgs, flags in zip(items, per_item, checked, strict=True)]
 
     # -- upscaling (engine.upscalers, engine.postprocess) ----------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes"]
+__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,13 @@ def default_budget_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * _CPU_SHARE)
 
 
-def module_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by one module (an add-on VAE), shared storage once."""
-    return _bytes([module])
-
-
 def pipeline_bytes(pipe: Any) -> int:
     """Bytes held by a pipeline's modules (text encoders, UNet, VAE), shared storage once."""
-    return _bytes([c for c in pipe.components.values() if isinstance(c, torch.nn.Module)])
+    return module_bytes(*(c for c in pipe.components.values() if isinstance(c, torch.nn.Module)))
 
 
-def _bytes(modules: list[torch.nn.Module]) -> int:
+def module_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers, each shared storage counted once."""
     seen: set[int] = set()
     total = 0
     for component in modules:

@@ -27,6 +27,8 @@ __all__ = [
     "OutputFormat",
     "InputRole",
     "PromptSyntax",
+    "SafetyMode",
+    "EnhanceMode",
     "InputImage",
     "ControlUnit",
     "IPAdapterUnit",
@@ -63,6 +65,11 @@ InputRole = Literal["init", "mask", "control", "ip_adapter"]
 # "comfyui" is ComfyUI's: (word:1.2) weights interpolated from the empty prompt's embedding,
 # 75-token chunks that keep short weighted segments whole (engine.prompt_syntax, prompt_encoding).
 PromptSyntax = Literal["plain", "a1111", "comfyui"]
+# What a flagged image becomes (engine.auxiliary.filters); ModelsLab's safety_checker_type.
+SafetyMode = Literal["black", "blur", "pixelate"]
+# Prompt enhancement: "on" needs the server's enhancer (a 4xx without it); "auto" uses it
+# when the server has one and says so in the warnings when not (ModelsLab's default "yes").
+EnhanceMode = Literal["off", "on", "auto"]
 
 # Seeds are drawn below 2**32 so they survive every dialect's integer type (A1111 and
 # ModelsLab clients store them in 32-bit fields) and seed+i for a batch stays in range.
@@ -259,6 +266,13 @@ class GenerationParams(BaseModel):
     # SDXL refiner finishing the schedule. Part of the batch key: every pass is shared.
     hires: HiresFix | None = None
     refiner: Refiner | None = None
+    # -- safety checker and prompt enhancer (engine.auxiliary, docs/safety.md) --
+    # The checker runs on each image after the loop, and the enhancer before it: per row.
+    safety_check: Annotated[bool, PER_ROW] = False
+    safety_mode: Annotated[SafetyMode, PER_ROW] = "black"
+    enhance_prompt: Annotated[EnhanceMode, PER_ROW] = "off"
+    # The prompt as sent, once the enhancer has rewritten ``prompt`` (None: not rewritten).
+    original_prompt: Annotated[str | None, PER_ROW] = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -381,6 +395,8 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
     # Infotext entries only the engine knows (A1111's "Model hash", "VAE", "VAE hash").
     provenance: dict[str, str] = field(default_factory=dict)
+    # Per image, whether the safety checker flagged it (None: the checker did not run).
+    nsfw: list[bool] | None = None
 
 
 @dataclass

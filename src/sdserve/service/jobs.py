@@ -52,6 +52,8 @@ class Output:
     size: int = 0
     expires_at: float | None = None
     removed: bool = False
+    # Whether the safety checker flagged this image (then obscured); None: not checked.
+    nsfw: bool | None = None
 
 
 @dataclass
@@ -145,11 +147,12 @@ def job_view(job: Job, output_url: Callable[[Output], str], queue_position: int 
         "attempts": job.attempts,
         "priority": job.priority,
         "cost": job.cost,
+        # The prompt used; params.original_prompt is the one sent when the enhancer rewrote it.
         "params": job.params.summary(),
         "seeds": job.seeds,
         "outputs": [
             {"index": o.index, "seed": o.seed, "content_type": o.content_type,
-             "url": None if o.removed else output_url(o), "expires_at": iso(o.expires_at)}
+             "url": None if o.removed else output_url(o), "expires_at": iso(o.expires_at), "nsfw": o.nsfw}
             for o in job.outputs
         ],
         "error": None if err is None else {"type": err.kind, "message": err.message,

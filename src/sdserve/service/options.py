@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
@@ -20,7 +20,9 @@ from .jobs import Job
 from .limits import RequestLimits
 from .webhooks import WebhookPolicy
 
-__all__ = ["GenerationEngine", "ServiceOptions", "Observer", "WebhookFormat"]
+__all__ = ["GenerationEngine", "ServiceOptions", "Observer", "WebhookFormat", "SafetyPolicy"]
+
+SafetyPolicy = Literal["off", "request", "always"]
 
 
 class GenerationEngine(Protocol):
@@ -53,6 +55,8 @@ class GenerationEngine(Protocol):
 
     def max_batch_images(self, width: int, height: int) -> int: ...
 
+    def caption(self, image: bytes, field: str = "image") -> str:
+        """A caption of an encoded image (BadInput if it does not decode or no captioner)."""
 
 @dataclass(frozen=True)
 class ServiceOptions:
@@ -87,6 +91,8 @@ class ServiceOptions:
     sampler_label: Callable[[str], str | tuple[str, str | None]] = str
     # What one request may ask for (a key's own limits narrow these).
     limits: RequestLimits = field(default_factory=RequestLimits)
+    # Safety checker policy for every dialect (service.safety): off, request or always.
+    safety_policy: SafetyPolicy = "request"
 
 
 # Told "submitted", "started" and "finished" with the job (metrics).

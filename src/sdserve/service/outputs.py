@@ -34,7 +34,9 @@ def encode_outputs(result: GenerationResult, sampler_label: Callable[[str], str 
     for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
         text = infotext(summary, seed, sampler_label(p.scheduler or ""), result.device, result.dtype,
                         result.provenance, extra)
-        out.append(Output(index=i, seed=seed, content_type=CONTENT_TYPES[fmt], data=encode_image(img, fmt, text)))
+        nsfw = result.nsfw[i] if result.nsfw is not None else None
+        out.append(Output(index=i, seed=seed, content_type=CONTENT_TYPES[fmt], data=encode_image(img, fmt, text),
+                          nsfw=nsfw))
     return out
 
 

@@ -33,6 +33,7 @@ from .limits import check_limits
 from .options import GenerationEngine, Observer, ServiceOptions, WebhookFormat
 from .outcomes import OUTPUTS_PATH, Outcomes, Waiters
 from .ratelimit import RateLimiter
+from .safety import apply_safety_policy
 from .recording import Recorder
 from .store import JobStore
 from .usage import all_usage, owner_usage
@@ -145,6 +146,7 @@ class JobService:
         per-request limits. Returns the resolved parameters and the cost of one job; raises
         BadInput naming the field and the limit. Every submit passes here, so every dialect
         refuses the same way, before anything is queued."""
+        params = apply_safety_policy(params, self.options.safety_policy)
         resolved = self.engine.prepare(params, self.options.max_image_pixels)
         cost = job_cost(resolved, self.catalog.get(resolved.model).arch)
         limits = self.options.limits
@@ -254,6 +256,11 @@ class JobService:
         if any(o.data is None for o in job.outputs):  # ended in another process: read the store
             job.outputs = [replace(o, data=await asyncio.to_thread(self.artifacts.get, o.key)) for o in job.outputs]
         return job
+
+    async def caption(self, image: bytes, field: str = "image") -> str:
+        """A caption of an encoded image, from the engine's captioner (off the event loop;
+        it waits for the engine like a batch does)."""
+        return await asyncio.to_thread(self.engine.caption, image, field)
 
     def usage(self, owner: str | None) -> dict[str, Any]:
         """What ``owner`` has spent (images, compute units), its credits left and its limits."""

@@ -42,7 +42,8 @@ def _owner_is(owner: str | None):  # type: ignore[no-untyped-def]
 
 def _output(row: Any) -> Output:
     return Output(index=row.image_index, seed=row.seed, content_type=row.content_type, token=row.token,
-                  key=row.key, size=row.size, expires_at=row.expires_at, removed=bool(row.removed))
+                  key=row.key, size=row.size, expires_at=row.expires_at, removed=bool(row.removed),
+                  nsfw=row.nsfw)
 
 
 def _job(row: Any, outs: Iterable[Any] = ()) -> Job:
@@ -210,6 +211,8 @@ class JobStore:
                 status=job.status, finished_at=job.finished_at, device=job.device or None,
                 dtype=job.dtype or None, error=error_to_json(job.error) if job.error else None,
                 warnings=json.dumps(job.warnings) if job.warnings else None, **_NO_PROGRESS,
+                # What ran: the enhancer may have rewritten the prompt (params.original_prompt).
+                params=job.params.model_dump_json(exclude={"inputs"}),
             )).rowcount
             if not n:
                 return False
@@ -217,6 +220,7 @@ class JobStore:
                 conn.execute(insert(outputs), [dict(
                     token=o.token, job_id=job.id, image_index=o.index, seed=o.seed, content_type=o.content_type,
                     key=o.key, size=o.size, created_at=job.finished_at, expires_at=o.expires_at, removed=False,
+                    nsfw=o.nsfw,
                 ) for o in job.outputs])
             if job.status != "succeeded":
                 refund(conn, job.owner, job.credits, job.cost)

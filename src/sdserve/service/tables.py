@@ -92,6 +92,7 @@ outputs = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=True, index=True),
     Column("removed", Boolean, nullable=False, server_default=false()),
+    Column("nsfw", Boolean, nullable=True),  # the safety checker's flag; NULL: not checked
 )
 
 api_keys = Table(

@@ -259,6 +259,9 @@ class BatchWorker:
                                                       self.options.retention_s, self.options.sampler_label)
                 job.status, job.error, job.device, job.dtype = "succeeded", None, result.device, result.dtype
                 job.warnings = list(result.warnings)
+                # The prompt that ran (the enhancer's), recorded with the one sent.
+                job.params = job.params.model_copy(update={"prompt": result.params.prompt,
+                                                           "original_prompt": result.params.original_prompt})
             except Exception as e:  # noqa: BLE001 - storage failure fails this job only
                 log.exception("storing the outputs of job %s failed", job.id)
                 job.status, job.error = "failed", GenerationFailed(f"could not store the outputs: {storage_error(e)}")

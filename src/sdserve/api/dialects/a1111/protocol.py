@@ -154,6 +154,16 @@ class PngInfoRequest(BaseModel):
     image: str = Field(description="base64 or data: URI of a PNG (text chunk) or JPEG/WebP (EXIF UserComment).")
 
 
+class InterrogateRequest(BaseModel):
+    image: str = Field(description="base64 or data: URI of the image to describe.")
+    model: str = Field("clip", description="'clip': a caption from the server's captioner (a BLIP model, as "
+                       "A1111's CLIP interrogator starts with); 'deepdanbooru' and others are not served here.")
+
+
+class InterrogateResponse(BaseModel):
+    caption: str
+
+
 class PngInfoResponse(BaseModel):
     info: str
     items: dict[str, Any]

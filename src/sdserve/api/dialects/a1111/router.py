@@ -50,6 +50,8 @@ from .protocol import (
     MemoryResponse,
     OptionsNotApplied,
     Img2ImgRequest,
+    InterrogateRequest,
+    InterrogateResponse,
     PngInfoRequest,
     PngInfoResponse,
     ProgressResponse,
@@ -336,6 +338,21 @@ async def png_info(body: PngInfoRequest, request: Request) -> dict[str, Any]:
         return {"info": "", "items": {}, "parameters": {}}
     text, items = read_image_info(decode_b64(body.image, "image"))
     return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+@router.post("/interrogate", response_model=InterrogateResponse)
+async def interrogate(body: InterrogateRequest, request: Request) -> dict[str, Any]:
+    """A caption of an image. A1111's "clip" interrogator is a BLIP caption followed by CLIP-ranked
+    artist/medium/style phrases; sdserve gives the BLIP caption (docs/safety.md)."""
+    owner_of(request)
+    if body.model != "clip":
+        err = BadInput("model", f"interrogator {body.model!r} is not available on this server; use 'clip' "
+                                "(a caption from the server's captioner)")
+        err.status = 404  # A1111 answers an interrogator it does not have with 404 "Model not found"
+        raise err
+    if not body.image.strip():
+        raise BadInput("image", "is empty: send the image as base64 or a data: URI")
+    return {"caption": await service_of(request).caption(decode_b64(body.image, "image"), "image")}
 
 
 @router.get("/scripts")

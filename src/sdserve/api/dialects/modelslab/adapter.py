@@ -30,11 +30,9 @@ from .protocol import GenerateRequest
 MAX_SIDE = 1024
 
 __all__ = [
-    "ENHANCE_SUFFIX",
     "ENGINE_FIELDS",
     "DEFAULT_RUN_S",
     "Extras",
-    "enhance_prompt",
     "in_dialect_terms",
     "image_source",
     "resolve_model",
@@ -51,15 +49,12 @@ __all__ = [
     "eta_s",
 ]
 
-# enhance_prompt "yes": upstream rewrites the prompt with a language model (not reproducible).
-# sdserve appends these fixed quality phrases, skipping any the prompt already has, so the same
-# request always gives the same prompt (and image); meta.prompt shows the result.
-ENHANCE_SUFFIX: tuple[str, ...] = ("highly detailed", "sharp focus", "professional lighting", "high quality")
 # Engine field names that ModelsLab calls otherwise, so an engine error names what the caller sent.
 ENGINE_FIELDS = {"image": "init_image", "mask": "mask_image", "steps": "num_inference_steps",
                  "guidance": "guidance_scale", "n": "samples", "ip_adapter.model": "ip_adapter_id",
                  "ip_adapter.image": "ip_adapter_image", "loras": "lora_model", "embeddings": "embeddings_model",
-                 "hires": "highres_fix", "hires.resize_x": "highres_fix"}
+                 "hires": "highres_fix", "hires.resize_x": "highres_fix",
+                 "safety_check": "safety_checker"}
 # lora_strength left out: the full strength, as an A1111 tag without a weight.
 DEFAULT_LORA_STRENGTH = 1.0
 # Seconds one job is assumed to take before any has finished here (for eta and queue_time).
@@ -67,14 +62,6 @@ DEFAULT_RUN_S = 5.0
 PROCESSING_MESSAGE = "Try to fetch request after given estimated time"
 FETCH_PROCESSING_MESSAGE = "Request processing"
 TIP = "Your image is processing in background, you can get this image using fetch API"
-
-
-def enhance_prompt(prompt: str) -> str:
-    """The prompt with ENHANCE_SUFFIX's phrases appended (those it lacks), deterministically."""
-    base = prompt.strip().rstrip(",")
-    have = base.lower()
-    extra = [p for p in ENHANCE_SUFFIX if p not in have]
-    return ", ".join([base, *extra]) if extra else base
 
 
 def in_dialect_terms(err: BadInput) -> BadInput:
@@ -138,9 +125,6 @@ def resolve_scheduler(name: str | None, karras: bool | None) -> str | None:
 
 
 def _check_supported(req: GenerateRequest) -> None:
-    if req.safety_checker:
-        raise BadInput("safety_checker", 'the Stable Diffusion safety checker is not installed on this server; '
-                                         'send "no" (or leave it out)')
     for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
@@ -207,7 +191,7 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
     params = GenerationParams(
         model=spec.id,
         task=task,
-        prompt=enhance_prompt(req.prompt) if req.enhance_prompt else req.prompt,
+        prompt=req.prompt,
         negative_prompt=req.negative_prompt or "",
         prompt_syntax="a1111",  # what ModelsLab's own servers read (A1111-based)
         width=req.width,
@@ -227,6 +211,13 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
         embeddings=tuple(EmbeddingRef(name=n) for n in _names(req.embeddings_model)),
         clip_skip=req.clip_skip or 1,
         vae=_vae(req.vae),
+        # Upstream's safety_checker (its default is unconfirmed): off unless asked; the
+        # server's policy may turn it on for everyone (service.safety).
+        safety_check=bool(req.safety_checker),
+        safety_mode=req.safety_checker_type or "black",
+        # enhance_prompt defaults to "yes" upstream: the server's enhancer rewrites the prompt
+        # (seeded by the request's seed); a server without one says so in the warnings.
+        enhance_prompt="off" if req.enhance_prompt is False else "auto",
     )
     if req.highres_fix:
         params = _highres_fix(params, spec, task)
@@ -262,7 +253,6 @@ class Extras:
     """What a reply needs beyond the job's parameters: the caller's flags and image sources."""
 
     base64: bool = False
-    enhance_prompt: bool = False
     instant_response: bool = False
     track_id: str | None = None
     webhook: str | None = None
@@ -280,8 +270,7 @@ def _source_label(text: str | None) -> str | None:
 
 
 def extras_of(req: GenerateRequest, base_url: str) -> Extras:
-    return Extras(base64=bool(req.base64), enhance_prompt=bool(req.enhance_prompt),
-                  instant_response=bool(req.instant_response), track_id=req.track_id, webhook=req.webhook,
+    return Extras(base64=bool(req.base64), instant_response=bool(req.instant_response), track_id=req.track_id, webhook=req.webhook,
                   init_image=_source_label(req.init_image), mask_image=_source_label(req.mask_image),
                   base_url=base_url)
 
@@ -298,8 +287,10 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         "H": h, "W": w, "width": w, "height": h, "highres_fix": _yes(p.hires is not None),
         "file_prefix": job_id, "guidance_scale": p.guidance, "model": p.model, "model_id": p.model,
         "n_samples": p.n, "negative_prompt": p.negative_prompt, "num_inference_steps": p.steps,
-        "prompt": p.prompt, "safety_checker": "no", "scheduler": p.scheduler, "seed": p.seed, "seeds": p.seeds,
-        "steps": p.steps, "enhance_prompt": _yes(x.enhance_prompt), "base64": _yes(x.base64),
+        "prompt": p.prompt, "safety_checker": _yes(p.safety_check), "safetychecker": _yes(p.safety_check),
+        "safety_checker_type": p.safety_mode, "scheduler": p.scheduler, "seed": p.seed, "seeds": p.seeds,
+        # "yes" once the enhancer rewrote the prompt (meta.prompt is then its text).
+        "steps": p.steps, "enhance_prompt": _yes(p.original_prompt is not None), "base64": _yes(x.base64),
         "instant_response": _yes(x.instant_response),
         # The rest of the documented v3 example's keys, saying what sdserve did: attention is
         # never sliced, outputs sit under "outputs" (file_prefix = the job id), the weights
@@ -323,14 +314,19 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
 
 
 def success_body(job_id: str, generation_time: float, output: Sequence[str], meta_: dict[str, Any],
-                 track_id: str | None = None, warnings: Sequence[str] = ()) -> dict[str, Any]:
+                 track_id: str | None = None, warnings: Sequence[str] = (),
+                 nsfw: Sequence[bool | None] = ()) -> dict[str, Any]:
     """The finished job (generation reply, fetch and webhook alike). ``warnings`` (how the
     request was read, e.g. a prompt cut to the text encoder's length) sits beside
     ``nsfw_content_detected``, another note on the result, and only when there are any:
-    ``meta`` is the echo of the parameters used."""
+    ``meta`` is the echo of the parameters used. ``nsfw``: the checker's flag per output
+    (None: not checked); ``nsfw_content_detected`` is whether any was flagged (a bool, as
+    clients test it), ``nsfw_outputs`` the flags, when the checker ran."""
     body: dict[str, Any] = {"status": "success", "generationTime": round(generation_time, 3), "id": job_id,
-                            "output": list(output), "proxy_links": list(output), "nsfw_content_detected": False,
-                            "meta": meta_}
+                            "output": list(output), "proxy_links": list(output),
+                            "nsfw_content_detected": any(bool(f) for f in nsfw), "meta": meta_}
+    if any(f is not None for f in nsfw):
+        body["nsfw_outputs"] = [bool(f) for f in nsfw]
     if warnings:
         body["warnings"] = list(warnings)
     if track_id is not None:

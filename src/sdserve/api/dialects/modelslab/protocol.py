@@ -130,6 +130,8 @@ class GenerateRequest(BaseModel):
     num_inference_steps: Steps = None
     safety_checker: Flag = None
     enhance_prompt: Flag = None
+    safety_checker_type: Literal["black", "blur", "pixelate"] | None = Field(
+        None, description="What a flagged image becomes when the safety checker runs (default black).")
     guidance_scale: Guidance = None
     strength: Fraction = None
     prompt_strength: Fraction = None  # older docs' name of strength
@@ -156,8 +158,6 @@ class GenerateRequest(BaseModel):
                                            "merged), accepted so upstream's examples run.")
     temp: Flag = Field(None, description="Upstream's temporary links; no effect here (outputs follow the server's "
                                          "retention).")
-    safety_checker_type: str | None = Field(None, description="How upstream's checker hides images; read only "
-                                                              "with safety_checker, which is refused.")
     algorithm_type: str | None = None
     enhance_style: str | None = None
     # Not upstream's name for the hint image (that is control_image): refused, naming it.
@@ -192,7 +192,9 @@ class SuccessReply(BaseModel):
     id: str
     output: list[str] = Field(description="Image URLs, or base64 data when base64 was 'yes'.")
     proxy_links: list[str]
-    nsfw_content_detected: bool
+    nsfw_content_detected: bool = Field(description="Whether the safety checker flagged any image.")
+    nsfw_outputs: list[bool] | None = Field(None, description="sdserve's: the safety checker's flag per image, in "
+                                            "output order (flagged images are obscured); absent when it did not run.")
     meta: dict[str, Any] = Field(description="The parameters used (seed, steps, W/H, ...).")
     warnings: list[str] | None = Field(None, description="sdserve's: how the request was read, e.g. a prompt "
                                        "longer than the text encoder reads (the rest was ignored). Absent when none.")

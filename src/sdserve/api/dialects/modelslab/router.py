@@ -129,7 +129,8 @@ def _eta(service: JobService, job: Job) -> float:
 def _final_body(job: Job, x: Extras, output: list[str]) -> dict[str, Any]:
     if job.status == "succeeded":
         took = (job.finished_at or 0) - (job.started_at or job.created_at)
-        return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id, job.warnings)
+        return success_body(job.id, took, output, meta(job.id, job.params, x), x.track_id, job.warnings,
+                            [o.nsfw for o in job.outputs])
     reason = job.error.message if job.error is not None else job.status
     return failed_body(job.id, reason, x.track_id)
 

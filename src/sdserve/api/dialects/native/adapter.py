@@ -38,6 +38,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
         clip_skip=req.clip_skip, vae=req.vae,
         hires=req.hires, refiner=req.refiner,
+        safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",
     )
 
 

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sdserve.engine.hires import HiresFix, Refiner
 from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
-__all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
-           "UsageOut", "UsageList", "LimitsOut", "CostOut"]
+__all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList",
+           "CatalogModel", "CatalogList", "UsageOut", "UsageList", "LimitsOut", "CostOut", "CaptionRequest", "CaptionOut",
+           "AddonOut", "AddonList"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
@@ -81,6 +82,13 @@ class JobRequest(BaseModel):
     control: list[ControlUnitIn] = Field(default_factory=list, description="ControlNet units: each a ControlNet "
                                          "from the server's ControlNet folder, its settings and control image.")
     ip_adapter: IPAdapterIn | None = Field(None, description="An image prompt through an IP-Adapter.")
+    # -- safety checker and prompt enhancer (docs/safety.md) --
+    safety_check: bool = Field(False, description="Run the safety checker on each image (the server's policy may "
+                               "refuse it, or run it on every image whatever this says).")
+    safety_mode: Literal["black", "blur", "pixelate"] = Field(
+        "black", description="What a flagged image becomes.")
+    enhance_prompt: bool = Field(False, description="Rewrite the prompt with the server's prompt enhancer, seeded by "
+                                 "the seed (params.prompt then shows the prompt used, params.original_prompt yours).")
 
 
 class OutputOut(BaseModel):
@@ -89,6 +97,8 @@ class OutputOut(BaseModel):
     content_type: str
     url: str | None = Field(description="Where to GET the image; null once it expired.")
     expires_at: str | None
+    nsfw: bool | None = Field(None, description="Whether the safety checker flagged this image (it is then "
+                              "obscured); null when the checker did not run.")
 
 
 class ErrorOut(BaseModel):
@@ -207,3 +217,15 @@ class AddonOut(BaseModel):
 
 class AddonList(BaseModel):
     data: list[AddonOut]
+
+
+class CaptionRequest(BaseModel):
+    """Body of ``POST /v1/caption``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: StrictStr = Field(description="The image, base64 (bare or a data: URI).")
+
+
+class CaptionOut(BaseModel):
+    caption: str = Field(description="What the server's captioner sees in the image.")

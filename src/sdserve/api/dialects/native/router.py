@@ -10,12 +10,14 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from sdserve.engine.addon_files import ADDON_KINDS, AddonKind
 from sdserve.errors import BadInput, NotFound
+from sdserve.images import decode_base64
 from sdserve.service.jobs import Job
 from sdserve.service.service import OUTPUTS_PATH
 from sdserve.api.deps import owner_of, require_key, service_of, settings_of
 from sdserve.api.responses import BINARY, JOB_ERRORS, PUBLIC
 from .adapter import catalog_model, job_out, to_params
-from .protocol import AddonList, AddonOut, CatalogList, CostOut, JobList, JobOut, JobRequest, UsageList, UsageOut
+from .protocol import (AddonList, AddonOut, CaptionOut, CaptionRequest, CatalogList, CostOut, JobList, JobOut,
+                       JobRequest, UsageList, UsageOut)
 
 __all__ = ["router"]
 
@@ -143,3 +145,11 @@ async def list_addons(request: Request, kind: AddonKind | None = Query(None)) ->
     addons.refresh(kind)
     return AddonList(data=[AddonOut(kind=k, name=f.name, filename=f.filename, size=f.size)
                            for k in kinds for f in addons.files(k)])
+
+
+@router.post("/v1/caption", response_model=CaptionOut, dependencies=_KEY_FIRST,
+             responses={k: v for k, v in JOB_ERRORS.items() if k == 503})
+async def caption_image(body: CaptionRequest, request: Request) -> CaptionOut:
+    """A caption of an image from the server's captioner (a BLIP model, `sdserve pull captioner`)."""
+    owner_of(request)
+    return CaptionOut(caption=await service_of(request).caption(decode_base64(body.image, "image"), "image"))

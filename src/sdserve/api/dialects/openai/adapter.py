@@ -187,6 +187,8 @@ def images_response(
             else {"url": publish(out)}
         )
         item["seed"] = out.seed
+        if params.original_prompt is not None:  # the server's enhancer rewrote the prompt
+            item["revised_prompt"] = params.prompt
         data.append(item)
     return {"created": created, "data": data, "output_format": params.output_format,
             "size": f"{params.width}x{params.height}"}

@@ -70,6 +70,9 @@ def _publish(request: Request, out: Output) -> str:
 
 async def _run(request: Request, response: Response, params: GenerationParams, response_format: str | None,
                owner: str | None) -> dict[str, Any]:
+    if "openai" in settings_of(request).enhance_prompt_dialects:
+        # The operator enabled the enhancer for this dialect: data[].revised_prompt shows its prompt.
+        params = params.model_copy(update={"enhance_prompt": "on"})
     try:
         job = await service_of(request).run(params, owner, disconnected=request.is_disconnected)
     except BadInput as e:
