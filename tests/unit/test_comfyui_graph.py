@@ -464,6 +464,11 @@ def test_clip_set_last_layer_becomes_clip_skip(env):
     for n in ("6", "7"):
         wf[n]["inputs"]["clip"] = ["10", 0]
     assert compile_prompt(wf, env)[0].params.clip_skip == 2
+    sdxl = workflow("sdxl_base_api.json")
+    sdxl["10"] = wf["10"] | {"inputs": {"clip": ["4", 1], "stop_at_clip_layer": -3}}
+    for n in ("6", "7"):
+        sdxl[n]["inputs"]["clip"] = ["10", 0]
+    assert compile_prompt(sdxl, env)[0].params.clip_skip == 2  # SDXL's usual layer is -2
 
 
 def test_clip_set_last_layer_at_the_last_layer_is_the_default(env):
@@ -476,3 +481,13 @@ def test_clip_set_last_layer_at_the_last_layer_is_the_default(env):
     if not _has_field("clip_skip"):
         wf["10"]["inputs"]["stop_at_clip_layer"] = -2
         assert "clip skip" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def test_clip_set_last_layer_on_sdxl_counts_from_its_penultimate_layer(env):
+    wf = workflow("sdxl_base_api.json")
+    wf["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}}
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 0]
+    assert getattr(compile_prompt(wf, env)[0].params, "clip_skip", 1) == 1
+    wf["10"]["inputs"]["stop_at_clip_layer"] = -1  # ComfyUI: SDXL's last layer, not its usual one
+    assert "last layer" in refused(wf, env).node_errors["10"]["errors"][0]["details"]

@@ -102,7 +102,7 @@ class Clip:
     checkpoint: Checkpoint
     node_id: str  # the node whose input names the encoder (for errors)
     loras: tuple[tuple[str, float], ...] = ()
-    # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the last layer).
+    # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the model's usual layer).
     clip_skip: int = 1
 
 
@@ -219,11 +219,22 @@ def _clip_text(node: Node, ev: _Eval) -> tuple[Any, ...]:
 
 
 def _clip_last_layer(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    """ComfyUI's layer as the engine's clip skip (A1111's numbering: 1 is the model's usual
+    layer). SD 1.5 conditions on the last layer, so -1 is skip 1 and -2 skip 2. SDXL conditions
+    on the penultimate: -2 is skip 1, -3 skip 2, and ComfyUI's -1 (the last layer, which this
+    node selects on SDXL) has no engine equivalent."""
     clip = ev(node, "clip")
-    skip = -node.inputs["stop_at_clip_layer"]  # -1 is the last layer: A1111's clip skip 1
+    stop = node.inputs["stop_at_clip_layer"]
+    sdxl = clip.checkpoint.spec.arch == "sdxl"
+    if sdxl and stop == -1:
+        raise _Refuse(node, "stop_at_clip_layer", "stop_at_clip_layer: -1 makes SDXL condition on its text encoders' "
+                                                  "last layer, which sdserve's engine does not offer; SDXL's own "
+                                                  "layer is -2 (or remove this node)")
+    skip = -stop - 1 if sdxl else -stop
     if skip != 1 and "clip_skip" not in GenerationParams.model_fields:
-        raise _Refuse(node, "stop_at_clip_layer", "stop_at_clip_layer: only -1 (the last layer) is available: this "
-                                                  "server's engine has no clip skip yet")
+        usual = -2 if sdxl else -1
+        raise _Refuse(node, "stop_at_clip_layer", f"stop_at_clip_layer: only {usual} (the model's usual layer) is "
+                                                  "available: this server's engine has no clip skip yet")
     return (replace(clip, clip_skip=skip, node_id=node.id),)
 
 
