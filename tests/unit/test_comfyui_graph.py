@@ -491,3 +491,39 @@ def test_clip_set_last_layer_on_sdxl_counts_from_its_penultimate_layer(env):
     assert getattr(compile_prompt(wf, env)[0].params, "clip_skip", 1) == 1
     wf["10"]["inputs"]["stop_at_clip_layer"] = -1  # ComfyUI: SDXL's last layer, not its usual one
     assert "last layer" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def _hires_graph(denoise: float = 0.5) -> dict:
+    wf = workflow()
+    wf["5"]["inputs"].update(width=512, height=768)
+    wf["10"] = {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "upscale_method": "nearest-exact",
+                                                            "scale_by": 1.37}}
+    wf["11"] = {"class_type": "KSampler", "inputs": dict(wf["3"]["inputs"], latent_image=["10", 0], denoise=denoise,
+                                                         steps=12, scheduler="karras", sampler_name="dpmpp_2m")}
+    wf["8"]["inputs"]["samples"] = ["11", 0]
+    return wf
+
+
+@pytest.mark.skipif(not _has_field("hires"), reason="the engine's hires field is not on this branch")
+def test_two_sampler_hires_graph_is_one_job_with_a_hires_pass(env):
+    [job] = compile_prompt(_hires_graph(), env)
+    p = job.params
+    assert (p.width, p.height, p.steps, p.scheduler) == (512, 768, 20, "euler_linspace")
+    h = p.hires
+    # ComfyUI's latent is 64 x 96; x1.37 rounds to 88 x 132 latent cells.
+    assert (h.upscaler, h.resize_x, h.resize_y) == ("Latent (nearest-exact)", 704, 1056)
+    assert (h.steps, h.strength, h.scheduler) == (12, 0.5, "dpmpp_2m_karras")
+    assert h.prompt is None and h.model is None
+    wf = _hires_graph()
+    wf["11"]["inputs"]["seed"] = 7
+    assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "seed"
+    wf = _hires_graph()
+    wf["10"]["inputs"]["upscale_method"] = "bislerp"
+    assert "bislerp" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def test_two_sampler_graph_without_the_engines_hires_is_refused(env):
+    if _has_field("hires"):
+        pytest.skip("the engine has hires on this branch")
+    e = refused(_hires_graph(), env)
+    assert "hires" in e.node_errors["10"]["errors"][0]["details"]
