@@ -28,6 +28,12 @@ UPLOADS = {
 }
 
 
+def _has_field(name: str) -> bool:
+    from sdserve.engine.params import GenerationParams
+
+    return name in GenerationParams.model_fields
+
+
 def _load(name: str, sub: str | None, kind: str) -> bytes:
     try:
         return UPLOADS[(name, sub, kind)]
@@ -276,12 +282,25 @@ def test_load_image_of_a_file_never_uploaded(env):
     assert err["type"] == "custom_validation_failed" and "Invalid image file: never.png" in err["details"]
 
 
+@pytest.mark.skipif(not _has_field("refiner"), reason="the engine's refiner field is not on this branch")
+def test_sdxl_base_and_refiner_workflow_is_one_job_with_a_refiner(env):
+    wf = workflow("default_sdxl_api.json")
+    wf["12"]["inputs"]["ckpt_name"] = "sdxl"  # stands in for the refiner checkpoint, not in the catalog
+    [job] = compile_prompt(wf, env)
+    p = job.params
+    assert (p.steps, p.width, p.scheduler) == (25, 1024, "euler_linspace")
+    assert (p.refiner.model, p.refiner.switch_at) == ("@cf/stabilityai/stable-diffusion-xl-base-1.0", 0.8)
+    wf["11"]["inputs"]["start_at_step"] = 18
+    assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "start_at_step"
+
+
+@pytest.mark.skipif(_has_field("refiner"), reason="the engine has a refiner on this branch")
 def test_two_sampler_refiner_graph_is_refused_until_the_engine_has_a_second_pass(env):
     wf = workflow("default_sdxl_api.json")
     wf["12"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"  # the refiner is not in the catalog
     e = refused(wf, env)
     reasons = " ".join(err["details"] for entry in e.node_errors.values() for err in entry["errors"])
-    assert "refiner" in reasons and "no such pass yet" in reasons
+    assert "refiner" in reasons and "no refiner yet" in reasons
 
 
 def test_sdxl_base_workflow_compiles(env):
@@ -423,12 +442,6 @@ def test_every_listed_checkpoint_compiles(env):
 
 
 # ---- add-on nodes: compiled once the engine has their field (the lead's merge) ------------
-
-def _has_field(name: str) -> bool:
-    from sdserve.engine.params import GenerationParams
-
-    return name in GenerationParams.model_fields
-
 
 @pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
 def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):

@@ -175,6 +175,10 @@ class Sampled:
     # the model that pass samples with (its VAE decodes).
     hires: dict[str, Any] | None = None
     last_model: Checkpoint | None = None
+    # KSamplerAdvanced stopped at this step with its noise left in (a refiner hand-off), and
+    # the refiner that finished it (GenerationParams.refiner, engine.hires).
+    stopped_at: int | None = None
+    refiner: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -426,7 +430,7 @@ def _set_noise_mask(node: Node, ev: _Eval) -> tuple[Any, ...]:
 def _latent_upscale(node: Node, ev: _Eval, size: Callable[[int, int], tuple[int, int]]) -> tuple[Any, ...]:
     latent = ev(node, "samples")
     if isinstance(latent, Sampled) and "hires" in GenerationParams.model_fields and latent.hires is None \
-            and isinstance(latent.latent, EmptyLatent):
+            and latent.refiner is None and latent.stopped_at is None and isinstance(latent.latent, EmptyLatent):
         w, h = size(latent.latent.width, latent.latent.height)
         return (Upscaled(latent, w // 8 * 8, h // 8 * 8, node.inputs["upscale_method"], node.id),)
     if not isinstance(latent, EmptyLatent):
@@ -579,13 +583,50 @@ def _ksampler(node: Node, ev: _Eval) -> tuple[Any, ...]:
 
 def _ksampler_advanced(node: Node, ev: _Eval) -> tuple[Any, ...]:
     i = node.inputs
+    refiner = "refiner" in GenerationParams.model_fields
     if i["add_noise"] != "enable":
-        raise _Refuse(node, "add_noise", "add_noise: a pass without fresh noise continues another sampler's "
-                                         "latent (refiner graphs); this server's engine has no such pass yet")
+        latent = ev(node, "latent_image")
+        if not refiner or not isinstance(latent, Sampled) or latent.stopped_at is None:
+            raise _Refuse(node, "add_noise", "add_noise: a pass without fresh noise continues another sampler's "
+                                             "latent; sdserve runs that only as an SDXL refiner finishing a "
+                                             "KSamplerAdvanced that stopped early" + ("" if refiner else
+                                             ", and this server's engine has no refiner yet"))
+        return (_refiner_pass(node, ev, latent),)
     if i["end_at_step"] < i["steps"]:
-        raise _Refuse(node, "end_at_step", "end_at_step: a pass that stops early hands a noisy latent to another "
-                                           "sampler (refiner graphs); this server's engine has no such pass yet")
+        if not refiner or i["return_with_leftover_noise"] != "enable":
+            raise _Refuse(node, "end_at_step", "end_at_step: a pass that stops early hands a noisy latent to a "
+                                               "refiner (return_with_leftover_noise: enable)" + ("" if refiner else
+                                               "; this server's engine has no refiner yet"))
+        return (replace(_sampler(node, ev, "noise_seed", i["start_at_step"], None), stopped_at=i["end_at_step"]),)
     return (_sampler(node, ev, "noise_seed", i["start_at_step"], None),)
+
+
+def _refiner_pass(node: Node, ev: _Eval, first: Sampled) -> Sampled:
+    """KSamplerAdvanced without noise from where the first stopped to the end: the SDXL
+    refiner (engine: Refiner(model, switch_at)), on the first pass's schedule and prompts."""
+    i = node.inputs
+    assert first.stopped_at is not None
+    model = ev(node, "model")
+    assert isinstance(model, Checkpoint)
+    checks = {"start_at_step": (i["start_at_step"], first.stopped_at), "steps": (i["steps"], first.steps),
+              "cfg": (i["cfg"], first.guidance), "sampler_name": (_sampler_entry(node).name, first.scheduler.name)}
+    for name, (mine, theirs) in checks.items():
+        if mine != theirs:
+            raise _Refuse(node, name, f"{name}: the refiner continues the first pass's schedule; set {name} to the "
+                                      f"first KSamplerAdvanced's ({theirs})")
+    if i["end_at_step"] < i["steps"]:
+        raise _Refuse(node, "end_at_step", "end_at_step: the refiner finishes the schedule; set it to steps or more")
+    for name, text in (("positive", first.positive.text), ("negative", first.negative.text)):
+        cond = ev(node, name)
+        assert isinstance(cond, Conditioning)
+        if cond.text != text or cond.clip.checkpoint.spec.id != model.spec.id:
+            raise _Refuse(node, name, f"{name}: the refiner reads the first pass's prompts with its own CLIP; "
+                                      "encode the same text with the refiner checkpoint's CLIP")
+    if first.stopped_at <= 0 or first.stopped_at >= first.steps:
+        raise _Refuse(node, "start_at_step", "start_at_step: the refiner must take over inside the schedule")
+    refiner = {"model": model.spec.id, "switch_at": first.stopped_at / first.steps}
+    return replace(first, stopped_at=None, refiner=refiner, last_model=model,
+                   fields=dict(first.fields) | {"refiner": (node.id, "start_at_step")})
 
 
 def _vae_key(vae: Vae) -> tuple[str | None, str | None]:
@@ -597,6 +638,9 @@ def _vae_decode(node: Node, ev: _Eval) -> tuple[Any, ...]:
     if not isinstance(latent, Sampled):
         raise _Refuse(node, "samples", "samples: sdserve decodes the latent a sampler (KSampler) made; this latent "
                                        "was not sampled")
+    if latent.stopped_at is not None:
+        raise _Refuse(node, "samples", "samples: this latent still holds noise (its sampler stopped at "
+                                       f"end_at_step {latent.stopped_at}); finish it with a refiner pass first")
     vae = _vae_in(node, ev)
     last = latent.last_model or latent.model
     if vae.checkpoint is not None and vae.checkpoint.spec.id != last.spec.id:
@@ -685,6 +729,8 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
         guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="comfyui")
     if s.hires is not None:  # only reachable when the engine has the field (_latent_upscale)
         base["hires"] = s.hires
+    if s.refiner is not None:  # likewise (_ksampler_advanced)
+        base["refiner"] = s.refiner
     if s.model.loras:  # only reachable when the engine has the field (LoraLoader's needs)
         base["loras"] = tuple({"name": name, "weight": weight} for name, weight in s.model.loras)
         fields["loras"] = (s.model.lora_node, "lora_name")
