@@ -28,6 +28,12 @@ UPLOADS = {
 }
 
 
+def _has_field(name: str) -> bool:
+    from sdserve.engine.params import GenerationParams
+
+    return name in GenerationParams.model_fields
+
+
 def _load(name: str, sub: str | None, kind: str) -> bytes:
     try:
         return UPLOADS[(name, sub, kind)]
@@ -276,12 +282,25 @@ def test_load_image_of_a_file_never_uploaded(env):
     assert err["type"] == "custom_validation_failed" and "Invalid image file: never.png" in err["details"]
 
 
+@pytest.mark.skipif(not _has_field("refiner"), reason="the engine's refiner field is not on this branch")
+def test_sdxl_base_and_refiner_workflow_is_one_job_with_a_refiner(env):
+    wf = workflow("default_sdxl_api.json")
+    wf["12"]["inputs"]["ckpt_name"] = "sdxl"  # stands in for the refiner checkpoint, not in the catalog
+    [job] = compile_prompt(wf, env)
+    p = job.params
+    assert (p.steps, p.width, p.scheduler) == (25, 1024, "euler_linspace")
+    assert (p.refiner.model, p.refiner.switch_at) == ("@cf/stabilityai/stable-diffusion-xl-base-1.0", 0.8)
+    wf["11"]["inputs"]["start_at_step"] = 18
+    assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "start_at_step"
+
+
+@pytest.mark.skipif(_has_field("refiner"), reason="the engine has a refiner on this branch")
 def test_two_sampler_refiner_graph_is_refused_until_the_engine_has_a_second_pass(env):
     wf = workflow("default_sdxl_api.json")
     wf["12"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"  # the refiner is not in the catalog
     e = refused(wf, env)
     reasons = " ".join(err["details"] for entry in e.node_errors.values() for err in entry["errors"])
-    assert "refiner" in reasons and "no such pass yet" in reasons
+    assert "refiner" in reasons and "no refiner yet" in reasons
 
 
 def test_sdxl_base_workflow_compiles(env):
@@ -424,12 +443,6 @@ def test_every_listed_checkpoint_compiles(env):
 
 # ---- add-on nodes: compiled once the engine has their field (the lead's merge) ------------
 
-def _has_field(name: str) -> bool:
-    from sdserve.engine.params import GenerationParams
-
-    return name in GenerationParams.model_fields
-
-
 @pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
 def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
     (tmp_path / "Lora").mkdir()
@@ -464,6 +477,11 @@ def test_clip_set_last_layer_becomes_clip_skip(env):
     for n in ("6", "7"):
         wf[n]["inputs"]["clip"] = ["10", 0]
     assert compile_prompt(wf, env)[0].params.clip_skip == 2
+    sdxl = workflow("sdxl_base_api.json")
+    sdxl["10"] = wf["10"] | {"inputs": {"clip": ["4", 1], "stop_at_clip_layer": -3}}
+    for n in ("6", "7"):
+        sdxl[n]["inputs"]["clip"] = ["10", 0]
+    assert compile_prompt(sdxl, env)[0].params.clip_skip == 2  # SDXL's usual layer is -2
 
 
 def test_clip_set_last_layer_at_the_last_layer_is_the_default(env):
@@ -476,3 +494,49 @@ def test_clip_set_last_layer_at_the_last_layer_is_the_default(env):
     if not _has_field("clip_skip"):
         wf["10"]["inputs"]["stop_at_clip_layer"] = -2
         assert "clip skip" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def test_clip_set_last_layer_on_sdxl_counts_from_its_penultimate_layer(env):
+    wf = workflow("sdxl_base_api.json")
+    wf["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}}
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 0]
+    assert getattr(compile_prompt(wf, env)[0].params, "clip_skip", 1) == 1
+    wf["10"]["inputs"]["stop_at_clip_layer"] = -1  # ComfyUI: SDXL's last layer, not its usual one
+    assert "last layer" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def _hires_graph(denoise: float = 0.5) -> dict:
+    wf = workflow()
+    wf["5"]["inputs"].update(width=512, height=768)
+    wf["10"] = {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["3", 0], "upscale_method": "nearest-exact",
+                                                            "scale_by": 1.37}}
+    wf["11"] = {"class_type": "KSampler", "inputs": dict(wf["3"]["inputs"], latent_image=["10", 0], denoise=denoise,
+                                                         steps=12, scheduler="karras", sampler_name="dpmpp_2m")}
+    wf["8"]["inputs"]["samples"] = ["11", 0]
+    return wf
+
+
+@pytest.mark.skipif(not _has_field("hires"), reason="the engine's hires field is not on this branch")
+def test_two_sampler_hires_graph_is_one_job_with_a_hires_pass(env):
+    [job] = compile_prompt(_hires_graph(), env)
+    p = job.params
+    assert (p.width, p.height, p.steps, p.scheduler) == (512, 768, 20, "euler_linspace")
+    h = p.hires
+    # ComfyUI's latent is 64 x 96; x1.37 rounds to 88 x 132 latent cells.
+    assert (h.upscaler, h.resize_x, h.resize_y) == ("Latent (nearest-exact)", 704, 1056)
+    assert (h.steps, h.strength, h.scheduler) == (12, 0.5, "dpmpp_2m_karras")
+    assert h.prompt is None and h.model is None
+    wf = _hires_graph()
+    wf["11"]["inputs"]["seed"] = 7
+    assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "seed"
+    wf = _hires_graph()
+    wf["10"]["inputs"]["upscale_method"] = "bislerp"
+    assert "bislerp" in refused(wf, env).node_errors["10"]["errors"][0]["details"]
+
+
+def test_two_sampler_graph_without_the_engines_hires_is_refused(env):
+    if _has_field("hires"):
+        pytest.skip("the engine has hires on this branch")
+    e = refused(_hires_graph(), env)
+    assert "hires" in e.node_errors["10"]["errors"][0]["details"]
