@@ -195,3 +195,19 @@ def test_a_catalog_preset_bakes_its_loras_in(settings, engine, tiny_dir):
     with pytest.raises(BadInput) as e:  # the preset's weight is the model's: a different one conflicts
         other.prepare(_params("detail-preset", "a cat <lora:tiny_detail:0.9>"))
     assert e.value.field == "prompt"
+
+
+def test_adapters_stay_loaded_and_count_in_the_model_size(engine, monkeypatch):
+    import sdserve.engine.lora_adapters as adapters
+
+    engine.generate(_params(SD15, "a <lora:tiny_detail:0.3>"))
+    size = engine.health()["model_bytes"][SD15]
+    reads = []
+    real = adapters.read_lora_file
+    monkeypatch.setattr(adapters, "read_lora_file", lambda *a: reads.append(a) or real(*a))
+    for w in (0.4, 0.5):  # switching weights and back to none: no disk read, no new adapter
+        engine.generate(_params(SD15, f"a <lora:tiny_detail:{w}>"))
+    engine.generate(_params(SD15, "a"))
+    assert reads == []
+    assert engine.health()["model_bytes"][SD15] == size
+    assert size > 0 and any(k.startswith("tiny_detail\0") for k in engine.load(SD15).lora_adapters)

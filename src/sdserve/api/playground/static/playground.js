@@ -1,6 +1,7 @@
 // The playground page: a form over the native job API (POST /v1/jobs, its events, cancel),
 // the input image and mask editor, and this session's results.
 
+import { loadAddons } from "./addons.js";
 import { api, ApiError, getKey, setKey, streamEvents } from "./api.js";
 import { DIALECTS, filesFor } from "./curl.js";
 import { ImageEditor } from "./editor.js";
@@ -125,6 +126,7 @@ async function loadCatalog() {
   if (previous && state.models.has(previous)) select.value = previous;
   onTaskChange();
   applyModelDefaults();
+  await loadAddons();
   await restoreGallery();
   return true;
 }
