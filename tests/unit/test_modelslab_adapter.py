@@ -148,11 +148,6 @@ def test_clip_skip_and_vae_are_applied() -> None:
     assert (p.clip_skip, p.vae) == (1, None)
 
 
-def test_safety_checker_error_says_it_is_not_installed() -> None:
-    with pytest.raises(BadInput, match="safety checker is not installed"):
-        to_params(req(safety_checker="yes"), "txt2img", SD15, None, None, PX)
-
-
 def test_inpainting_only_model_on_other_routes() -> None:
     with pytest.raises(BadInput) as e:
         to_params(req(), "txt2img", INPAINT_ONLY, None, None, PX)
