@@ -83,9 +83,10 @@ def test_inpaint_is_the_same_in_every_dialect_despite_opposite_mask_polarities(c
     oa = _openai(client, "/v1/images/edits", files={"image": ("in.png", image), "mask": ("m.png", buf.getvalue())},
                  steps=2, seed=21)
     a1 = _a1111(client, "/sdapi/v1/img2img", init_images=[_b64(image)], mask=_b64(white_repaints), width=64, height=64,
-                denoising_strength=1.0, steps=2, seed=21, cfg_scale=7.5, mask_blur=0, inpaint_full_res=False)
+                denoising_strength=1.0, steps=2, seed=21, cfg_scale=7.5, mask_blur=0, inpaint_full_res=False,
+                inpainting_fill=1)  # "original": what the other dialects do (A1111's default 0 fills first)
     assert np.array_equal(wa, oa) and np.array_equal(wa, a1)
     flipped = _a1111(client, "/sdapi/v1/img2img", init_images=[_b64(image)], mask=_b64(white_repaints), width=64,
                      height=64, denoising_strength=1.0, steps=2, seed=21, cfg_scale=7.5, mask_blur=0,
-                     inpaint_full_res=False, inpainting_mask_invert=1)
+                     inpaint_full_res=False, inpainting_mask_invert=1, inpainting_fill=1)
     assert not np.array_equal(wa, flipped)

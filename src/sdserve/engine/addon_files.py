@@ -186,7 +186,7 @@ class AddonFolders:
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
                 f"; available: {', '.join(names[:20])}" if names else
                 f"; none installed (put files in {self.home(kind)})")
-            raise BadInput(field, f"{field}: no {kind.replace('_', ' ')} named {name!r}{hint}")
+            raise BadInput(field, f"no {kind.replace('_', ' ')} named {name!r}{hint}")
         return hit
 
     def _match(self, kind: AddonKind, name: str) -> AddonFile | None:
@@ -202,7 +202,7 @@ class AddonFolders:
     def _check_name(name: str, field: str) -> None:
         p = PurePosixPath(name.replace("\\", "/"))
         if not name or not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
-            raise BadInput(field, f"{field}: {name!r} is not an add-on name (names are file names inside the "
+            raise BadInput(field, f"{name!r} is not an add-on name (names are file names inside the "
                                   "server's model folders; paths that leave them are refused)")
 
     def _scan(self, kind: AddonKind) -> list[AddonFile]:

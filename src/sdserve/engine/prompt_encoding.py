@@ -196,12 +196,14 @@ def _layer(enc: Any, out: Any, sdxl: bool, clip_skip: int) -> torch.Tensor:
     layers = len(out.hidden_states) - 1
     if clip_skip > layers + (0 if sdxl else 1):
         raise BadInput("clip_skip", f"{clip_skip} skips past this model's text encoder, which has {layers} layers")
+    z: torch.Tensor
     if sdxl:
-        return out.hidden_states[-(clip_skip + 1)]
-    if clip_skip == 1:
-        return out[0]
-    # transformers 5 keeps the final norm on the model itself; 4.x under text_model.
-    return getattr(enc, "text_model", enc).final_layer_norm(out.hidden_states[-clip_skip])
+        z = out.hidden_states[-(clip_skip + 1)]
+    elif clip_skip == 1:
+        z = out[0]
+    else:  # transformers 5 keeps the final norm on the model itself; 4.x under text_model.
+        z = getattr(enc, "text_model", enc).final_layer_norm(out.hidden_states[-clip_skip])
+    return z
 
 
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],

@@ -39,12 +39,12 @@ def _state_dict(path: Path, field: str) -> dict[str, torch.Tensor]:
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise BadInput(field, f"{field}: {path.name} holds no state dict")
+        raise BadInput(field, f"{path.name} holds no state dict")
     return sd
 
 
 def _wrong_family(field: str, name: str, why: str) -> BadInput:
-    return BadInput(field, f"{field}: {name} is not a VAE for this model ({why}); choose a VAE of the model's "
+    return BadInput(field, f"{name} is not a VAE for this model ({why}); choose a VAE of the model's "
                            "family (SD 1.5 and SDXL VAEs share a latent space, other families do not)")
 
 
@@ -58,7 +58,7 @@ def load_addon_vae(file: AddonFile, base_vae: Any, dtype: torch.dtype, field: st
         try:
             vae = AutoencoderKL.from_pretrained(str(file.path), dtype=dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - unreadable or not a VAE folder: the caller's file
-            raise BadInput(field, f"{field}: {file.name} could not be read as a diffusers VAE folder "
+            raise BadInput(field, f"{file.name} could not be read as a diffusers VAE folder "
                                   f"({type(e).__name__})") from None
         for key in _SHAPE_KEYS:
             if list(_tuple(vae.config.get(key))) != list(_tuple(base_cfg.get(key))):
@@ -69,7 +69,7 @@ def load_addon_vae(file: AddonFile, base_vae: Any, dtype: torch.dtype, field: st
     except BadInput:
         raise
     except Exception as e:  # noqa: BLE001 - corrupt file, or a pickle weights_only refuses
-        raise BadInput(field, f"{field}: {file.filename} could not be read ({type(e).__name__})") from None
+        raise BadInput(field, f"{file.filename} could not be read ({type(e).__name__})") from None
     if not any(k.startswith(("encoder.down_blocks.", "decoder.up_blocks.")) for k in sd):
         sd = convert_ldm_vae_checkpoint(sd, base_cfg)  # A1111's files: the original LDM key layout
     vae = AutoencoderKL.from_config(base_cfg)
