@@ -134,7 +134,7 @@ def _check_supported(req: GenerateRequest) -> None:
     if req.safety_checker:
         raise BadInput("safety_checker", 'the Stable Diffusion safety checker is not installed on this server; '
                                          'send "no" (or leave it out)')
-    for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
+    for name in ("multi_lingual", "panorama", "self_attention"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
     for name in ("embeddings_model", "lora_model", "vae"):
@@ -227,7 +227,12 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         # and VAE are the model's own (the request's vae field is refused).
         "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": "default",
     }
-    if p.task != "txt2img":
+    if p.upscale is not None:  # ModelsLab's upscale flag, or a super-resolution job
+        out["upscale"] = "yes"
+        out["scale"], out["upscaler"] = p.upscale.scale, p.upscale.upscaler
+    if p.task == "upscale":
+        out["init_image"] = x.init_image
+    elif p.task != "txt2img":
         out["strength"] = p.strength
         out["init_image"] = x.init_image
     if p.task == "inpaint":

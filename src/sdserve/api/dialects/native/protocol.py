@@ -9,11 +9,36 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sdserve.engine.params import MAX_SEED
 
 __all__ = ["JobRequest", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList", "CatalogModel", "CatalogList",
-           "UsageOut", "UsageList", "LimitsOut", "CostOut"]
+           "UsageOut", "UsageList", "LimitsOut", "CostOut", "UpscaleIn", "UpscaleJobRequest"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
     return ["completed"]
+
+
+class UpscaleIn(BaseModel):
+    """How to upscale: by ``scale``, or to ``width`` x ``height`` (by the larger ratio; with
+    ``crop``, centred on exactly that size). Upscaler names: ``GET /sdapi/v1/upscalers``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upscaler: StrictStr = Field("Lanczos", description="None, Lanczos, Nearest or an upscaler file's name.")
+    scale: float | None = Field(None, gt=0, le=8, allow_inf_nan=False, description="Factor (default 2 without a size).")
+    width: StrictInt | None = Field(None, ge=1, le=8192, description="Target width (with height).")
+    height: StrictInt | None = Field(None, ge=1, le=8192, description="Target height (with width).")
+    crop: bool = Field(False, description="With a target size: crop to exactly it.")
+    upscaler_2: StrictStr | None = Field(None, description="A second upscaler blended over the first.")
+    upscaler_2_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False, description="Its weight.")
+
+
+class UpscaleJobRequest(UpscaleIn):
+    """Body of ``POST /v1/upscale``: one image upscaled as a job (no model, no denoising)."""
+
+    image: StrictStr = Field(description="The image, base64 (bare or a data: URI).")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the output.")
+    webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends.")
+    webhook_events: list[Literal["start", "completed"]] = Field(default_factory=_completed_only)
+    priority: StrictInt = Field(0, ge=-10, le=10)
 
 
 class JobRequest(BaseModel):
@@ -44,6 +69,9 @@ class JobRequest(BaseModel):
     webhook_events: list[Literal["start", "completed"]] = Field(
         default_factory=_completed_only, description="Which moments the webhook reports.")
     priority: StrictInt = Field(0, ge=-10, le=10, description="Order among this key's own queued jobs (higher first).")
+    # Issue 15: seamless tiling and an upscale of each output after the loop.
+    tiling: bool = Field(False, description="Seamless tiling: the image wraps at its edges (circular padding).")
+    upscale: UpscaleIn | None = Field(None, description="Upscale each output after generating it.")
 
 
 class OutputOut(BaseModel):
