@@ -129,7 +129,6 @@ def test_to_params_img2img_and_inpaint() -> None:
     ("inpaint", {}, png_bytes((64, 64)), mask_bytes((32, 32)), "mask_image"),
     ("img2img", {"strength": 0}, png_bytes(), None, "strength"),
     ("txt2img", {"safety_checker": "yes"}, None, None, "safety_checker"),
-    ("txt2img", {"upscale": "yes"}, None, None, "upscale"),
     ("txt2img", {"panorama": True}, None, None, "panorama"),
     ("txt2img", {"lora_model": "more_details"}, None, None, "lora_model"),
     ("txt2img", {"clip_skip": "2"}, None, None, "clip_skip"),
