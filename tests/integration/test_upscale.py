@@ -99,3 +99,52 @@ def test_a_corrupt_upscaler_file_is_a_4xx_and_the_server_keeps_serving(base_url:
         engine.addons.refresh("upscaler")
     ok = httpx.post(base_url + "/sdapi/v1/extra-single-image", json={"image": _b64(_image()), "upscaler_1": TINY_X4})
     assert ok.status_code == 200
+
+
+def _wait_job(base_url: str, job: dict) -> dict:
+    for _ in range(600):
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+        import time
+
+        time.sleep(0.1)
+        job = httpx.get(f"{base_url}/v1/jobs/{job['id']}").json()
+    raise AssertionError(f"job {job['id']} did not finish")
+
+
+def test_native_upscale_job_and_generation_upscale(base_url: str) -> None:
+    r = httpx.post(base_url + "/v1/upscale", json={"image": _b64(_image()), "upscaler": TINY_X2, "scale": 2})
+    assert r.status_code == 201, r.text
+    job = _wait_job(base_url, r.json())
+    assert job["status"] == "succeeded" and job["params"]["task"] == "upscale"
+    img = Image.open(io.BytesIO(httpx.get(job["outputs"][0]["url"]).content))
+    assert img.size == (150, 100) and "Postprocess upscaler: tiny-RealESRGAN_x2plus" in img.info["parameters"]
+    bad = httpx.post(base_url + "/v1/upscale", json={"image": _b64(_image()), "upscaler": "nope"})
+    assert bad.status_code == 400 and "upscaler" in bad.text
+    gen = httpx.post(base_url + "/v1/jobs", json={"model": "@cf/runwayml/stable-diffusion-v1-5-img2img",
+                                                  "prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 1,
+                                                  "upscale": {"upscaler": TINY_X4, "scale": 1.5}, "tiling": True})
+    assert gen.status_code == 201, gen.text
+    job = _wait_job(base_url, gen.json())
+    img = Image.open(io.BytesIO(httpx.get(job["outputs"][0]["url"]).content))
+    assert img.size == (96, 96) and "Tiling: True" in img.info["parameters"]
+
+
+def test_modelslab_super_resolution_and_upscale_flag(base_url: str) -> None:
+    data_uri = "data:image/png;base64," + _b64(_image())
+    r = httpx.post(base_url + "/api/v3/super_resolution", json={"key": "k", "url": data_uri, "scale": 2,
+                                                                "model_id": TINY_X4})
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "success", body
+    assert Image.open(io.BytesIO(httpx.get(body["output"][0], follow_redirects=True).content)).size == (150, 100)
+    assert body["meta"]["upscaler"] == TINY_X4 and body["meta"]["scale"] == 2
+    for bad, field in (({"model_id": "nope"}, "model_id"), ({"face_enhance": True}, "face_enhance"),
+                       ({"scale": 50}, "scale")):
+        r = httpx.post(base_url + "/api/v3/super_resolution", json={"key": "k", "url": data_uri, **bad})
+        assert r.status_code == 400 and field in r.text, r.text
+    r = httpx.post(base_url + "/api/v3/text2img", json={"key": "k", "prompt": "x", "width": 64, "height": 64,
+                                                        "num_inference_steps": 2, "upscale": "yes", "seed": 3})
+    body = r.json()
+    assert body["status"] == "success", body
+    out = Image.open(io.BytesIO(httpx.get(body["output"][0], follow_redirects=True).content))
+    assert out.size == (128, 128) and body["meta"]["upscale"] == "yes"

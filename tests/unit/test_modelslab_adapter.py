@@ -129,7 +129,6 @@ def test_to_params_img2img_and_inpaint() -> None:
     ("img2img", {}, b"not an image", None, "init_image"),
     ("inpaint", {}, png_bytes((64, 64)), mask_bytes((32, 32)), "mask_image"),
     ("img2img", {"strength": 0}, png_bytes(), None, "strength"),
-    ("txt2img", {"upscale": "yes"}, None, None, "upscale"),
     ("txt2img", {"panorama": True}, None, None, "panorama"),
     ("txt2img", {"lora_strength": "0.5"}, None, None, "lora_strength"),
     ("txt2img", {"lora_model": "a,b", "lora_strength": "0.5,0.6,0.7"}, None, None, "lora_strength"),

@@ -206,6 +206,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "arch": args.arch, "size": args.size, "steps": args.steps,
         "requests": args.requests, "concurrency": args.concurrency, **addons,
     }
+    # Upscaler throughput: an RRDBNet x4 (Real-ESRGAN x4plus's shape; the demo's for tiny)
+    # through the serving path, to the bench's output size.
+    from ..engine.upscalers.bench import upscaler_throughput
+
+    result.update(upscaler_throughput("tiny" if args.arch == "tiny" else "full", max(16, args.size // 4),
+                                      device, dtype, peak))
     for k, v in result.items():
         print(f"  {k:24} {v:.4g}" if isinstance(v, float) else f"  {k:24} {v}")
     if device.type == "cpu" and args.arch != "tiny" and min(base_phase.cpu_util, serve_phase.cpu_util) < 0.85:

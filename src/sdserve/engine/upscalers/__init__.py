@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BUILTIN_UPSCALERS", "LATENT_UPSCALE_MODES", "UpscalerEntry", "list_upscalers", "upscaler_names",
            "find_upscaler", "target_size", "upscale", "MAX_SCALE",
-           "face_restorers", "face_restoration_refused"]
+           "face_restorers", "face_restoration_refused", "default_upscaler"]
 
 BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
 # A1111's latent upscale modes: name -> (torch interpolate mode, antialias).
@@ -144,3 +144,11 @@ def face_restoration_refused(field: str, addons: AddonFolders) -> BadInput:
     return BadInput(field, f"face restoration is not available on this server: {weights}sdserve does not "
                            "run face restorers yet (they need the spandrel package, which needs torchvision, and a "
                            "face detector); send 0/false, or restore faces elsewhere")
+
+
+def default_upscaler(addons: AddonFolders) -> str:
+    """The upscaler a request that asks only "upscale" gets: a Real-ESRGAN file if one is
+    installed, else the first model file, else Lanczos."""
+    files = [e for e in list_upscalers(addons) if e.file is not None]
+    real = [e for e in files if "realesrgan" in e.name.lower()]
+    return (real or files)[0].name if files else "Lanczos"

@@ -125,7 +125,7 @@ def resolve_scheduler(name: str | None, karras: bool | None) -> str | None:
 
 
 def _check_supported(req: GenerateRequest) -> None:
-    for name in ("multi_lingual", "panorama", "self_attention", "upscale"):
+    for name in ("multi_lingual", "panorama", "self_attention"):
         if getattr(req, name):
             raise BadInput(name, 'is not supported by this server; send "no" (or leave it out)')
     # Set, each would change the image in a way sdserve does not implement yet.
@@ -298,7 +298,12 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
         "enable_attention_slicing": "false", "outdir": "outputs", "revision": "main", "vae": p.vae or "default",
         "clip_skip": p.clip_skip,
     }
-    if p.task != "txt2img":
+    if p.upscale is not None:  # ModelsLab's upscale flag, or a super-resolution job
+        out["upscale"] = "yes"
+        out["scale"], out["upscaler"] = p.upscale.scale, p.upscale.upscaler
+    if p.task == "upscale":
+        out["init_image"] = x.init_image
+    elif p.task != "txt2img":
         out["strength"] = p.strength
         out["init_image"] = x.init_image
     if p.task == "inpaint":

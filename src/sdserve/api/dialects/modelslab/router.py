@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ValidationError
 
-from sdserve.engine.params import Task
+from sdserve.engine.params import GenerationParams, Task
 from sdserve.errors import BadInput, NotFound, Unauthorized
 from sdserve.service.jobs import Job
 from sdserve.service.service import JobService
@@ -39,6 +39,7 @@ from .adapter import (
     in_dialect_terms,
     meta,
     processing_body,
+    _source_label,
     resolve_model,
     success_body,
     system_load_body,
@@ -46,6 +47,7 @@ from .adapter import (
 )
 from .controlnet import control_sources, control_task
 from .protocol import FetchReply, GenerateReply, GenerateRequest, KeyRequest, SystemLoadReply
+from .upscale import UPSCALE_FIELDS, SuperResolutionRequest, generation_upscale, super_resolution_params
 
 __all__ = ["router", "PREFIXES", "install"]
 
@@ -174,17 +176,30 @@ async def _generate(request: Request, response: Response, task: Task | None, pre
     x = extras_of(req, base)
     try:
         params = to_params(req, task, spec, init, mask, hints, ip_image)
+        if req.upscale:  # each output 2x (upscale.py)
+            params = params.model_copy(update={"upscale": generation_upscale(service.engine.addons)})
+    except BadInput as e:
+        raise in_dialect_terms(e) from None
+    return await _submit_and_reply(request, response, params, owner, x, prefix, bool(req.instant_response))
+
+
+async def _submit_and_reply(request: Request, response: Response, params: GenerationParams, owner: str | None,
+                            x: Extras, prefix: str, instant: bool, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Queue the job, wait up to modelslab_wait_s, and answer done or processing."""
+    service, settings = service_of(request), settings_of(request)
+    base = x.base_url
+    try:
         job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
                              webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:
-        raise in_dialect_terms(e) from None
-    wait = 0.0 if req.instant_response else settings.modelslab_wait_s
+        raise in_dialect_terms(e.renamed(names or {})) from None
+    wait = 0.0 if instant else settings.modelslab_wait_s
     if wait > 0:
         with contextlib.suppress(TimeoutError):
             await service.wait(job, wait)
     if job.done:
         if isinstance(job.error, BadInput):
-            raise in_dialect_terms(job.error)
+            raise in_dialect_terms(job.error.renamed(names or {}))
         return await _done_body(request, response, job, x)
     return processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job),
                            meta(job.id, job.params, x))
@@ -260,6 +275,28 @@ async def controlnet(request: Request, response: Response) -> dict[str, Any]:
     the hint from the image), control_image (default init_image; with both, init_image is the
     img2img start), mask_image (inpaint), guess_mode, controlnet_conditioning_scale."""
     return await _generate(request, response, None, _prefix(request))
+
+
+@_post_all("super_resolution", {**_GENERATE, "openapi_extra": _body_doc(SuperResolutionRequest, True)})
+async def super_resolution(request: Request, response: Response) -> dict[str, Any]:
+    """Upscale an image (``url``/``init_image``) by ``scale`` with the upscaler ``model_id``."""
+    req, owner = await _read(request, SuperResolutionRequest)
+    service, settings = service_of(request), settings_of(request)
+    if req.webhook:
+        service.fetcher.precheck(req.webhook, "webhook")
+    field = "url" if req.url else "init_image"
+    image = await _image(request, req.url or req.init_image, field)
+    if image is None:
+        raise BadInput("url", "send the image to upscale (an http(s) URL, a data: URI or base64)")
+    x = Extras(base64=bool(req.base64), track_id=req.track_id, webhook=req.webhook,
+               init_image=_source_label(req.url or req.init_image), base_url=_base(request))
+    spec = resolve_model(None, service.catalog, settings.default_model)
+    names = {**UPSCALE_FIELDS, "image": field}
+    try:
+        params = super_resolution_params(req, spec.id, image, service.engine.addons)
+    except BadInput as e:
+        raise e.renamed(names) from None
+    return await _submit_and_reply(request, response, params, owner, x, _prefix(request), False, names)
 
 
 @_post_all("fetch/{job_id}", _FETCH)

@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 from sdserve.engine.catalog import ModelSpec
 from sdserve.engine.control import unit_field
-from sdserve.engine.params import ControlUnit, GenerationParams, InputImage, IPAdapterUnit, LoraRef, input_images, normal_loras
+from sdserve.engine.params import (ControlUnit, GenerationParams, InputImage, IPAdapterUnit, LoraRef, UpscaleSettings,
+                                   input_images, normal_loras)
 from sdserve.errors import BadInput
 from sdserve.images import decode_base64
 from sdserve.service.jobs import Job, Output, job_view
-from .protocol import CatalogModel, JobOut, JobRequest, ModelDefaults
+from .protocol import CatalogModel, JobOut, JobRequest, ModelDefaults, UpscaleIn, UpscaleJobRequest
 
-__all__ = ["to_params", "job_out", "catalog_model"]
+__all__ = ["to_params", "job_out", "catalog_model", "upscale_params", "upscale_settings"]
 
 
 def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
@@ -39,7 +40,21 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         clip_skip=req.clip_skip, vae=req.vae,
         hires=req.hires, refiner=req.refiner,
         safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",
+        tiling=req.tiling, upscale=upscale_settings(req.upscale) if req.upscale else None,
     )
+
+
+def upscale_settings(u: UpscaleIn) -> UpscaleSettings:
+    sized = u.width is not None or u.height is not None
+    return UpscaleSettings(upscaler=u.upscaler, scale=u.scale if u.scale is not None or sized else 2.0,
+                           width=u.width, height=u.height, crop=u.crop, upscaler_2=u.upscaler_2,
+                           upscaler_2_visibility=u.upscaler_2_visibility)
+
+
+def upscale_params(req: UpscaleJobRequest, model: str) -> GenerationParams:
+    """``POST /v1/upscale``: an "upscale" job of the image."""
+    return GenerationParams(model=model, prompt="", task="upscale", upscale=upscale_settings(req),
+                            inputs=input_images(decode_base64(req.image, "image")), output_format=req.output_format)
 
 
 def job_out(job: Job, output_url: Callable[[Output], str], queue_position: int | None = None) -> JobOut:

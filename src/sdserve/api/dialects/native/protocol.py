@@ -11,7 +11,7 @@ from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
 __all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList",
            "CatalogModel", "CatalogList", "UsageOut", "UsageList", "LimitsOut", "CostOut", "CaptionRequest", "CaptionOut",
-           "AddonOut", "AddonList"]
+           "AddonOut", "AddonList", "UpscaleIn", "UpscaleJobRequest"]
 
 
 def _completed_only() -> list[Literal["start", "completed"]]:
@@ -38,6 +38,31 @@ class LoraIn(BaseModel):
 
     name: StrictStr = Field(min_length=1, max_length=255, description="File name without extension, as listed.")
     weight: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength (A1111's tag weight).")
+
+
+class UpscaleIn(BaseModel):
+    """How to upscale: by ``scale``, or to ``width`` x ``height`` (by the larger ratio; with
+    ``crop``, centred on exactly that size). Upscaler names: ``GET /sdapi/v1/upscalers``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upscaler: StrictStr = Field("Lanczos", description="None, Lanczos, Nearest or an upscaler file's name.")
+    scale: float | None = Field(None, gt=0, le=8, allow_inf_nan=False, description="Factor (default 2 without a size).")
+    width: StrictInt | None = Field(None, ge=1, le=8192, description="Target width (with height).")
+    height: StrictInt | None = Field(None, ge=1, le=8192, description="Target height (with width).")
+    crop: bool = Field(False, description="With a target size: crop to exactly it.")
+    upscaler_2: StrictStr | None = Field(None, description="A second upscaler blended over the first.")
+    upscaler_2_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False, description="Its weight.")
+
+
+class UpscaleJobRequest(UpscaleIn):
+    """Body of ``POST /v1/upscale``: one image upscaled as a job (no model, no denoising)."""
+
+    image: StrictStr = Field(description="The image, base64 (bare or a data: URI).")
+    output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the output.")
+    webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends.")
+    webhook_events: list[Literal["start", "completed"]] = Field(default_factory=_completed_only)
+    priority: StrictInt = Field(0, ge=-10, le=10)
 
 
 class JobRequest(BaseModel):
@@ -89,6 +114,9 @@ class JobRequest(BaseModel):
         "black", description="What a flagged image becomes.")
     enhance_prompt: bool = Field(False, description="Rewrite the prompt with the server's prompt enhancer, seeded by "
                                  "the seed (params.prompt then shows the prompt used, params.original_prompt yours).")
+    # Issue 15: seamless tiling and an upscale of each output after the loop.
+    tiling: bool = Field(False, description="Seamless tiling: the image wraps at its edges (circular padding).")
+    upscale: UpscaleIn | None = Field(None, description="Upscale each output after generating it.")
 
 
 class OutputOut(BaseModel):

@@ -15,9 +15,9 @@ from sdserve.service.jobs import Job
 from sdserve.service.service import OUTPUTS_PATH
 from sdserve.api.deps import owner_of, require_key, service_of, settings_of
 from sdserve.api.responses import BINARY, JOB_ERRORS, PUBLIC
-from .adapter import catalog_model, job_out, to_params
+from .adapter import catalog_model, job_out, to_params, upscale_params
 from .protocol import (AddonList, AddonOut, CaptionOut, CaptionRequest, CatalogList, CostOut, JobList, JobOut,
-                       JobRequest, UsageList, UsageOut)
+                       JobRequest, UpscaleJobRequest, UsageList, UsageOut)
 
 __all__ = ["router"]
 
@@ -50,6 +50,25 @@ async def create_job(body: JobRequest, request: Request, response: Response) -> 
     params = to_params(body, service.catalog.get(body.model))
     job = service.submit(params, owner, priority=body.priority, webhook=body.webhook,
                          webhook_events=tuple(body.webhook_events))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return _out(request, job)
+
+
+@router.post("/v1/upscale", status_code=201, response_model=JobOut, dependencies=_KEY_FIRST,
+             responses={k: v for k, v in JOB_ERRORS.items() if k in (402, 503)})
+async def create_upscale_job(body: UpscaleJobRequest, request: Request, response: Response) -> JobOut:
+    """Queue an upscale of ``image`` (``GET /sdapi/v1/upscalers`` lists the upscalers); a job
+    like any other: poll it, stream its events, or get a webhook."""
+    owner = owner_of(request)
+    service = service_of(request)
+    default = settings_of(request).default_model
+    model = default if default in service.catalog else next(iter(service.catalog)).id
+    try:
+        job = service.submit(upscale_params(body, model), owner, priority=body.priority, webhook=body.webhook,
+                             webhook_events=tuple(body.webhook_events))
+    except BadInput as e:  # the body's fields are top-level here
+        raise e.renamed({f"upscale.{k}": k for k in ("scale", "width", "height", "upscaler", "upscaler_2",
+                                                     "upscaler_2_visibility")}) from None
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _out(request, job)
 

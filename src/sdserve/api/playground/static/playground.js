@@ -394,6 +394,11 @@ async function generate() {
     return;
   }
   if (inputs) state.inputs.set(job.id, inputs);
+  await follow(job);
+}
+
+// A submitted job followed to its end: events, else polling; then the result's card.
+async function follow(job) {
   const abort = new AbortController();
   state.job = { id: job.id, abort, started: performance.now() };
   let final = null;
@@ -492,9 +497,12 @@ $("cancel").addEventListener("click", async () => {
 
 // -- the session's results --------------------------------------------------------------------
 
-const LABELS = { txt2img: "text to image", img2img: "image to image", inpaint: "inpaint" };
+const LABELS = { txt2img: "text to image", img2img: "image to image", inpaint: "inpaint", upscale: "upscale" };
 
 function paramRows(p, seed) {
+  if (p.task === "upscale") {
+    return [["Task", "upscale"], ["Size", `${p.width}×${p.height}`], ["Upscaler", p.upscale.upscaler]];
+  }
   const rows = [
     ["Model", p.model], ["Task", LABELS[p.task] || p.task], ["Size", `${p.width}×${p.height}`],
     ["Steps", p.steps], ["Guidance", p.guidance], ["Scheduler", p.scheduler], ["Seed", seed],
@@ -538,6 +546,8 @@ function makeCard(job, out) {
   download.href = out.url;
   download.download = `sdserve-${out.seed}.${ext}`;
   node.querySelector(".card-reuse").addEventListener("click", () => reuse(job, out.seed));
+  node.querySelector(".card-reuse").hidden = p.task === "upscale";  // nothing to generate again
+  node.querySelector(".card-upscale").addEventListener("click", () => { if (!state.job) upscaleResult(out); });
   node.querySelector(".card-input").addEventListener("click", async () => {
     if (task() === "txt2img") setTask("img2img");
     try {
@@ -548,7 +558,8 @@ function makeCard(job, out) {
       showError($("form-error"), `That image could not be used: ${e.message}`);
     }
   });
-  setUpCurl(node, job, out);
+  if (p.task === "upscale") node.querySelector(".curl").hidden = true;  // the snippets are for generations
+  else setUpCurl(node, job, out);
   return node;
 }
 
@@ -575,6 +586,34 @@ async function reuse(job, seed) {
   if (p.task === "txt2img") { $("width").value = p.width; $("height").value = p.height; }
   describeModel();
   $("prompt").focus();
+}
+
+// "Upscale 2×" on a result: an upscale job (POST /v1/upscale) with the first upscaler model
+// installed (GET /sdapi/v1/upscalers), else Lanczos; its result becomes a card of its own.
+async function upscaleResult(out) {
+  showError($("form-error"), "");
+  let job;
+  try {
+    const blob = await (await fetch(out.url)).blob();
+    const image = await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+    const models = (await api("/sdapi/v1/upscalers")).filter((u) => u.model_path);
+    const upscaler = models.length ? models[0].name : "Lanczos";
+    setRunning(true);
+    resetProgress();
+    setStatus(`Submitting an upscale (${upscaler})…`);
+    job = await api("/v1/upscale", { method: "POST", body: { image, upscaler, scale: 2 } });
+  } catch (e) {
+    setRunning(false);
+    setStatus("Not started");
+    reportError(e);
+    return;
+  }
+  await follow(job);
 }
 
 function restoreMask(maskImg) {
