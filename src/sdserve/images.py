@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,13 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
+def _quoted(value: Any) -> Any:
+    """A1111's infotext quoting: a text with a comma, colon or newline as a JSON string."""
+    if isinstance(value, str) and any(c in value for c in ",:\n"):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str, dtype: str,
              extra: Sequence[tuple[str, Any]] = ()) -> str:
     """The A1111-style ``parameters`` text, so tools that read A1111 PNGs read ours."""
@@ -97,7 +105,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str, device: str
     ]
     if summary.get("task") != "txt2img":
         fields.append(("Denoising strength", summary.get("strength")))
-    fields += [*extra, ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
+    fields += [*((k, _quoted(v)) for k, v in extra), ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)
 
