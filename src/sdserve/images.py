@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,13 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     return img.convert(mode)
 
 
+def _quoted(value: Any) -> Any:
+    """A1111's infotext quoting: a text with a comma, colon or newline as a JSON string."""
+    if isinstance(value, str) and any(c in value for c in ",:\n"):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def _addon_hashes(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     """A1111's ``Lora hashes`` and ``TI hashes``: "name: first 12 hex digits", quoted (a comma list)."""
     out: list[tuple[str, Any]] = []
@@ -127,7 +135,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str,
     fields += _addon_hashes(summary)
     if (summary.get("clip_skip") or 1) > 1:  # A1111 writes it only when it skips
         fields.append(("Clip skip", summary.get("clip_skip")))
-    fields += [*more, ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
+    fields += [*((k, _quoted(v)) for k, v in more), ("Device", device), ("Dtype", dtype), ("Version", f"sdserve {__version__}")]
     lines.append(", ".join(f"{k}: {v}" for k, v in fields if v is not None))
     return "\n".join(lines)
 

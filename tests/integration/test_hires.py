@@ -120,6 +120,7 @@ def test_a1111_hires_fields_are_applied_and_recorded(api):  # type: ignore[no-un
                   "Hires upscaler: Latent (bicubic)", "Hires sampler: DPM++ 2M", 'Hires prompt: "a cat, detailed"'):
         assert field in text, (field, text)
     assert r.info["extra_generation_params"]["Hires upscaler"] == "Latent (bicubic)"
+    assert r.info["extra_generation_params"]["Hires prompt"] == "a cat, detailed"  # quoted only in the infotext
     same = api.txt2img(prompt="a cat", seed=7, width=64, height=64, enable_hr=True, hr_scale=2,
                        hr_upscaler="Latent (bicubic)", hr_second_pass_steps=2, denoising_strength=0.6,
                        hr_sampler_name="DPM++ 2M", hr_prompt="a cat, detailed")

@@ -105,6 +105,28 @@ def _addon_costs(http: Any, base: str, args: argparse.Namespace, guidance: float
     return out
 
 
+def _hires_cost(http: Any, base: str, size: int, steps: int, guidance: float) -> dict[str, float]:
+    """What a hires-fix image costs against the same final size made directly: A1111's
+    txt2img at ``size`` vs a first pass at ``size``/2 plus a hires pass (Latent, the same
+    steps, strength 0.5) to ``size``; median wall time of 3 each, one at a time."""
+    url = f"{base}/sdapi/v1/txt2img"
+    common = {"prompt": _PROMPTS[0], "steps": steps, "cfg_scale": guidance, "sampler_name": "Euler",
+              "override_settings": {"sd_model_checkpoint": "bench"}}
+    half = max(64, size // 16 * 8)
+    bodies = {"direct": {**common, "width": size, "height": size},
+              "hires": {**common, "width": half, "height": half, "enable_hr": True, "hr_resize_x": size,
+                        "hr_resize_y": size, "denoising_strength": 0.5}}
+    times: dict[str, list[float]] = {k: [] for k in bodies}
+    for i in range(4):  # the first round warms both shapes up
+        for name, body in bodies.items():
+            t = time.perf_counter()
+            http.post(url, json={**body, "seed": i}).raise_for_status()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    direct, hires = statistics.median(times["direct"]), statistics.median(times["hires"])
+    return {"direct_image_s": direct, "hires_fix_image_s": hires, "hires_cost_ratio": hires / direct}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import logging
 
@@ -180,6 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             overheads.append((time.perf_counter() - t) * 1000 - float(resp.headers["x-sdserve-run-ms"]))
         ready = http.get(f"http://127.0.0.1:{settings.port}/readyz").json()
         addons = _addon_costs(http, f"http://127.0.0.1:{settings.port}", args, guidance)
+        hires = _hires_cost(http, f"http://127.0.0.1:{settings.port}", args.size, args.steps, guidance)
     server.should_exit = True
     thread.join(timeout=30)
     diff = int(abs(_pixels(alone) - _pixels(images[len(reqs) - 1])).max())
@@ -203,6 +226,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "dtype": str(dtype).removeprefix("torch."),
         "threads": ready.get("threads"), "channels_last": ready.get("channels_last"),
         "compile": ready.get("compile"), "vae_tiling": ready.get("vae_tiling"),
+        **hires,
         "arch": args.arch, "size": args.size, "steps": args.steps,
         "requests": args.requests, "concurrency": args.concurrency, **addons,
     }

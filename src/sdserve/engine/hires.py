@@ -11,7 +11,6 @@ latents to the box). The refiner is SDXL's base/refiner split: the base denoises
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -142,16 +141,12 @@ def hires_pass_params(p: GenerationParams) -> GenerationParams:
         "hires": None, "refiner": None, "inputs": ()})
 
 
-def _quoted(text: str) -> str:
-    """A1111's infotext quoting: values with a comma, colon or newline as a JSON string."""
-    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
-
-
 def infotext_fields(summary: dict[str, Any],
                     label: Callable[[str], str | tuple[str, str | None]]) -> list[tuple[str, Any]]:
     """The infotext fields A1111 1.10 writes for hires fix and the refiner, from a job's
     ``GenerationParams.summary()`` (``label``: a scheduler's A1111 sampler name, or sampler
-    and schedule type as 1.9+ writes them)."""
+    and schedule type as 1.9+ writes them); raw values, as A1111's ``extra_generation_params``
+    holds them (the infotext quotes them)."""
     out: list[tuple[str, Any]] = []
     h = summary.get("hires")
     if h:
@@ -173,7 +168,7 @@ def infotext_fields(summary: dict[str, Any],
                 out.append(("Hires schedule type", schedule))
         for key, name in (("prompt", "Hires prompt"), ("negative_prompt", "Hires negative prompt")):
             if h[key] is not None and h[key] != summary.get(key):
-                out.append((name, _quoted(h[key])))
+                out.append((name, h[key]))
     r = summary.get("refiner")
     if r:
         out += [("Refiner", r["model"]), ("Refiner switch at", r["switch_at"])]

@@ -171,10 +171,9 @@ class BatchWorker:
 
     def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[GenerationResult | SdserveError]:
         """Run ``jobs`` on the engine (in a worker thread); a result or an error per job."""
-        interrupted = self.outcomes.interrupted
         return self.engine.generate_batch(
             [BatchItem(job.params, on_step=self._step_hook(job, loop), cancel=self._cancel_hook(job),
-                       interrupt=lambda job_id=job.id: job_id in interrupted) for job in jobs])
+                       interrupt=self._interrupt_hook(job)) for job in jobs])
 
     def _step_hook(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[StepInfo], None]:
         every = self.options.preview_every
@@ -191,6 +190,10 @@ class BatchWorker:
 
     def _cancel_hook(self, job: Job) -> Callable[[], bool]:
         return lambda: job.id in self.canceled or self.stopping
+
+    def _interrupt_hook(self, job: Job) -> Callable[[], bool]:
+        """Stop and keep the images (A1111's /interrupt; JobService.interrupt)."""
+        return lambda: job.id in self.outcomes.interrupted
 
     async def _run_batch(self, jobs: list[Job]) -> tuple[list[GenerationResult | SdserveError], asyncio.Task[None]]:
         """Start ``jobs`` and run them on the engine: a result or an error per job, and the

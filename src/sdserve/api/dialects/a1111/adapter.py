@@ -292,7 +292,7 @@ def _hires(req: Txt2ImgRequest, entry: SchedulerEntry) -> HiresFix:
             raise e.renamed({"scheduler": "hr_scheduler"}) from None
         scheduler = None if scheduler == entry.name else scheduler
     checkpoint = _given(req.hr_checkpoint_name)
-    fields = {"scale": req.hr_scale, "resize_x": req.hr_resize_x, "resize_y": req.hr_resize_y}
+    fields: dict[str, Any] = {"scale": req.hr_scale, "resize_x": req.hr_resize_x, "resize_y": req.hr_resize_y}
     if req.firstphase_width or req.firstphase_height:
         fields = {"resize_x": _on_grid(req.width, "width"), "resize_y": _on_grid(req.height, "height")}
     return HiresFix(**fields, upscaler=req.hr_upscaler or "Latent", steps=req.hr_second_pass_steps or None,
