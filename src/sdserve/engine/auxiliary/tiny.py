@@ -66,8 +66,9 @@ def _safety_checker(folder: Path, full_size: bool = False) -> None:
         checker.concept_embeds[0] = direction
         # Measured: the tiny sd15 model's images score -0.01 to 0.08 along it (the samples
         # +-0.36), so about half of them are flagged.
+        # Full size (bench): halfway, whatever the margin; tiny: the measured split, checked.
         threshold = 0.0 if full_size else _THRESHOLD
-        assert float(e[1].dot(direction)) + 0.1 < threshold < float(e[0].dot(direction)) - 0.1
+        assert full_size or float(e[1].dot(direction)) + 0.1 < threshold < float(e[0].dot(direction)) - 0.1
         checker.concept_embeds_weights.fill_(2.0)  # a cosine never exceeds 1: these never fire
         checker.concept_embeds_weights[0] = threshold
         checker.special_care_embeds_weights.fill_(2.0)
