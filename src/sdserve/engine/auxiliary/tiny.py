@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -97,7 +98,7 @@ def _gpt2(folder: Path, full_size: bool = False) -> None:
     tok = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     torch.manual_seed(_SEED)
     eos = vocab["<|endoftext|>"]
-    arch = _FULL_GPT2 if full_size else {"n_embd": _WIDTH, "n_layer": 2, "n_head": 4}
+    arch: dict[str, Any] = _FULL_GPT2 if full_size else {"n_embd": _WIDTH, "n_layer": 2, "n_head": 4}
     config = GPT2Config(vocab_size=len(vocab), n_positions=256, **arch, bos_token_id=eos, eos_token_id=eos,
                         tie_word_embeddings=False)
     model = GPT2LMHeadModel(config).eval()
