@@ -135,9 +135,9 @@ def load_aux(spec: AuxSpec, device: torch.device, dtype: torch.dtype) -> AuxMode
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         # float32: a 16-bit LM's sampling would depend on rounding; GPT-2-class models are small.
-        lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **local)
+        lm: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **local)
         return Enhancer(lm.to(device).eval(), AutoTokenizer.from_pretrained(folder, **local), device)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    blip = BlipForConditionalGeneration.from_pretrained(folder, dtype=dtype, **local)
+    blip: Any = BlipForConditionalGeneration.from_pretrained(folder, dtype=dtype, **local)
     return Captioner(blip.to(device).eval(), BlipProcessor.from_pretrained(folder, **local), device, dtype)

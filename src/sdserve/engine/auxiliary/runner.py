@@ -64,7 +64,7 @@ class Auxiliary:
     def health(self) -> dict[str, str]:
         """Each kind: loaded, installed, not pulled, or off (no model configured)."""
         loaded = set(self._cache.ids())
-        out = {}
+        out: dict[str, str] = {}
         for kind in AUX_KINDS:
             spec = self.specs.get(kind)
             out[kind] = ("off" if spec is None else "loaded" if spec.id in loaded

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -66,8 +67,9 @@ def _safety_checker(folder: Path, full_size: bool = False) -> None:
         checker.concept_embeds[0] = direction
         # Measured: the tiny sd15 model's images score -0.01 to 0.08 along it (the samples
         # +-0.36), so about half of them are flagged.
+        # Full size (bench): halfway, whatever the margin; tiny: the measured split, checked.
         threshold = 0.0 if full_size else _THRESHOLD
-        assert float(e[1].dot(direction)) + 0.1 < threshold < float(e[0].dot(direction)) - 0.1
+        assert full_size or float(e[1].dot(direction)) + 0.1 < threshold < float(e[0].dot(direction)) - 0.1
         checker.concept_embeds_weights.fill_(2.0)  # a cosine never exceeds 1: these never fire
         checker.concept_embeds_weights[0] = threshold
         checker.special_care_embeds_weights.fill_(2.0)
@@ -96,7 +98,7 @@ def _gpt2(folder: Path, full_size: bool = False) -> None:
     tok = GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     torch.manual_seed(_SEED)
     eos = vocab["<|endoftext|>"]
-    arch = _FULL_GPT2 if full_size else {"n_embd": _WIDTH, "n_layer": 2, "n_head": 4}
+    arch: dict[str, Any] = _FULL_GPT2 if full_size else {"n_embd": _WIDTH, "n_layer": 2, "n_head": 4}
     config = GPT2Config(vocab_size=len(vocab), n_positions=256, **arch, bos_token_id=eos, eos_token_id=eos,
                         tie_word_embeddings=False)
     model = GPT2LMHeadModel(config).eval()
