@@ -130,8 +130,14 @@ class Engine:
         self._lock = threading.RLock()
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
-        if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
-            ensure_demo_controlnets(self.options.demo_dir)
+        # Demo mode: tiny ControlNets and IP-Adapters to try them on, written in the background
+        # (a minute on a busy small CPU); a request that uses one waits for them. Under the
+        # engine's lock: writing tiny weights seeds torch's global generator, as loading a
+        # demo model does.
+        self._demo_addons = threading.Thread(target=self._write_demo_addons, name="demo-addons",
+                                             daemon=True) if self.options.demo_dir else None
+        if self._demo_addons is not None:
+            self._demo_addons.start()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -243,12 +249,28 @@ class Engine:
 
     # -- generation -----------------------------------------------------------------------
 
+    def _write_demo_addons(self) -> None:
+        assert self.options.demo_dir is not None
+        with self._lock:
+            try:
+                ensure_demo_controlnets(self.options.demo_dir)
+            except Exception:  # noqa: BLE001 - demo extras: the server serves without them
+                log.exception("could not write the demo ControlNets and IP-Adapters")
+        self.addons.refresh("controlnet")
+        self.addons.refresh("ip_adapter")
+
+    def _await_addons(self, params: GenerationParams) -> None:
+        if self._demo_addons is not None and (params.control or params.ip_adapter is not None):
+            self._demo_addons.join()
+
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
+        self._await_addons(params)
         return prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
+        self._await_addons(req.params)
         p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self.addons)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         size = (p.width, p.height)
