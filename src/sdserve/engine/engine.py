@@ -131,9 +131,10 @@ class Engine:
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
         # Demo mode: tiny ControlNets and IP-Adapters to try them on, written in the background
-        # (a minute on a busy small CPU); a request that uses one waits for them. Under the
-        # engine's lock: writing tiny weights seeds torch's global generator, as loading a
-        # demo model does.
+        # (a minute on a busy small CPU); a request that uses one waits for them. One writer at
+        # a time: writing tiny weights seeds torch's global generator, as writing a demo model
+        # does (_ensure_demo), and the weights must not depend on which ran first.
+        self._demo_writing = threading.Lock()
         self._demo_addons = threading.Thread(target=self._write_demo_addons, name="demo-addons",
                                              daemon=True) if self.options.demo_dir else None
         if self._demo_addons is not None:
@@ -209,7 +210,8 @@ class Engine:
 
             log.warning("DEMO MODE: writing tiny random-weight '%s' model to %s; its images are noise",
                         spec.demo_layout, demo)
-            write_tiny(demo, spec.demo_layout, demo=True)
+            with self._demo_writing:
+                write_tiny(demo, spec.demo_layout, demo=True)
 
     def unload(self, model: LoadedModel) -> bool:
         """Drop ``model`` if it is still the loaded copy of its id (a later reload is kept);
@@ -251,7 +253,7 @@ class Engine:
 
     def _write_demo_addons(self) -> None:
         assert self.options.demo_dir is not None
-        with self._lock:
+        with self._demo_writing:
             try:
                 ensure_demo_controlnets(self.options.demo_dir)
             except Exception:  # noqa: BLE001 - demo extras: the server serves without them
