@@ -27,6 +27,10 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     write_all_tiny(root)
     write_tiny_aux(root / "aux")  # the demo's safety checker, enhancer, captioner: not on first use
+    # Their ControlNets and IP-Adapters now, not in the background of the first test's requests.
+    from sdserve.engine.tiny_addons import ensure_demo_controlnets
+
+    ensure_demo_controlnets(root)
     return root
 
 

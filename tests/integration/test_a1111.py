@@ -151,7 +151,19 @@ def test_listings(api: webuiapi.WebUIApi, engine) -> None:  # type: ignore[no-un
     assert set(api.util_get_scheduler_names()) == {"automatic", "uniform", "karras", "exponential", "polyexponential",
                                                    "sgm_uniform", "simple", "normal", "ddim", "beta"}  # A1111's names
     assert [u["name"] for u in api.get_upscalers()][:3] == ["None", "Lanczos", "Nearest"]  # then the files
-    assert api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+
+
+def test_controlnet_unit_through_webuiapi(api: webuiapi.WebUIApi) -> None:
+    # The client's own ControlNetUnit (its defaults: Resize and Fill, thresholds 64/64, res 512).
+    hint = Image.new("RGB", (64, 64))
+    hint.paste((255, 255, 255), (16, 16, 48, 48))
+    unit = webuiapi.ControlNetUnit(image=hint, module="canny", model="tiny-sd15-canny", processor_res=64)
+    r = api.txt2img(prompt="a house", width=64, height=64, steps=2, seed=3, controlnet_units=[unit],
+                    override_settings={"sd_model_checkpoint": SD15})
+    assert len(r.images) == 2  # the image, then the canny map the unit ran on
+    assert np.asarray(r.images[1].convert("L"))[32, 32] == 0 and np.asarray(r.images[1]).max() == 255
+    assert api.controlnet_version() == 2 and "tiny-sd15-canny" in api.controlnet_model_list()
 
 
 def test_options_switch_the_checkpoint(api: webuiapi.WebUIApi) -> None:

@@ -61,3 +61,14 @@ def test_refused_preprocessors_say_why(name: str, words: str) -> None:
     with pytest.raises(BadInput) as e:
         check_preprocessor(name, "module")
     assert e.value.field == "module" and words in e.value.detail
+
+
+def test_controlnet_units_add_to_the_job_cost() -> None:
+    from sdserve.engine.cost import CONTROLNET_WEIGHT, job_cost
+    from sdserve.engine.params import ControlUnit, GenerationParams
+
+    p = GenerationParams(model="m", task="txt2img", prompt="x", width=512, height=512, steps=20, guidance=7.5,
+                         scheduler="euler")
+    half = ControlUnit(model="c", guidance_end=0.5)
+    assert job_cost(p.model_copy(update={"control": (ControlUnit(model="c"), half)}), "sd15") == \
+        pytest.approx(job_cost(p, "sd15") * (1 + 1.5 * CONTROLNET_WEIGHT))

@@ -8,12 +8,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engine.catalog import Arch
 
 __all__ = ["cmd_bench_controlnet"]
 
 
-def cmd_bench_controlnet(args: argparse.Namespace, model_dir: Path, arch: str, root: Path) -> int:
+def cmd_bench_controlnet(args: argparse.Namespace, model_dir: Path, arch: Arch, root: Path) -> int:
     import io
 
     from PIL import Image
@@ -46,7 +49,7 @@ def cmd_bench_controlnet(args: argparse.Namespace, model_dir: Path, arch: str, r
         for res in engine.generate_batch([BatchItem(request(i, units)) for i in range(args.requests)]):
             if isinstance(res, Exception):
                 raise res
-        return args.requests / (time.perf_counter() - t0)
+        return float(args.requests / (time.perf_counter() - t0))
 
     base_flops = flops_per_image(model_dir, arch, args.size, args.size, args.steps, guidance)
     cn_flops = controlnet_flops_per_image(model_dir, arch, args.size, args.size, args.steps, guidance)

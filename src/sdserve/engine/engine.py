@@ -156,11 +156,18 @@ class Engine:
                              self.device, self.dtype, self._free_memory, o.demo_dir)
         self.controlnets = ControlNets(self.addons, self.device, self.dtype)
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
-        if self.options.demo_dir is not None:  # demo mode: tiny ControlNets to try the feature on
-            ensure_demo_controlnets(self.options.demo_dir)
-        self._demo_addons()
+        # Demo mode: tiny ControlNets and IP-Adapters to try them on, written in the background
+        # (a minute on a busy small CPU); a request that uses one waits for them. One writer at
+        # a time: writing tiny weights seeds torch's global generator, as writing a demo model
+        # does (_ensure_demo), and the weights must not depend on which ran first.
+        self._demo_writing = threading.Lock()
+        self._demo_control_writer = threading.Thread(target=self._write_demo_addons, name="demo-addons",
+                                             daemon=True) if self.options.demo_dir else None
+        self._demo_addons()  # LoRAs and embeddings (engine.tiny_lora)
         if o.demo_dir is not None:  # demo mode: a tiny VAE to try sd_vae / vae with
             write_tiny_vaes(self.addons.home("vae"), o.demo_dir)
+        if self._demo_control_writer is not None:
+            self._demo_control_writer.start()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -250,7 +257,8 @@ class Engine:
 
             log.warning("DEMO MODE: writing tiny random-weight '%s' model to %s; its images are noise",
                         spec.demo_layout, demo)
-            write_tiny(demo, spec.demo_layout, demo=True)
+            with self._demo_writing:
+                write_tiny(demo, spec.demo_layout, demo=True)
 
     def _demo_addons(self) -> None:
         """Demo mode: tiny LoRAs and embeddings for the tiny SD 1.5 and SDXL models, so
@@ -308,8 +316,23 @@ class Engine:
 
     # -- generation -----------------------------------------------------------------------
 
+    def _write_demo_addons(self) -> None:
+        assert self.options.demo_dir is not None
+        with self._demo_writing:
+            try:
+                ensure_demo_controlnets(self.options.demo_dir)
+            except Exception:  # noqa: BLE001 - demo extras: the server serves without them
+                log.exception("could not write the demo ControlNets and IP-Adapters")
+        self.addons.refresh("controlnet")
+        self.addons.refresh("ip_adapter")
+
+    def _await_addons(self, params: GenerationParams) -> None:
+        if self._demo_control_writer is not None and (params.control or params.ip_adapter is not None):
+            self._demo_control_writer.join()
+
     def prepare(self, params: GenerationParams, max_pixels: int | None = None) -> GenerationParams:
         """Resolve defaults and check what any dialect must satisfy; raises BadInput."""
+        self._await_addons(params)
         p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
         check_upscaler_names(p, self.addons)  # the files are this engine's
         self.aux.require(p)
@@ -330,6 +353,7 @@ class Engine:
 
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
+        self._await_addons(req.params)
         p, images = prepare_with_images(self.catalog, req.params, self.options.max_image_pixels, self.addons)
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         if p.task == "upscale":  # the input is what gets upscaled: kept at its own size

@@ -75,8 +75,9 @@ class IPAdapters:
                 self._weights[key] = sd
             enc_key = str(encoder_dir)
             if enc_key not in self._encoders:
-                self._encoders[enc_key] = CLIPVisionModelWithProjection.from_pretrained(
-                    enc_key, dtype=self.dtype, local_files_only=True).to(self.device).eval()
+                encoder: Any = CLIPVisionModelWithProjection.from_pretrained(enc_key, dtype=self.dtype,
+                                                                             local_files_only=True)
+                self._encoders[enc_key] = encoder.to(self.device).eval()
             return self._weights[key], self._encoders[enc_key]
 
     @contextmanager

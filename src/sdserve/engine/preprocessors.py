@@ -160,8 +160,8 @@ def check_preprocessor(name: str, field: str) -> None:
         return
     if key in NEEDS_MODEL:
         raise BadInput(field, f"preprocessor {name!r} runs a neural annotator ({NEEDS_MODEL[key]} from the "
-                              "lllyasviel/Annotators repo) that this server does not have; send an image already "
-                              "preprocessed with module 'none'")
+                              "lllyasviel/Annotators repo) that this server does not have; send a hint image made "
+                              "elsewhere, without preprocessing ('none')")
     raise BadInput(field, f"unknown preprocessor {name!r}; available: {', '.join(PREPROCESSORS)}")
 
 

@@ -124,8 +124,15 @@ def write_tiny_ip_adapters(root: Path, demo: bool = False) -> list[Path]:
 
 
 def ensure_demo_controlnets(demo_dir: Path) -> None:
-    """Demo mode: the tiny ControlNets beside the demo models, in the architecture of the
-    base models there (the test suite's when it points demo mode at them)."""
+    """Demo mode: the tiny ControlNets and IP-Adapters beside the demo models, in the
+    architecture of the base models there (the test suite's when it points demo mode at them).
+
+    Written in a scratch folder and renamed into place, so a server reading the folders (or
+    another one writing them) never sees half a file.
+    """
+    import os
+    import shutil
+
     from .tiny import DEMO_MARK
 
     base = demo_dir / "sd15" / "README.txt"
@@ -133,5 +140,14 @@ def ensure_demo_controlnets(demo_dir: Path) -> None:
     mark = demo_dir / CONTROLNET_FOLDER / _MARK
     if mark.exists() and json.loads(mark.read_text()).get("demo_architecture") == demo:
         return
-    write_tiny_ip_adapters(demo_dir, demo)
-    write_tiny_controlnets(demo_dir, demo)  # its mark last: a half-written set is rewritten
+    scratch = demo_dir / f".addons-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_tiny_ip_adapters(scratch, demo)
+    write_tiny_controlnets(scratch, demo)
+    for folder in (IP_ADAPTER_FOLDER, CONTROLNET_FOLDER):  # the one with the mark last
+        shutil.rmtree(demo_dir / folder, ignore_errors=True)
+        try:
+            os.rename(scratch / folder, demo_dir / folder)
+        except OSError:  # another process put its (identical) copy there first
+            pass
+    shutil.rmtree(scratch, ignore_errors=True)

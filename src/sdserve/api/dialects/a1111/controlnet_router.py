@@ -10,11 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from sdserve.api.deps import require_key, service_of, settings_of
+from sdserve.engine.addon_files import AddonKind
 from sdserve.engine.control import MAX_UNITS
 from .controlnet import API_VERSION, detect, module_list
 
 __all__ = ["router"]
 
+_KINDS: tuple[AddonKind, ...] = ("controlnet", "ip_adapter")
 router = APIRouter(prefix="/controlnet", tags=["AUTOMATIC1111 ControlNet"], dependencies=[Depends(require_key)])
 
 
@@ -29,9 +31,9 @@ async def model_list(request: Request, update: bool = Query(True)) -> dict[str, 
     one list as the extension keeps them."""
     addons = service_of(request).engine.addons
     if update:
-        for kind in ("controlnet", "ip_adapter"):
+        for kind in _KINDS:
             await asyncio.to_thread(addons.refresh, kind)
-    return {"model_list": [f.name for kind in ("controlnet", "ip_adapter") for f in addons.files(kind)]}
+    return {"model_list": [f.name for kind in _KINDS for f in addons.files(kind)]}
 
 
 @router.get("/module_list")

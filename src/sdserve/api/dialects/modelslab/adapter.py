@@ -225,14 +225,15 @@ def to_params(req: GenerateRequest, task: Task, spec: ModelSpec, init: bytes | N
 
 
 def _ip_adapter(req: GenerateRequest, image: bytes | None) -> IPAdapterUnit | None:
-    if not (req.ip_adapter_id or "").strip():
+    name = (req.ip_adapter_id or "").strip()
+    if not name:
         for name in ("ip_adapter_image", "ip_adapter_scale"):
             if getattr(req, name) not in (None, ""):
                 raise BadInput(name, "needs ip_adapter_id (the IP-Adapter to apply)")
         return None
     if image is None:
         raise BadInput("ip_adapter_image", "the IP-Adapter needs an image prompt")
-    return IPAdapterUnit(model=req.ip_adapter_id.strip(), scale=1.0 if req.ip_adapter_scale is None
+    return IPAdapterUnit(model=name, scale=1.0 if req.ip_adapter_scale is None
                          else req.ip_adapter_scale)
 
 
