@@ -125,11 +125,10 @@ def test_unknown_class_type_is_missing_node_type_naming_it(env):
 
 def test_known_node_without_engine_support_is_refused_by_name(env):
     wf = workflow()
-    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
-                                                       "lora_name": "x.safetensors", "strength_model": 1,
-                                                       "strength_clip": 1}}
+    wf["10"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "x.safetensors",
+                                                                "strength_model": 1}}
     e = refused(wf, env)
-    assert e.error["type"] == "missing_node_type" and "LoRA" in e.error["message"]
+    assert e.error["type"] == "missing_node_type" and "UNet-only LoRA" in e.error["message"]
     assert "10" in e.node_errors
 
 
@@ -418,7 +417,7 @@ def test_annotated_upload_names_reach_the_loader(env):
 
 def test_object_info_lists_exactly_the_nodes_sdserve_runs(env):
     info = object_info(env)
-    assert "LoraLoader" not in info and "KSampler" in info and "SaveImage" in info
+    assert "LoraLoaderModelOnly" not in info and "KSampler" in info and "SaveImage" in info
     ks = info["KSampler"]
     assert ks["input"]["required"]["seed"][0] == "INT"
     assert "dpm_fast" not in ks["input"]["required"]["sampler_name"][0]
