@@ -27,7 +27,7 @@ from PIL import Image
 
 from sdserve.engine.addon_files import AddonFolders
 from sdserve.engine.catalog import Catalog, ModelSpec
-from sdserve.engine.params import MAX_SEED, ControlUnit, GenerationParams, InputImage, UpscaleSettings
+from sdserve.engine.params import MAX_SEED, ControlUnit, GenerationParams, InputImage, LoraRef, UpscaleSettings
 from sdserve.engine.prepare import DEFAULT_MAX_PIXELS
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.engine.upscalers import find_upscaler
@@ -705,6 +705,9 @@ def _addon(node: Node, ev: _Eval, kind: Any, input_name: str) -> str:
         raise _Refuse(node, input_name, f"{input_name}: {e.detail}", "value_not_in_list", "Value not in list") from None
 
 
+_MAX_LORA_WEIGHT = LoraRef.model_fields["weight"].metadata[1].le
+
+
 def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     model, clip = ev(node, "model"), ev(node, "clip")
     assert isinstance(model, Checkpoint) and isinstance(clip, Clip)
@@ -712,6 +715,9 @@ def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     if node.inputs["strength_clip"] != weight:
         raise _Refuse(node, "strength_clip", "strength_clip: sdserve applies a LoRA with one weight to the UNet and "
                                              "the text encoder; set strength_clip equal to strength_model")
+    if abs(weight) > _MAX_LORA_WEIGHT:  # ComfyUI's widget goes to 100; the engine's LoraRef does not
+        raise _Refuse(node, "strength_model", f"strength_model: {weight} is outside -{_MAX_LORA_WEIGHT:g} to "
+                                              f"{_MAX_LORA_WEIGHT:g}, the LoRA weights sdserve applies")
     lora = (_addon(node, ev, "lora", "lora_name"), weight)
     return (replace(model, loras=(*model.loras, lora), lora_node=node.id),
             replace(clip, loras=(*clip.loras, lora)))
@@ -875,9 +881,10 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
     return [CompiledJob(params, outputs, fields)]
 
 
-def _upscale_job(up: UpscaledPixels, outputs: tuple[OutputNode, ...]) -> CompiledJob:
-    """ImageUpscaleWithModel over a LoadImage: the engine's task "upscale" (no sampler)."""
-    params = GenerationParams(task="upscale", inputs=(InputImage(role="init", data=_png(up.pixels.image)),),
+def _upscale_job(up: UpscaledPixels, outputs: tuple[OutputNode, ...], catalog: Catalog) -> CompiledJob:
+    """ImageUpscaleWithModel over a LoadImage: the engine's task "upscale" (no sampler; the
+    job names a model only because every job has one, as A1111's extras jobs do)."""
+    params = GenerationParams(model=next(iter(catalog)).id, prompt="", task="upscale", inputs=(InputImage(role="init", data=_png(up.pixels.image)),),
                               upscale=UpscaleSettings(upscaler=up.model.name, scale=up.model.scale))
     fields = {"image": (up.pixels.node_id, "image"), "upscale.upscaler": (up.model.node_id, "model_name"),
               "upscale.scale": (up.model.node_id, "model_name")}
@@ -910,7 +917,7 @@ def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]
         raise outputs_failed(failed, node_errors)
     return [job for decoded, outs in by_decode.values()
             for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
-                        else [_upscale_job(decoded, tuple(outs))])]
+                        else [_upscale_job(decoded, tuple(outs), env.catalog)])]
 
 
 def node_errors_for(err: BadInput, job: CompiledJob) -> GraphError:
