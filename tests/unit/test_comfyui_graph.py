@@ -442,17 +442,23 @@ def test_every_listed_checkpoint_compiles(env):
 
 # ---- add-on nodes: compiled once the engine has their field (the lead's merge) ------------
 
-@pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
-def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
-    (tmp_path / "Lora").mkdir()
+def _with_lora(tmp_path: Path, strength: float) -> dict:
+    """The default workflow with a LoraLoader (node 10) between the checkpoint and its users."""
+    (tmp_path / "Lora").mkdir(exist_ok=True)
     (tmp_path / "Lora" / "detail.safetensors").write_bytes(b"x")
     wf = workflow()
     wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
-                                                       "lora_name": "detail.safetensors", "strength_model": 0.7,
-                                                       "strength_clip": 0.7}}
+                                                       "lora_name": "detail.safetensors", "strength_model": strength,
+                                                       "strength_clip": strength}}
     wf["3"]["inputs"]["model"] = ["10", 0]
     for n in ("6", "7"):
         wf[n]["inputs"]["clip"] = ["10", 1]
+    return wf
+
+
+@pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
+def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
+    wf = _with_lora(tmp_path, 0.7)
     [job] = compile_prompt(wf, env)
     assert [(r.name, r.weight) for r in job.params.loras] == [("detail", 0.7)]
     wf["10"]["inputs"]["strength_clip"] = 0.2
@@ -632,13 +638,5 @@ def test_object_info_lists_upscale_and_controlnet_files(env, tmp_path):
 
 
 def test_lora_strength_past_the_engines_range_is_refused(env, tmp_path):
-    (tmp_path / "Lora").mkdir()
-    (tmp_path / "Lora" / "detail.safetensors").write_bytes(b"x")
-    wf = workflow()
-    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
-                                                       "lora_name": "detail.safetensors", "strength_model": 20,
-                                                       "strength_clip": 20}}
-    wf["3"]["inputs"]["model"] = ["10", 0]
-    for n in ("6", "7"):
-        wf[n]["inputs"]["clip"] = ["10", 1]
+    wf = _with_lora(tmp_path, 20)
     assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_model"
