@@ -4,7 +4,9 @@ Each output node (SaveImage, PreviewImage) is walked back to the sampler that ma
 images: every node on the way is evaluated by its function in ``COMPILERS`` into a value that
 says what it stands for (a checkpoint, a prompt, an empty latent, an encoded image, a
 sampler pass, ...), and the decoded sampler pass becomes one ``GenerationParams``. Outputs
-fed by the same decode share its job. What a node asks that the engine cannot do is a
+fed by the same decode share its job (ImageUpscaleWithModel after it adds the job's
+``upscale``; over a LoadImage alone it is a task "upscale" job). ControlNet apply nodes ride
+on the conditioning into the job's ``control`` units. What a node asks that the engine cannot do is a
 ``node_errors`` entry naming the node and the input, never an approximation.
 
 Pixel operations that happen before sampling (LoadImage, ImageScale, VAEEncodeForInpaint's
