@@ -144,3 +144,73 @@ def test_prompt_and_negative_of_different_lengths_repeat_to_a_common_length(engi
     cond = encode_item(pipe, params)
     assert cond.prompt.shape[1] == 154 and cond.negative is not None and cond.negative.shape[1] == 154
     assert torch.equal(cond.negative[:, :77], cond.negative[:, 77:])
+
+
+# ---- add-on nodes on the real engine (demo mode's tiny ControlNets, LoRAs, upscalers) --------
+
+def _file_name(env: CompileEnv, node: str, input_name: str, stem: str) -> str:
+    """The name ComfyUI's loader offers for the add-on ``stem`` (its /object_info choice)."""
+    from sdserve.api.dialects.comfyui.nodes import NODES
+
+    choice = NODES[node].input(input_name)
+    assert choice is not None and choice.choices is not None
+    return next(n for n in choice.choices(env) if n.rsplit(".", 1)[0] == stem)
+
+
+def test_controlnet_workflow_gives_the_native_requests_pixels(engine, env):
+    from sdserve.engine.params import ControlUnit, InputImage
+
+    wf = _small(_default())
+    wf["20"] = {"class_type": "ControlNetLoader",
+                "inputs": {"control_net_name": _file_name(env, "ControlNetLoader", "control_net_name",
+                                                          "tiny-sd15-canny")}}
+    wf["21"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    wf["22"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["6", 0], "negative": ["7", 0], "control_net": ["20", 0], "image": ["21", 0],
+        "strength": 0.9, "start_percent": 0.0, "end_percent": 0.8}}
+    wf["3"]["inputs"].update(positive=["22", 0], negative=["22", 1])
+    [job] = compile_prompt(wf, env)
+    p = job.params
+    native = GenerationParams(model="sd15", prompt=p.prompt, negative_prompt=p.negative_prompt,
+                              prompt_syntax="comfyui", width=64, height=64, steps=3, guidance=8.0, seed=1234,
+                              scheduler="euler_linspace",
+                              control=(ControlUnit(model="tiny-sd15-canny", weight=0.9, guidance_end=0.8),),
+                              inputs=(InputImage(role="control", index=0, data=PHOTO),))
+    got = _pixels(engine, p)
+    assert np.array_equal(got, _pixels(engine, native))
+    # ... and the unit is applied: the same workflow without it differs.
+    assert not np.array_equal(got, _pixels(engine, p.model_copy(update={"control": (), "inputs": ()})))
+
+
+def test_lora_workflow_gives_the_native_requests_pixels(engine, env):
+    from sdserve.engine.params import LoraRef
+
+    wf = _small(_default())
+    wf["10"] = {"class_type": "LoraLoader", "inputs": {
+        "model": ["4", 0], "clip": ["4", 1], "lora_name": _file_name(env, "LoraLoader", "lora_name", "tiny_detail"),
+        "strength_model": 0.6, "strength_clip": 0.6}}
+    wf["3"]["inputs"]["model"] = ["10", 0]
+    for n in ("6", "7"):
+        wf[n]["inputs"]["clip"] = ["10", 1]
+    [job] = compile_prompt(wf, env)
+    p = job.params
+    native = p.model_copy(update={"model": "sd15", "loras": (LoraRef(name="tiny_detail", weight=0.6),)})
+    got = _pixels(engine, p)
+    assert np.array_equal(got, _pixels(engine, native))
+    assert not np.array_equal(got, _pixels(engine, p.model_copy(update={"loras": ()})))
+
+
+def test_upscale_model_over_a_loaded_image_is_the_native_upscale(engine, env):
+    from sdserve.engine.params import UpscaleSettings
+
+    name = _file_name(env, "UpscaleModelLoader", "model_name", "tiny-RealESRGAN_x2plus")
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+          "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": name}},
+          "3": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
+          "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "up"}}}
+    [job] = compile_prompt(wf, env)
+    got = _pixels(engine, job.params)
+    native = GenerationParams(model="sd15", prompt="", task="upscale", inputs=input_images(init=PHOTO),
+                              upscale=UpscaleSettings(upscaler="tiny-RealESRGAN_x2plus", scale=2))
+    assert got.shape[:2] == (128, 128)
+    assert np.array_equal(got, _pixels(engine, native))

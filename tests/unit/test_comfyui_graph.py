@@ -125,11 +125,10 @@ def test_unknown_class_type_is_missing_node_type_naming_it(env):
 
 def test_known_node_without_engine_support_is_refused_by_name(env):
     wf = workflow()
-    wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
-                                                       "lora_name": "x.safetensors", "strength_model": 1,
-                                                       "strength_clip": 1}}
+    wf["10"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "x.safetensors",
+                                                                "strength_model": 1}}
     e = refused(wf, env)
-    assert e.error["type"] == "missing_node_type" and "LoRA" in e.error["message"]
+    assert e.error["type"] == "missing_node_type" and "UNet-only LoRA" in e.error["message"]
     assert "10" in e.node_errors
 
 
@@ -418,7 +417,7 @@ def test_annotated_upload_names_reach_the_loader(env):
 
 def test_object_info_lists_exactly_the_nodes_sdserve_runs(env):
     info = object_info(env)
-    assert "LoraLoader" not in info and "KSampler" in info and "SaveImage" in info
+    assert "LoraLoaderModelOnly" not in info and "KSampler" in info and "SaveImage" in info
     ks = info["KSampler"]
     assert ks["input"]["required"]["seed"][0] == "INT"
     assert "dpm_fast" not in ks["input"]["required"]["sampler_name"][0]
@@ -443,17 +442,23 @@ def test_every_listed_checkpoint_compiles(env):
 
 # ---- add-on nodes: compiled once the engine has their field (the lead's merge) ------------
 
-@pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
-def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
-    (tmp_path / "Lora").mkdir()
+def _with_lora(tmp_path: Path, strength: float) -> dict:
+    """The default workflow with a LoraLoader (node 10) between the checkpoint and its users."""
+    (tmp_path / "Lora").mkdir(exist_ok=True)
     (tmp_path / "Lora" / "detail.safetensors").write_bytes(b"x")
     wf = workflow()
     wf["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
-                                                       "lora_name": "detail.safetensors", "strength_model": 0.7,
-                                                       "strength_clip": 0.7}}
+                                                       "lora_name": "detail.safetensors", "strength_model": strength,
+                                                       "strength_clip": strength}}
     wf["3"]["inputs"]["model"] = ["10", 0]
     for n in ("6", "7"):
         wf[n]["inputs"]["clip"] = ["10", 1]
+    return wf
+
+
+@pytest.mark.skipif(not _has_field("loras"), reason="the engine's loras field is not on this branch")
+def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
+    wf = _with_lora(tmp_path, 0.7)
     [job] = compile_prompt(wf, env)
     assert [(r.name, r.weight) for r in job.params.loras] == [("detail", 0.7)]
     wf["10"]["inputs"]["strength_clip"] = 0.2
@@ -540,3 +545,98 @@ def test_two_sampler_graph_without_the_engines_hires_is_refused(env):
         pytest.skip("the engine has hires on this branch")
     e = refused(_hires_graph(), env)
     assert "hires" in e.node_errors["10"]["errors"][0]["details"]
+
+
+# ---- upscale models and ControlNet --------------------------------------------------------
+
+def _upscaler_file(tmp_path: Path, name: str = "4x-UltraSharp.pth") -> None:
+    (tmp_path / "ESRGAN").mkdir(exist_ok=True)
+    (tmp_path / "ESRGAN" / name).write_bytes(b"x")
+
+
+def test_image_upscale_with_model_after_the_decode_is_the_jobs_upscale(env, tmp_path):
+    _upscaler_file(tmp_path, "RealESRGAN_x2plus.pth")
+    wf = workflow()
+    wf["10"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "RealESRGAN_x2plus.pth"}}
+    wf["11"] = {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["10", 0], "image": ["8", 0]}}
+    wf["9"]["inputs"]["images"] = ["11", 0]
+    [job] = compile_prompt(wf, env)
+    assert job.params.task == "txt2img" and job.params.width == 512
+    assert (job.params.upscale.upscaler, job.params.upscale.scale) == ("RealESRGAN_x2plus", 2)
+    assert job.fields["upscale.upscaler"] == ("10", "model_name")
+    # A second SaveImage on the plain decode is its own job, without the upscale.
+    wf["12"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "plain"}}
+    jobs = compile_prompt(wf, env)
+    assert [j.params.upscale is None for j in jobs] == [False, True]
+    # Twice in a row is refused on the second node.
+    wf["13"] = {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["10", 0], "image": ["11", 0]}}
+    wf["9"]["inputs"]["images"] = ["13", 0]
+    assert refused(wf, env).node_errors["13"]["errors"][0]["extra_info"]["input_name"] == "image"
+
+
+def test_image_upscale_with_model_of_a_loaded_image_is_an_upscale_job(env, tmp_path):
+    _upscaler_file(tmp_path)
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+          "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x-UltraSharp.pth"}},
+          "3": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
+          "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "up"}}}
+    [job] = compile_prompt(wf, env)
+    assert job.params.task == "upscale" and job.params.upscale.scale == 4
+    assert Image.open(io.BytesIO(job.params.input("init"))).size == (100, 60)
+    wf["2"]["inputs"]["model_name"] = "missing.pth"
+    assert refused(wf, env).node_errors["2"]["errors"][0]["type"] == "value_not_in_list"
+
+
+def _controlnet(tmp_path: Path, wf: dict, strength: float = 0.8, negative: bool = True) -> dict:
+    (tmp_path / "ControlNet").mkdir(exist_ok=True)
+    (tmp_path / "ControlNet" / "canny.safetensors").write_bytes(b"x")
+    wf["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}}
+    wf["21"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    wf["22"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["6", 0], "negative": ["7", 0], "control_net": ["20", 0], "image": ["21", 0],
+        "strength": strength, "start_percent": 0.1, "end_percent": 0.9}}
+    wf["3"]["inputs"]["positive"] = ["22", 0]
+    if negative:
+        wf["3"]["inputs"]["negative"] = ["22", 1]
+    return wf
+
+
+def test_controlnet_apply_advanced_becomes_a_control_unit_with_its_image(env, tmp_path):
+    [job] = compile_prompt(_controlnet(tmp_path, workflow()), env)
+    [unit] = job.params.control
+    assert (unit.model, unit.weight, unit.guidance_start, unit.guidance_end, unit.preprocessor) == (
+        "canny", 0.8, 0.1, 0.9, "none")
+    assert Image.open(io.BytesIO(job.params.input("control", 0))).size == (100, 60)
+    assert job.fields["control[0].image"] == ("21", "image")
+    # Two units chained: indexes 0 and 1 in graph order.
+    wf = _controlnet(tmp_path, workflow())
+    wf["23"] = dict(wf["22"], inputs=dict(wf["22"]["inputs"], positive=["22", 0], negative=["22", 1], strength=0.5))
+    wf["3"]["inputs"].update(positive=["23", 0], negative=["23", 1])
+    job = compile_prompt(wf, env)[0]
+    assert [u.weight for u in job.params.control] == [0.8, 0.5]
+    assert job.params.input("control", 1) is not None
+
+
+def test_controlnet_the_engine_cannot_apply_is_refused_naming_the_input(env, tmp_path):
+    e = refused(_controlnet(tmp_path, workflow(), strength=3.0), env)
+    assert e.node_errors["22"]["errors"][0]["extra_info"]["input_name"] == "strength"
+    # Positive only (negative bypasses it): the engine guides both halves, so it is refused.
+    e = refused(_controlnet(tmp_path, workflow(), negative=False), env)
+    assert e.node_errors["3"]["errors"][0]["extra_info"]["input_name"] == "negative"
+    wf = _controlnet(tmp_path, workflow())
+    wf["22"]["inputs"].update(start_percent=0.5, end_percent=0.5)
+    assert refused(wf, env).node_errors["22"]["errors"][0]["extra_info"]["input_name"] == "end_percent"
+
+
+def test_object_info_lists_upscale_and_controlnet_files(env, tmp_path):
+    _upscaler_file(tmp_path)
+    _controlnet(tmp_path, workflow())
+    info = object_info(env)
+    assert info["UpscaleModelLoader"]["input"]["required"]["model_name"][0] == ["4x-UltraSharp.pth"]
+    assert info["ControlNetLoader"]["input"]["required"]["control_net_name"][0] == ["canny.safetensors"]
+    assert "ImageUpscaleWithModel" in info and "ControlNetApplyAdvanced" in info
+
+
+def test_lora_strength_past_the_engines_range_is_refused(env, tmp_path):
+    wf = _with_lora(tmp_path, 20)
+    assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_model"

@@ -4,7 +4,9 @@ Each output node (SaveImage, PreviewImage) is walked back to the sampler that ma
 images: every node on the way is evaluated by its function in ``COMPILERS`` into a value that
 says what it stands for (a checkpoint, a prompt, an empty latent, an encoded image, a
 sampler pass, ...), and the decoded sampler pass becomes one ``GenerationParams``. Outputs
-fed by the same decode share its job. What a node asks that the engine cannot do is a
+fed by the same decode share its job (ImageUpscaleWithModel after it adds the job's
+``upscale``; over a LoadImage alone it is a task "upscale" job). ControlNet apply nodes ride
+on the conditioning into the job's ``control`` units. What a node asks that the engine cannot do is a
 ``node_errors`` entry naming the node and the input, never an approximation.
 
 Pixel operations that happen before sampling (LoadImage, ImageScale, VAEEncodeForInpaint's
@@ -27,9 +29,10 @@ from PIL import Image
 
 from sdserve.engine.addon_files import AddonFolders
 from sdserve.engine.catalog import Catalog, ModelSpec
-from sdserve.engine.params import MAX_SEED, GenerationParams, InputImage
+from sdserve.engine.params import MAX_SEED, ControlUnit, GenerationParams, InputImage, LoraRef, UpscaleSettings
 from sdserve.engine.prepare import DEFAULT_MAX_PIXELS
 from sdserve.engine.schedulers import SchedulerEntry
+from sdserve.engine.upscalers import find_upscaler
 from sdserve.errors import BadInput
 from sdserve.images import decode_image
 
@@ -115,10 +118,21 @@ class Vae:
 
 
 @dataclass(frozen=True)
+class Control:
+    """ControlNetApplyAdvanced: one ControlNet unit on a conditioning, and its image."""
+
+    unit: ControlUnit
+    pixels: Pixels
+    node_id: str
+
+
+@dataclass(frozen=True)
 class Conditioning:
     text: str
     clip: Clip
     node_id: str
+    # ControlNet units applied to this conditioning, in graph order (engine: params.control).
+    control: tuple[Control, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,10 +207,30 @@ class Upscaled:
 
 
 @dataclass(frozen=True)
+class UpscaleModel:
+    """UpscaleModelLoader: an upscaler file (engine.upscalers name) and its native factor."""
+
+    name: str
+    scale: int
+    node_id: str
+
+
+@dataclass(frozen=True)
 class Decoded:
     sampled: Sampled
     node_id: str
     vae: Vae
+    # ImageUpscaleWithModel after the decode (GenerationParams.upscale), and its node.
+    upscale: UpscaleModel | None = None
+
+
+@dataclass(frozen=True)
+class UpscaledPixels:
+    """ImageUpscaleWithModel over a loaded image: a task "upscale" job, no sampler."""
+
+    pixels: Pixels
+    model: UpscaleModel
+    node_id: str
 
 
 # ---- one function per node ------------------------------------------------------------
@@ -504,7 +538,14 @@ def _sampler(node: Node, ev: _Eval, seed_input: str, first: int, denoise: float 
     if positive.clip.clip_skip != negative.clip.clip_skip:
         raise _Refuse(node, "negative", "negative: encoded with another CLIP last layer than positive; one job "
                                         "encodes both prompts with one encoder setting")
+    if positive.control != negative.control:
+        # The engine's ControlNet guides both halves of CFG (ComfyUI's ControlNetApplyAdvanced).
+        raise _Refuse(node, "negative", "negative: sdserve applies a ControlNet to both prompts; pass positive and "
+                                        "negative through the same ControlNetApplyAdvanced nodes")
     latent = ev(node, "latent_image")
+    if positive.control and isinstance(latent, (Upscaled, Sampled)):
+        raise _Refuse(node, "positive", "positive: a ControlNet on a second sampler pass (hires fix, refiner) is "
+                                        "not available; apply it to the first pass only")
     if isinstance(latent, Upscaled):
         return _hires_pass(node, ev, latent, model, positive, negative, seed_input, denoise)
     if isinstance(latent, Sampled):
@@ -549,6 +590,9 @@ def _hires_pass(node: Node, ev: _Eval, up: Upscaled, model: Checkpoint, positive
     """A KSampler over an upscaled first pass: the first pass's job with a hires pass (A1111's
     hires fix runs its steps on a schedule stretched to steps / strength: ComfyUI's denoise)."""
     first = up.sampled
+    if first.positive.control:
+        raise _Refuse(first.node, "positive", "positive: a ControlNet with a second sampler pass (hires fix) is not "
+                                              "available; remove the second pass or the ControlNet")
     if denoise is None:
         raise _Refuse(node, "latent_image", "latent_image: the second pass of a hires graph is a KSampler with "
                                             "denoise (KSamplerAdvanced's step window has no hires equivalent)")
@@ -606,6 +650,9 @@ def _refiner_pass(node: Node, ev: _Eval, first: Sampled) -> Sampled:
     refiner (engine: Refiner(model, switch_at)), on the first pass's schedule and prompts."""
     i = node.inputs
     assert first.stopped_at is not None
+    if first.positive.control:
+        raise _Refuse(first.node, "positive", "positive: a ControlNet with an SDXL refiner pass is not available; "
+                                              "remove the refiner or the ControlNet")
     model = ev(node, "model")
     assert isinstance(model, Checkpoint)
     checks = {"start_at_step": (i["start_at_step"], first.stopped_at), "steps": (i["steps"], first.steps),
@@ -619,7 +666,7 @@ def _refiner_pass(node: Node, ev: _Eval, first: Sampled) -> Sampled:
     for name, text in (("positive", first.positive.text), ("negative", first.negative.text)):
         cond = ev(node, name)
         assert isinstance(cond, Conditioning)
-        if cond.text != text or cond.clip.checkpoint.spec.id != model.spec.id:
+        if cond.text != text or cond.clip.checkpoint.spec.id != model.spec.id or cond.control:
             raise _Refuse(node, name, f"{name}: the refiner reads the first pass's prompts with its own CLIP; "
                                       "encode the same text with the refiner checkpoint's CLIP")
     if first.stopped_at <= 0 or first.stopped_at >= first.steps:
@@ -660,6 +707,9 @@ def _addon(node: Node, ev: _Eval, kind: Any, input_name: str) -> str:
         raise _Refuse(node, input_name, f"{input_name}: {e.detail}", "value_not_in_list", "Value not in list") from None
 
 
+_MAX_LORA_WEIGHT = LoraRef.model_fields["weight"].metadata[1].le
+
+
 def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     model, clip = ev(node, "model"), ev(node, "clip")
     assert isinstance(model, Checkpoint) and isinstance(clip, Clip)
@@ -667,6 +717,9 @@ def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     if node.inputs["strength_clip"] != weight:
         raise _Refuse(node, "strength_clip", "strength_clip: sdserve applies a LoRA with one weight to the UNet and "
                                              "the text encoder; set strength_clip equal to strength_model")
+    if abs(weight) > _MAX_LORA_WEIGHT:  # ComfyUI's widget goes to 100; the engine's LoraRef does not
+        raise _Refuse(node, "strength_model", f"strength_model: {weight} is outside -{_MAX_LORA_WEIGHT:g} to "
+                                              f"{_MAX_LORA_WEIGHT:g}, the LoRA weights sdserve applies")
     lora = (_addon(node, ev, "lora", "lora_name"), weight)
     return (replace(model, loras=(*model.loras, lora), lora_node=node.id),
             replace(clip, loras=(*clip.loras, lora)))
@@ -674,6 +727,55 @@ def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
 
 def _vae_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     return (Vae(None, _addon(node, ev, "vae", "vae_name"), node.id),)
+
+
+def _upscale_model_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    name = _addon(node, ev, "upscaler", "model_name")
+    # ComfyUI upscales by the model's own factor; the engine reads it from the name as A1111
+    # lists it (4 when the name does not say), then resizes the network's output to it.
+    scale = find_upscaler(ev.env.addons, name, field="model_name").scale
+    return (UpscaleModel(name, scale, node.id),)
+
+
+def _image_upscale_with_model(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    model, image = ev(node, "upscale_model"), ev(node, "image")
+    assert isinstance(model, UpscaleModel)
+    if isinstance(image, Pixels):
+        return (UpscaledPixels(image, model, node.id),)
+    if not isinstance(image, Decoded) or image.upscale is not None:
+        raise _Refuse(node, "image", "image: sdserve upscales a loaded image (LoadImage) or a sampler's decoded "
+                                     "images (VAEDecode), once")
+    return (replace(image, upscale=model, node_id=node.id),)
+
+
+def _controlnet_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    return (_addon(node, ev, "controlnet", "control_net_name"),)
+
+
+_MAX_CONTROL_WEIGHT = ControlUnit.model_fields["weight"].metadata[1].le  # the engine's weight limit
+
+
+def _controlnet_apply(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    """Both prompts guided by one ControlNet unit. The optional ``vae`` input only matters to
+    ControlNets that read latents (SD3, Flux), which sdserve does not load; ComfyUI ignores it
+    for the SD 1.5/SDXL ones too."""
+    i = node.inputs
+    pixels = ev(node, "image")
+    if not isinstance(pixels, Pixels):
+        raise _Refuse(node, "image", "image: sdserve takes a ControlNet's image from a LoadImage node")
+    if i["strength"] > _MAX_CONTROL_WEIGHT:
+        raise _Refuse(node, "strength", f"strength: {i['strength']} is above {_MAX_CONTROL_WEIGHT:g}, the most "
+                                        "sdserve's ControlNet weight allows")
+    if i["start_percent"] >= i["end_percent"]:
+        raise _Refuse(node, "end_percent", "end_percent: the ControlNet would guide no step; set it above "
+                                           "start_percent")
+    unit = ControlUnit(model=ev(node, "control_net"), weight=i["strength"], guidance_start=i["start_percent"],
+                       guidance_end=i["end_percent"], preprocessor="none")
+    control = Control(unit, pixels, node.id)
+    positive, negative = ev(node, "positive"), ev(node, "negative")
+    assert isinstance(positive, Conditioning) and isinstance(negative, Conditioning)
+    return (replace(positive, control=(*positive.control, control)),
+            replace(negative, control=(*negative.control, control)))
 
 
 def _output(node: Node, ev: _Eval) -> tuple[Any, ...]:
@@ -702,6 +804,10 @@ COMPILERS: dict[str, Compiler] = {
     # Available once the engine has their field (nodes.py ``needs``: node_available).
     "LoraLoader": _lora_loader,
     "VAELoader": _vae_loader,
+    "UpscaleModelLoader": _upscale_model_loader,
+    "ImageUpscaleWithModel": _image_upscale_with_model,
+    "ControlNetLoader": _controlnet_loader,
+    "ControlNetApplyAdvanced": _controlnet_apply,
 }
 
 
@@ -734,6 +840,18 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
     if s.model.loras:  # only reachable when the engine has the field (LoraLoader's needs)
         base["loras"] = tuple({"name": name, "weight": weight} for name, weight in s.model.loras)
         fields["loras"] = (s.model.lora_node, "lora_name")
+    if decoded.upscale is not None:  # ImageUpscaleWithModel after the decode
+        base["upscale"] = UpscaleSettings(upscaler=decoded.upscale.name, scale=decoded.upscale.scale)
+        fields["upscale.upscaler"] = fields["upscale.scale"] = (decoded.upscale.node_id, "model_name")
+    if s.positive.control:  # ControlNetApplyAdvanced: unit i's image is control input i
+        base["control"] = tuple(c.unit for c in s.positive.control)
+        control_inputs = tuple(InputImage(role="control", index=n, data=_png(c.pixels.image))
+                               for n, c in enumerate(s.positive.control))
+        for n, c in enumerate(s.positive.control):
+            fields[f"control[{n}].model"] = (c.node_id, "control_net")
+            fields[f"control[{n}].image"] = (c.pixels.node_id, "image")
+    else:
+        control_inputs = ()
     if decoded.vae.file is not None:  # likewise (VAELoader's needs)
         base["vae"] = decoded.vae.file
         fields["vae"] = (decoded.vae.node_id, "vae_name")
@@ -748,7 +866,7 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
         for first in range(0, latent.batch, _MAX_N):
             n = min(_MAX_N, latent.batch - first)
             params = GenerationParams(**base | {"seed": _seed(s.seed + first)}, task="txt2img", width=latent.width,
-                                      height=latent.height, n=n, strength=1.0)
+                                      height=latent.height, n=n, strength=1.0, inputs=control_inputs)
             out.append(CompiledJob(params, outputs, fields))
         return out
     img = latent.pixels.image
@@ -761,8 +879,18 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
         fields["mask"] = (latent.mask.node_id, latent.mask.input_name)
         task = "inpaint"
     params = GenerationParams(**base, task=task, width=img.width, height=img.height, strength=s.strength,
-                              inputs=tuple(inputs))
+                              inputs=(*inputs, *control_inputs))
     return [CompiledJob(params, outputs, fields)]
+
+
+def _upscale_job(up: UpscaledPixels, outputs: tuple[OutputNode, ...], catalog: Catalog) -> CompiledJob:
+    """ImageUpscaleWithModel over a LoadImage: the engine's task "upscale" (no sampler; the
+    job names a model only because every job has one, as A1111's extras jobs do)."""
+    params = GenerationParams(model=next(iter(catalog)).id, prompt="", task="upscale", inputs=(InputImage(role="init", data=_png(up.pixels.image)),),
+                              upscale=UpscaleSettings(upscaler=up.model.name, scale=up.model.scale))
+    fields = {"image": (up.pixels.node_id, "image"), "upscale.upscaler": (up.model.node_id, "model_name"),
+              "upscale.scale": (up.model.node_id, "model_name")}
+    return CompiledJob(params, outputs, fields)
 
 
 def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]:
@@ -770,14 +898,14 @@ def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]
     (ComfyUI's 400 body) when the graph is invalid or asks what the engine cannot do."""
     graph = validate_prompt(prompt, env)
     ev = _Eval(graph, env)
-    by_decode: dict[str, tuple[Decoded, list[OutputNode]]] = {}
+    by_decode: dict[str, tuple[Decoded | UpscaledPixels, list[OutputNode]]] = {}
     failed: list[tuple[str, list[dict[str, Any]]]] = []
     node_errors: dict[str, Any] = {}
     for out_id in graph.outputs:
         node = graph.nodes[out_id]
         try:
             images = ev(node, "images")
-            if not isinstance(images, Decoded):
+            if not isinstance(images, (Decoded, UpscaledPixels)):
                 raise _Refuse(node, "images", "images: sdserve saves images a sampler made (KSampler -> VAEDecode); "
                                               "these come from a loaded image with no sampler in between")
         except _Refuse as r:
@@ -789,7 +917,9 @@ def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]
         by_decode.setdefault(images.node_id, (images, []))[1].append(_output_node(node))
     if failed:
         raise outputs_failed(failed, node_errors)
-    return [job for decoded, outs in by_decode.values() for job in _jobs(decoded, tuple(outs))]
+    return [job for decoded, outs in by_decode.values()
+            for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
+                        else [_upscale_job(decoded, tuple(outs), env.catalog)])]
 
 
 def node_errors_for(err: BadInput, job: CompiledJob) -> GraphError:

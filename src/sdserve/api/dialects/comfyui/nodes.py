@@ -162,7 +162,7 @@ NODES: dict[str, NodeDef] = {n.name: n for n in (
     NodeDef("ImageScaleBy", "Upscale Image By", "image/upscaling",
             (("image", Input("IMAGE")), ("upscale_method", _combo(_fixed(*_UPSCALE_IMAGE))),
              ("scale_by", _float(1.0, 0.01, 8.0))), ("IMAGE",), ("IMAGE",)),
-    # Add-on nodes: compiled once the engine has their field (the lead switches them on).
+    # Add-on nodes: compiled when the engine has their field (node_available).
     NodeDef("LoraLoader", "Load LoRA", "loaders",
             (("model", Input("MODEL")), ("clip", Input("CLIP")), ("lora_name", _combo(_addon_names("lora"))),
              ("strength_model", _float(1.0, -100.0, 100.0)), ("strength_clip", _float(1.0, -100.0, 100.0))),
@@ -170,7 +170,9 @@ NODES: dict[str, NodeDef] = {n.name: n for n in (
     NodeDef("LoraLoaderModelOnly", "LoraLoaderModelOnly", "loaders",
             (("model", Input("MODEL")), ("lora_name", _combo(_addon_names("lora"))),
              ("strength_model", _float(1.0, -100.0, 100.0))), ("MODEL",), ("MODEL",),
-            needs="loras", needs_what="LoRA"),
+            # The engine's LoraRef applies a LoRA to the UNet and the text encoder together (one
+            # weight); a UNet-only LoRA waits for a field that says so.
+            needs="lora_unet_only", needs_what="UNet-only LoRA (use LoraLoader with strength_clip = strength_model)"),
     NodeDef("VAELoader", "Load VAE", "loaders", (("vae_name", _combo(_addon_names("vae"))),), ("VAE",), ("VAE",),
             needs="vae", needs_what="VAE override"),
     NodeDef("UpscaleModelLoader", "Load Upscale Model", "loaders",
@@ -181,11 +183,11 @@ NODES: dict[str, NodeDef] = {n.name: n for n in (
             needs="upscale", needs_what="upscaler models"),
     NodeDef("ControlNetLoader", "Load ControlNet Model", "loaders",
             (("control_net_name", _combo(_addon_names("controlnet"))),), ("CONTROL_NET",), ("CONTROL_NET",),
-            needs="controlnets", needs_what="ControlNet"),
+            needs="control", needs_what="ControlNet"),
     NodeDef("ControlNetApplyAdvanced", "Apply ControlNet", "conditioning/controlnet",
             (("positive", Input("CONDITIONING")), ("negative", Input("CONDITIONING")),
              ("control_net", Input("CONTROL_NET")), ("image", Input("IMAGE")),
              ("strength", _float(1.0, 0.0, 10.0)), ("start_percent", _float(0.0, 0.0, 1.0, 0.001)),
              ("end_percent", _float(1.0, 0.0, 1.0, 0.001)), ("vae", Input("VAE", optional=True))),
-            ("CONDITIONING", "CONDITIONING"), ("positive", "negative"), needs="controlnets", needs_what="ControlNet"),
+            ("CONDITIONING", "CONDITIONING"), ("positive", "negative"), needs="control", needs_what="ControlNet"),
 )}
