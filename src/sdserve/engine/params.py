@@ -46,7 +46,9 @@ InputRole = Literal["init", "mask"]
 # How a prompt is read: "a1111" is AUTOMATIC1111's syntax (weights, BREAK, chunks beyond 75
 # tokens; engine.prompt_syntax), "plain" is text as the hosted services read it (truncated
 # at the encoder's 75 tokens, with a warning).
-PromptSyntax = Literal["plain", "a1111"]
+# "comfyui" is ComfyUI's: (word:1.2) weights interpolated from the empty prompt's embedding,
+# 75-token chunks that keep short weighted segments whole (engine.prompt_syntax, prompt_encoding).
+PromptSyntax = Literal["plain", "a1111", "comfyui"]
 
 # Seeds are drawn below 2**32 so they survive every dialect's integer type (A1111 and
 # ModelsLab clients store them in 32-bit fields) and seed+i for a batch stays in range.

@@ -38,6 +38,8 @@ def prompt_warnings(pipe: Any, params: Any) -> list[str]:
     if params.prompt_syntax == "a1111":  # read in 75-token chunks: nothing is dropped
         return [w for name in ("prompt", "negative_prompt")
                 for w in parse_prompt(getattr(params, name) or "", name).warnings]
+    if params.prompt_syntax == "comfyui":  # ComfyUI's chunks too; its syntax guesses nothing
+        return []
     tok = pipe.tokenizer
     limit = int(tok.model_max_length)
     out = []

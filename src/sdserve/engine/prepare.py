@@ -18,7 +18,7 @@ from ..errors import BadInput
 from ..images import decode_image
 from .catalog import Catalog, ModelSpec
 from .params import GenerationParams, Task
-from .prompt_syntax import parse_prompt
+from .prompt_syntax import parse_comfy_prompt, parse_prompt
 from .schedulers import get_scheduler
 
 __all__ = ["prepare", "prepare_with_images", "settle_inputs", "decode_inputs", "size_from_inputs", "MIN_SIDE", "MAX_SIDE", "DEFAULT_MAX_PIXELS"]
@@ -149,6 +149,8 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams,
         _check_text(name, getattr(p, name))
         if p.prompt_syntax == "a1111":
             _check_syntax(name, getattr(p, name))
+        if p.prompt_syntax == "comfyui":  # ComfyUI's syntax reads everything but embeddings
+            parse_comfy_prompt(getattr(p, name), name)
     _check_sides(p)  # again: a configured model's default size is checked like a caller's
     if not (p.steps and 1 <= p.steps <= 200):
         raise BadInput("steps", f"{p.steps} is not allowed: use 1 to 200")

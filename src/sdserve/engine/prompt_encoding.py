@@ -16,17 +16,25 @@ here, one row at a time, so no row's conditioning depends on its neighbours:
 
 Loops need one sequence length for all their rows: ``run_batch`` splits a batch whose
 prompts need different chunk counts into loops of equal length.
+
+ComfyUI's syntax (``prompt_syntax="comfyui"``) is encoded as ComfyUI's sd1_clip does: each
+weighted segment under 8 tokens moves whole to the next chunk instead of being split; a
+weighted token is moved away from the empty prompt's embedding (``(z - z_empty) * w +
+z_empty``) with no mean rescale; and prompt and negative of different lengths are repeated
+to a common multiple (ComfyUI's CONDCrossAttn.concat), which attention reads exactly as the
+unrepeated sequence.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .params import GenerationParams
-from .prompt_syntax import BREAK, Fragment, parse_prompt
+from .prompt_syntax import BREAK, Fragment, ParsedPrompt, parse_comfy_prompt, parse_prompt
 
 __all__ = ["Conditioning", "encode_item", "needs_embeddings", "plain_text"]
 
@@ -59,13 +67,20 @@ def _fits_one_chunk(pipe: Any, text: str) -> bool:
     return all(len(tok(text, add_special_tokens=False).input_ids) <= _CHUNK for tok, _ in _encoders(pipe))
 
 
-def _needs_own_encoding(pipe: Any, text: str) -> bool:
-    parsed = parse_prompt(text)
+def _parse(text: str, syntax: str) -> ParsedPrompt:
+    return parse_comfy_prompt(text) if syntax == "comfyui" else parse_prompt(text)
+
+
+def _needs_own_encoding(pipe: Any, text: str, syntax: str = "a1111") -> bool:
+    parsed = _parse(text, syntax)
     return not parsed.plain or not _fits_one_chunk(pipe, parsed.text)
 
 
 def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
-    """Whether this item's prompts need sdserve's encoding (A1111 syntax that is not plain text)."""
+    """Whether this item's prompts need sdserve's encoding (A1111 or ComfyUI syntax that is
+    not plain text)."""
+    if params.prompt_syntax == "comfyui":
+        return any(_needs_own_encoding(pipe, t, "comfyui") for t in (params.prompt, params.negative_prompt) if t)
     if params.prompt_syntax != "a1111":
         return False
     return any(_needs_own_encoding(pipe, t) for t in (params.prompt, params.negative_prompt) if t)
@@ -104,6 +119,35 @@ def _chunks(tok: Any, fragments: tuple[Fragment, ...]) -> list[tuple[list[int], 
     return chunks
 
 
+def _comfy_chunks(tok: Any, fragments: tuple[Fragment, ...]) -> list[tuple[list[int], list[float]]]:
+    """ComfyUI's chunks: a segment that does not fit starts the next chunk whole when it is
+    under 8 tokens, and is split at the chunk's end otherwise (sd1_clip tokenize_with_weights)."""
+    chunks: list[tuple[list[int], list[float]]] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    for frag in fragments:
+        group = tok(frag.text, add_special_tokens=False).input_ids
+        whole = len(group) < 8
+        while group:
+            if len(ids) + len(group) <= _CHUNK:
+                ids, weights, group = ids + group, weights + [frag.weight] * len(group), []
+                continue
+            if not whole:
+                room = _CHUNK - len(ids)
+                ids, weights, group = ids + group[:room], weights + [frag.weight] * room, group[room:]
+            chunks.append((ids, weights))
+            ids, weights = [], []
+    chunks.append((ids, weights))
+    return chunks
+
+
+def _interpolated(z: torch.Tensor, empty: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """ComfyUI's emphasis: each weighted token moved away from (or toward) the empty prompt's
+    embedding at its position, by its weight."""
+    w = torch.tensor(weights, dtype=z.dtype, device=z.device).reshape(1, -1, 1)
+    return torch.where(w != 1.0, (z - empty) * w + empty, z)
+
+
 def _framed(tok: Any, ids: list[int], weights: list[float]) -> tuple[list[int], list[float]]:
     """A chunk with start/end markers, padded as the tokenizer pads (to 77)."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -131,27 +175,37 @@ def _emphasis(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
 
 
 def _encode_chunks(tok: Any, enc: Any, fragments: tuple[Fragment, ...],
-                   sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   sdxl: bool, syntax: str = "a1111") -> tuple[torch.Tensor, torch.Tensor | None]:
     """One encoder's embeddings of ``fragments`` (chunks concatenated) and its first
     chunk's pooled output (SDXL's second encoder gives the pooled embedding)."""
     device = next(enc.parameters()).device
-    parts, pooled = [], None
-    for k, (ids, weights) in enumerate(_chunks(tok, fragments)):
-        ids, weights = _framed(tok, ids, weights)
+
+    def encode(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = enc(torch.tensor([ids], device=device), output_hidden_states=True)
-        if k == 0 and out[0].ndim == 2:
-            pooled = out[0]
         # SDXL conditions on the penultimate layer of both encoders; SD 1.5 on the last.
-        parts.append(_emphasis(out.hidden_states[-2] if sdxl else out[0], weights))
+        return out.hidden_states[-2] if sdxl else out[0], out[0] if out[0].ndim == 2 else None
+
+    comfy = syntax == "comfyui"
+    parts, pooled, empty = [], None, None
+    for k, (ids, weights) in enumerate((_comfy_chunks if comfy else _chunks)(tok, fragments)):
+        ids, weights = _framed(tok, ids, weights)
+        z, chunk_pooled = encode(ids)
+        if k == 0:
+            pooled = chunk_pooled
+        if comfy and any(w != 1.0 for w in weights):
+            empty = encode(_framed(tok, [], [])[0])[0] if empty is None else empty
+            parts.append(_interpolated(z, empty, weights))
+        else:
+            parts.append(z if comfy else _emphasis(z, weights))
     return torch.cat(parts, dim=1), pooled
 
 
-def _encode_weighted(pipe: Any, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(embeddings [1, 77k, dim], pooled or None) of a prompt in A1111 syntax."""
-    fragments = parse_prompt(text).fragments
+def _encode_weighted(pipe: Any, text: str, syntax: str = "a1111") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(embeddings [1, 77k, dim], pooled or None) of a prompt in A1111 (or ComfyUI) syntax."""
+    fragments = _parse(text, syntax).fragments
     encoders = _encoders(pipe)
     sdxl = len(encoders) == 2
-    outs = [_encode_chunks(tok, enc, fragments, sdxl) for tok, enc in encoders]
+    outs = [_encode_chunks(tok, enc, fragments, sdxl, syntax) for tok, enc in encoders]
     longest = max(z.shape[1] for z, _ in outs)
     # The two SDXL tokenizers split alike, but pad the shorter just in case.
     per_encoder = [z if z.shape[1] == longest else _pad_to(z, longest, _encode_chunks(tok, enc, (), sdxl)[0])
@@ -173,13 +227,13 @@ def _pad_to(z: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
 
 def plain_text(text: str, syntax: str) -> str:
     """What the text encoder reads of a prompt that needs no embeddings of sdserve's: the
-    text without its A1111 markup (escapes resolved, tags removed), or the text as sent."""
-    return parse_prompt(text).text if syntax == "a1111" else text
+    text without its A1111 or ComfyUI markup (escapes resolved, tags removed), or the text as sent."""
+    return _parse(text, syntax).text if syntax in ("a1111", "comfyui") else text
 
 
 def _encode(pipe: Any, text: str, syntax: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if syntax == "a1111" and _needs_own_encoding(pipe, text):
-        return _encode_weighted(pipe, text)
+    if syntax in ("a1111", "comfyui") and _needs_own_encoding(pipe, text, syntax):
+        return _encode_weighted(pipe, text, syntax)
     # Plain text: exactly what diffusers computes for it.
     out = pipe.encode_prompt(prompt=plain_text(text, syntax), device=pipe._execution_device, num_images_per_prompt=1,
                              do_classifier_free_guidance=False)
@@ -195,7 +249,11 @@ def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
             return Conditioning(prompt, None, pooled, None)
         negative, negative_pooled = _encode(pipe, params.negative_prompt, params.prompt_syntax)
         longest = max(prompt.shape[1], negative.shape[1])
-        if prompt.shape[1] != negative.shape[1]:
+        if prompt.shape[1] != negative.shape[1] and params.prompt_syntax == "comfyui":
+            common = math.lcm(prompt.shape[1], negative.shape[1])
+            prompt = prompt.repeat(1, common // prompt.shape[1], 1)
+            negative = negative.repeat(1, common // negative.shape[1], 1)
+        elif prompt.shape[1] != negative.shape[1]:
             empty = _empty_chunk(pipe)
             prompt, negative = _pad_to(prompt, longest, empty), _pad_to(negative, longest, empty)
         return Conditioning(prompt, negative, pooled, negative_pooled)

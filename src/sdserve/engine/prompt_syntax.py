@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import BadInput
 
-__all__ = ["Fragment", "ParsedPrompt", "LoraTag", "parse_prompt", "EMPHASIS", "BREAK"]
+__all__ = ["Fragment", "ParsedPrompt", "LoraTag", "parse_prompt", "EMPHASIS", "BREAK", "parse_comfy_prompt"]
 
 EMPHASIS = 1.1
 # A fragment with this text marks a chunk boundary.
@@ -159,3 +159,74 @@ def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
                 continue
         cleaned.append(Fragment(t, f.weight))
     return ParsedPrompt(tuple(cleaned), loras, tuple(warnings))
+
+
+# ---- ComfyUI's prompt syntax (comfy/sd1_clip.py: token_weights, escape_important) --------
+# ``(text)`` multiplies by 1.1 and ``(text:w)`` SETS the weight to w (ComfyUI does not multiply
+# an explicit weight by the enclosing groups'); ``\(`` and ``\)`` are literal. There is no
+# ``[text]``, BREAK or ``<lora:...>``: they are text. Each weighted segment is tokenized on its
+# own and kept whole in a chunk when it is under 8 tokens (prompt_encoding does that).
+_COMFY_OPEN, _COMFY_CLOSE = "\x00\x02", "\x00\x01"
+# ComfyUI reads "embedding:name" (after whitespace or at the start) as a textual inversion.
+_COMFY_EMBEDDING = re.compile(r"(?:^|(?<=\s))embedding:(\S*)")
+
+
+def _comfy_groups(text: str) -> list[str]:
+    """``text`` split at its top-level parenthesised groups, as ComfyUI splits it (a stray ``)``
+    sends the nesting count below zero, so what follows stays text until it climbs back)."""
+    parts: list[str] = []
+    current, depth = "", 0
+    for ch in text:
+        if ch == "(" and depth == 0:
+            if current:
+                parts.append(current)
+            current, depth = "(", 1
+        elif ch == "(":
+            current, depth = current + ch, depth + 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                parts.append(current + ")")
+                current = ""
+            else:
+                current += ch
+        else:
+            current += ch
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _comfy_weights(text: str, weight: float) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for part in _comfy_groups(text):
+        if len(part) < 2 or part[0] != "(" or part[-1] != ")":
+            out.append((part, weight))
+            continue
+        inner, inner_weight = part[1:-1], weight * 1.1
+        colon = inner.rfind(":")
+        if colon > 0:
+            try:
+                inner_weight, inner = float(inner[colon + 1:]), inner[:colon]
+            except ValueError:
+                pass  # not a number: the colon is text and the group weighs 1.1
+        out.extend(_comfy_weights(inner, inner_weight))
+    return out
+
+
+def parse_comfy_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
+    """Parse ComfyUI's syntax into one fragment per weighted segment (never merged: each is
+    tokenized on its own); BadInput naming ``field`` for what sdserve cannot apply."""
+    escaped = prompt.replace("\\)", _COMFY_CLOSE).replace("\\(", _COMFY_OPEN)
+    fragments = []
+    for text, weight in _comfy_weights(escaped, 1.0):
+        if weight != weight or weight in (float("inf"), float("-inf")):
+            raise BadInput(field, f"the weight of {text!r} is not a finite number")
+        text = text.replace(_COMFY_CLOSE, ")").replace(_COMFY_OPEN, "(")
+        found = _COMFY_EMBEDDING.search(text)
+        if found:
+            raise BadInput(field, f"'embedding:{found.group(1)}': textual-inversion embeddings are not available "
+                                  "on this server yet; remove it")
+        if text:
+            fragments.append(Fragment(text, weight))
+    return ParsedPrompt(tuple(fragments))

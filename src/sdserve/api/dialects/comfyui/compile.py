@@ -92,19 +92,26 @@ class _Refuse(Exception):
 class Checkpoint:
     spec: ModelSpec
     node_id: str
+    # LoraLoader's (add-on name, weight) pairs applied to this MODEL, in graph order.
+    loras: tuple[tuple[str, float], ...] = ()
+    lora_node: str = ""  # the last LoraLoader (for errors on the job's loras)
 
 
 @dataclass(frozen=True)
 class Clip:
     checkpoint: Checkpoint
     node_id: str  # the node whose input names the encoder (for errors)
-    # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the last layer).
+    loras: tuple[tuple[str, float], ...] = ()
+    # CLIPSetLastLayer's stop_at_clip_layer as A1111's clip skip (1: the model's usual layer).
     clip_skip: int = 1
 
 
 @dataclass(frozen=True)
 class Vae:
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None
+    # VAELoader: the add-on name of a VAE file replacing the model's own, and its node.
+    file: str | None = None
+    node_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,12 +171,28 @@ class Sampled:
     scheduler: SchedulerEntry
     strength: float
     fields: dict[str, tuple[str, str]]
+    # A second pass over this one's upscaled latent (GenerationParams.hires, engine.hires), and
+    # the model that pass samples with (its VAE decodes).
+    hires: dict[str, Any] | None = None
+    last_model: Checkpoint | None = None
+
+
+@dataclass(frozen=True)
+class Upscaled:
+    """LatentUpscale(By) over a sampled latent: the hires fix's upscale, to ``width`` x ``height``."""
+
+    sampled: Sampled
+    width: int
+    height: int
+    method: str
+    node_id: str
 
 
 @dataclass(frozen=True)
 class Decoded:
     sampled: Sampled
     node_id: str
+    vae: Vae
 
 
 # ---- one function per node ------------------------------------------------------------
@@ -211,11 +234,22 @@ def _clip_text(node: Node, ev: _Eval) -> tuple[Any, ...]:
 
 
 def _clip_last_layer(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    """ComfyUI's layer as the engine's clip skip (A1111's numbering: 1 is the model's usual
+    layer). SD 1.5 conditions on the last layer, so -1 is skip 1 and -2 skip 2. SDXL conditions
+    on the penultimate: -2 is skip 1, -3 skip 2, and ComfyUI's -1 (the last layer, which this
+    node selects on SDXL) has no engine equivalent."""
     clip = ev(node, "clip")
-    skip = -node.inputs["stop_at_clip_layer"]  # -1 is the last layer: A1111's clip skip 1
+    stop = node.inputs["stop_at_clip_layer"]
+    sdxl = clip.checkpoint.spec.arch == "sdxl"
+    if sdxl and stop == -1:
+        raise _Refuse(node, "stop_at_clip_layer", "stop_at_clip_layer: -1 makes SDXL condition on its text encoders' "
+                                                  "last layer, which sdserve's engine does not offer; SDXL's own "
+                                                  "layer is -2 (or remove this node)")
+    skip = -stop - 1 if sdxl else -stop
     if skip != 1 and "clip_skip" not in GenerationParams.model_fields:
-        raise _Refuse(node, "stop_at_clip_layer", "stop_at_clip_layer: only -1 (the last layer) is available: this "
-                                                  "server's engine has no clip skip yet")
+        usual = -2 if sdxl else -1
+        raise _Refuse(node, "stop_at_clip_layer", f"stop_at_clip_layer: only {usual} (the model's usual layer) is "
+                                                  "available: this server's engine has no clip skip yet")
     return (replace(clip, clip_skip=skip, node_id=node.id),)
 
 
@@ -361,14 +395,9 @@ def _grow(mask: Image.Image, by: int) -> Image.Image:
     h, w = m.shape
     padded = np.pad(m, pad)
     out = np.zeros((h, w), dtype=np.float32)
-    for dy in range(by):
+    for dy in range(by):  # the padded side is h + 2 * pad >= h + by - 1: every window is h x w
         for dx in range(by):
-            window = padded[dy:dy + h, dx:dx + w]
-            if window.shape == out.shape:
-                np.maximum(out, window, out=out)
-            else:  # the box runs past the padded edge
-                out[: window.shape[0], : window.shape[1]] = np.maximum(out[: window.shape[0], : window.shape[1]],
-                                                                       window)
+            np.maximum(out, padded[dy:dy + h, dx:dx + w], out=out)
     return Image.fromarray((out * 255).astype(np.uint8), "L")
 
 
@@ -396,6 +425,10 @@ def _set_noise_mask(node: Node, ev: _Eval) -> tuple[Any, ...]:
 
 def _latent_upscale(node: Node, ev: _Eval, size: Callable[[int, int], tuple[int, int]]) -> tuple[Any, ...]:
     latent = ev(node, "samples")
+    if isinstance(latent, Sampled) and "hires" in GenerationParams.model_fields and latent.hires is None \
+            and isinstance(latent.latent, EmptyLatent):
+        w, h = size(latent.latent.width, latent.latent.height)
+        return (Upscaled(latent, w // 8 * 8, h // 8 * 8, node.inputs["upscale_method"], node.id),)
     if not isinstance(latent, EmptyLatent):
         raise _Refuse(node, "samples", "samples: upscaling a sampled or encoded latent is a second pass (hires fix); "
                                        "this server's engine has no hires support yet")
@@ -409,13 +442,19 @@ def _latent_upscale_to(node: Node, ev: _Eval) -> tuple[Any, ...]:
         tw, th = node.inputs["width"], node.inputs["height"]
         if tw == 0 and th == 0:
             return w, h
-        return (tw or max(64, round(w * th / h)), th or max(64, round(h * tw / w)))
+        tw, th = max(64, tw or round(w * th / h)), max(64, th or round(h * tw / w))
+        if node.inputs["crop"] == "disabled" and isinstance(ev(node, "samples"), Sampled) and tw * h != th * w:
+            # The engine's hires upscale covers the target and crops (A1111); stretching is not it.
+            raise _Refuse(node, "crop", "crop: 'disabled' stretches the latent to another aspect ratio; sdserve's "
+                                        "hires pass keeps the aspect and crops: use 'center' or the same aspect")
+        return tw, th
     return _latent_upscale(node, ev, size)
 
 
 def _latent_upscale_by(node: Node, ev: _Eval) -> tuple[Any, ...]:
     s = node.inputs["scale_by"]
-    return _latent_upscale(node, ev, lambda w, h: (round(w * s), round(h * s)))
+    # ComfyUI scales the latent (side / 8) and rounds there.
+    return _latent_upscale(node, ev, lambda w, h: (8 * round(w / 8 * s), 8 * round(h / 8 * s)))
 
 
 def _conditioning(node: Node, ev: _Eval, name: str, model: Checkpoint) -> Conditioning:
@@ -425,6 +464,9 @@ def _conditioning(node: Node, ev: _Eval, name: str, model: Checkpoint) -> Condit
         raise _Refuse(node, name, f"{name}: encoded with the text encoder of {cond.clip.checkpoint.spec.id} but "
                                   f"sampled with {model.spec.id}; sdserve encodes prompts with the sampled model's "
                                   "own text encoder, so load both from one checkpoint")
+    if cond.clip.loras != model.loras:
+        raise _Refuse(node, name, f"{name}: its CLIP has other LoRAs than the sampled MODEL; sdserve applies each "
+                                  "LoRA to the UNet and the text encoder together (one LoraLoader feeding both)")
     return cond
 
 
@@ -459,6 +501,8 @@ def _sampler(node: Node, ev: _Eval, seed_input: str, first: int, denoise: float 
         raise _Refuse(node, "negative", "negative: encoded with another CLIP last layer than positive; one job "
                                         "encodes both prompts with one encoder setting")
     latent = ev(node, "latent_image")
+    if isinstance(latent, Upscaled):
+        return _hires_pass(node, ev, latent, model, positive, negative, seed_input, denoise)
     if isinstance(latent, Sampled):
         raise _Refuse(node, "latent_image", "latent_image: a second sampler pass over a sampled latent (hires fix, "
                                             "refiner) needs the engine's hires support, which this server does not "
@@ -491,6 +535,44 @@ def _sampler(node: Node, ev: _Eval, seed_input: str, first: int, denoise: float 
                    node.inputs["cfg"], _sampler_entry(node), strength, fields)
 
 
+# ComfyUI's latent upscale methods as the engine's latent modes (engine.upscalers); "area" and
+# "bislerp" have none.
+_HIRES_MODES = {"bilinear": "Latent", "bicubic": "Latent (bicubic)", "nearest-exact": "Latent (nearest-exact)"}
+
+
+def _hires_pass(node: Node, ev: _Eval, up: Upscaled, model: Checkpoint, positive: Conditioning,
+                negative: Conditioning, seed_input: str, denoise: float | None) -> Sampled:
+    """A KSampler over an upscaled first pass: the first pass's job with a hires pass (A1111's
+    hires fix runs its steps on a schedule stretched to steps / strength: ComfyUI's denoise)."""
+    first = up.sampled
+    if denoise is None:
+        raise _Refuse(node, "latent_image", "latent_image: the second pass of a hires graph is a KSampler with "
+                                            "denoise (KSamplerAdvanced's step window has no hires equivalent)")
+    if up.method not in _HIRES_MODES:
+        raise _Refuse(up.node_id, "upscale_method", f"upscale_method: {up.method!r} has no engine latent mode; use "
+                                                    f"{', '.join(_HIRES_MODES)}")
+    same = {"seed": (_seed(node.inputs[seed_input]), first.seed), "cfg": (node.inputs["cfg"], first.guidance),
+            "model": (model.loras, first.model.loras),
+            "positive": (positive.clip.clip_skip, first.positive.clip.clip_skip)}
+    for name, (mine, theirs) in same.items():
+        if mine != theirs:
+            what = {"seed": "seed", "cfg": "cfg", "model": "LoRAs", "positive": "CLIP last layer"}[name]
+            raise _Refuse(node, seed_input if name == "seed" else name,
+                          f"{seed_input if name == 'seed' else name}: the hires pass runs with the first pass's "
+                          f"{what}; set it equal to the first KSampler's")
+    if denoise <= 0:
+        raise _Refuse(node, "denoise", "denoise: 0 runs no step; use a value above 0")
+    entry = _sampler_entry(node)
+    hires = {"upscaler": _HIRES_MODES[up.method], "resize_x": up.width, "resize_y": up.height,
+             "steps": node.inputs["steps"], "strength": min(denoise, 1.0),
+             "scheduler": None if entry.name == first.scheduler.name else entry.name,
+             "model": None if model.spec.id == first.model.spec.id else model.spec.id,
+             "prompt": None if positive.text == first.positive.text else positive.text,
+             "negative_prompt": None if negative.text == first.negative.text else negative.text}
+    fields = dict(first.fields) | {"hires": (node.id, "denoise")}
+    return replace(first, hires=hires, last_model=model, fields=fields)
+
+
 def _ksampler(node: Node, ev: _Eval) -> tuple[Any, ...]:
     return (_sampler(node, ev, "seed", 0, node.inputs["denoise"]),)
 
@@ -506,16 +588,48 @@ def _ksampler_advanced(node: Node, ev: _Eval) -> tuple[Any, ...]:
     return (_sampler(node, ev, "noise_seed", i["start_at_step"], None),)
 
 
+def _vae_key(vae: Vae) -> tuple[str | None, str | None]:
+    return vae.file, vae.checkpoint.spec.id if vae.checkpoint is not None else None
+
+
 def _vae_decode(node: Node, ev: _Eval) -> tuple[Any, ...]:
     latent = ev(node, "samples")
     if not isinstance(latent, Sampled):
         raise _Refuse(node, "samples", "samples: sdserve decodes the latent a sampler (KSampler) made; this latent "
                                        "was not sampled")
     vae = _vae_in(node, ev)
-    if vae.checkpoint.spec.id != latent.model.spec.id:
+    last = latent.last_model or latent.model
+    if vae.checkpoint is not None and vae.checkpoint.spec.id != last.spec.id:
         raise _Refuse(node, "vae", f"vae: the VAE of {vae.checkpoint.spec.id} cannot decode a latent of "
-                                   f"{latent.model.spec.id}; sdserve decodes with the sampled model's own VAE")
-    return (Decoded(latent, node.id),)
+                                   f"{last.spec.id}; load the sampled model's VAE or a VAE file (VAELoader)")
+    if isinstance(latent.latent, Encoded) and _vae_key(latent.latent.vae) != _vae_key(vae):
+        raise _Refuse(node, "vae", "vae: the image was encoded with another VAE than this one; one job encodes and "
+                                   "decodes with one VAE")
+    return (Decoded(latent, node.id, vae),)
+
+
+def _addon(node: Node, ev: _Eval, kind: Any, input_name: str) -> str:
+    """The add-on name (engine.addon_files) of the file a loader node names."""
+    try:
+        return ev.env.addons.find(kind, str(node.inputs[input_name]), field=input_name).name
+    except BadInput as e:
+        raise _Refuse(node, input_name, f"{input_name}: {e.detail}", "value_not_in_list", "Value not in list") from None
+
+
+def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    model, clip = ev(node, "model"), ev(node, "clip")
+    assert isinstance(model, Checkpoint) and isinstance(clip, Clip)
+    weight = node.inputs["strength_model"]
+    if node.inputs["strength_clip"] != weight:
+        raise _Refuse(node, "strength_clip", "strength_clip: sdserve applies a LoRA with one weight to the UNet and "
+                                             "the text encoder; set strength_clip equal to strength_model")
+    lora = (_addon(node, ev, "lora", "lora_name"), weight)
+    return (replace(model, loras=(*model.loras, lora), lora_node=node.id),
+            replace(clip, loras=(*clip.loras, lora)))
+
+
+def _vae_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    return (Vae(None, _addon(node, ev, "vae", "vae_name"), node.id),)
 
 
 def _output(node: Node, ev: _Eval) -> tuple[Any, ...]:
@@ -541,6 +655,9 @@ COMPILERS: dict[str, Compiler] = {
     "LatentUpscaleBy": _latent_upscale_by,
     "ImageScale": _image_scale,
     "ImageScaleBy": _image_scale_by,
+    # Available once the engine has their field (nodes.py ``needs``: node_available).
+    "LoraLoader": _lora_loader,
+    "VAELoader": _vae_loader,
 }
 
 
@@ -565,7 +682,15 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
     fields = dict(s.fields)
     base: dict[str, Any] = dict(
         model=s.model.spec.id, prompt=s.positive.text, negative_prompt=s.negative.text, steps=s.steps,
-        guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="plain")
+        guidance=s.guidance, scheduler=s.scheduler.name, seed=s.seed, prompt_syntax="comfyui")
+    if s.hires is not None:  # only reachable when the engine has the field (_latent_upscale)
+        base["hires"] = s.hires
+    if s.model.loras:  # only reachable when the engine has the field (LoraLoader's needs)
+        base["loras"] = tuple({"name": name, "weight": weight} for name, weight in s.model.loras)
+        fields["loras"] = (s.model.lora_node, "lora_name")
+    if decoded.vae.file is not None:  # likewise (VAELoader's needs)
+        base["vae"] = decoded.vae.file
+        fields["vae"] = (decoded.vae.node_id, "vae_name")
     if s.positive.clip.clip_skip != 1:  # only reachable when the engine has the field
         base["clip_skip"] = s.positive.clip.clip_skip
         fields["clip_skip"] = (s.positive.clip.node_id, "stop_at_clip_layer")

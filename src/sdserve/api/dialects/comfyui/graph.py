@@ -109,7 +109,8 @@ def _check_nodes(prompt: dict[str, Any]) -> dict[str, NodeDef]:
                              node_id=node_id, class_type=None, node_title=title)
             raise GraphError(err, {})
         class_type = node["class_type"]
-        title = (node.get("_meta") or {}).get("title", class_type) if isinstance(node.get("_meta"), dict) else class_type
+        meta = node.get("_meta")
+        title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
         definition = NODES.get(class_type)
         why = "not found. The custom node may not be installed." if definition is None else None
         if definition is not None and (reason := node_available(definition)) is not None:
@@ -245,7 +246,7 @@ class _Validator:
             except SamplerRefused as refused:
                 if refused.input_name == name:
                     kind = refused.kind
-                    message = "Value not in list" if kind == "value_not_in_list" else "Custom validation failed for node"
+                    message = {"value_not_in_list": "Value not in list"}.get(kind, "Custom validation failed for node")
                     return error_item(kind, message, f"{name}: {refused.message}", input_name=name,
                                       received_value=val)
             return None

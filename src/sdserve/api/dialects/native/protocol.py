@@ -25,9 +25,10 @@ class JobRequest(BaseModel):
     model: StrictStr = Field(description="Catalog id or alias (see `sdserve models`).")
     prompt: StrictStr = Field(min_length=1, description="What to generate.")
     negative_prompt: StrictStr = Field("", description="What to avoid.")
-    prompt_syntax: Literal["a1111", "plain"] = Field(
+    prompt_syntax: Literal["a1111", "plain", "comfyui"] = Field(
         "a1111", description="How prompts are read: 'a1111' is AUTOMATIC1111's syntax ((word:1.2), [word], BREAK, "
-                             "chunks beyond 75 tokens); 'plain' is text as is (truncated at 75 tokens, with a warning).")
+                             "chunks beyond 75 tokens); 'plain' is text as is (truncated at 75 tokens, with a warning); "
+                             "'comfyui' is ComfyUI's ((word:1.2) sets the weight, no [word] or BREAK; docs/api-comfyui.md).")
     width: StrictInt | None = Field(None, ge=64, le=4096, description="Width in pixels, a multiple of 8.")
     height: StrictInt | None = Field(None, ge=64, le=4096, description="Height in pixels, a multiple of 8.")
     steps: StrictInt | None = Field(None, ge=1, le=200, description="Denoising steps.")
