@@ -37,7 +37,7 @@ window.fetch = function (url, init) {
   return original.apply(this, arguments);
 };
 """
-DIALECTS = ["native", "workers_ai", "openai", "a1111", "modelslab"]
+DIALECTS = ["native", "workers_ai", "openai", "a1111", "modelslab", "comfyui"]
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +254,8 @@ def check_curls(d: WebDriver, card: WebElement, base: str, tmp: Path) -> None:
     for dialect in DIALECTS:
         select.select_by_value(dialect)
         command = text.get_attribute("value")
+        if dialect == "comfyui" and command.startswith("#"):
+            continue  # the ComfyUI copy is text-to-image only, and says so
         where = tmp / dialect
         where.mkdir(parents=True)
         for a in card.find_elements(By.CSS_SELECTOR, ".curl-files a"):
@@ -271,6 +273,10 @@ def check_curls(d: WebDriver, card: WebElement, base: str, tmp: Path) -> None:
             got = httpx.get(job["outputs"][0]["url"]).content
         else:
             got = (where / "out.png").read_bytes()
+        note = card.find_element(By.CSS_SELECTOR, ".curl-notes").text
+        if dialect == "comfyui" and "image differs" in note:
+            assert pixels(got), note  # no ComfyUI name for the page's scheduler: it runs, and says it differs
+            continue
         assert pixels(got) == reference, f"{dialect} gave other pixels than the page: {command}"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from sdserve.api.openapi import ERROR_MODELS
 from tests.conftest import make_app, mask_bytes, png_bytes
 from tests.jobs_support import job_client
 from tests.reliability.dialect_errors import assert_names_field
@@ -391,3 +392,95 @@ def test_oversized_bodies_are_413_in_the_dialects_shape(settings, engine, dialec
             r = small.post("/v1/images/edits", files={"image": ("a.png", b"\0" * 200_000)}, data={"prompt": "x"})
             assert_names_field("/v1/images/edits", r, "body", 413)
         assert small.get("/healthz").status_code == 200
+
+
+# -- ComfyUI: graphs and files ----------------------------------------------------------------------
+# ComfyUI has no flat request fields: a request is a graph, and its errors name the node and
+# input at fault in ``node_errors`` (or, for the routes' own fields, ``extra_info.input_name``).
+
+_COMFY: dict[str, Any] = {
+    "3": {"class_type": "KSampler", "inputs": {
+        "seed": 1, "steps": 2, "cfg": 7, "sampler_name": "euler", "scheduler": "normal", "denoise": 1,
+        "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["4", 1]}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+
+def _comfy(**edits: Any) -> dict[str, Any]:
+    """The graph with ``node__input=value`` edits (None removes the node or the input)."""
+    g = json.loads(json.dumps(_COMFY))
+    for key, value in edits.items():
+        node, _, name = key.partition("__")
+        if not name:
+            g.pop(node) if value is None else g.__setitem__(node, value)
+        elif value is None:
+            del g[node]["inputs"][name]
+        else:
+            g[node]["inputs"][name] = value
+    return g
+
+
+# (graph, node id at fault or None, what the error names)
+COMFY_BAD_GRAPHS: list[tuple[str, Any, str | None, str]] = [
+    ("cycle", _comfy(**{"6__clip": ["8", 0], "8__vae": ["6", 0]}), None, ""),
+    ("link-to-missing-node", _comfy(**{"8__samples": ["99", 0]}), "8", "samples"),
+    ("link-to-missing-output", _comfy(**{"8__samples": ["3", 7]}), "8", "samples"),
+    ("wrong-link-type", _comfy(**{"8__samples": ["4", 0]}), "8", "samples"),
+    ("malformed-link", _comfy(**{"8__samples": ["3"]}), "8", "samples"),
+    ("unknown-node", _comfy(**{"10": {"class_type": "NoSuchNode", "inputs": {}}}), "10", "NoSuchNode"),
+    ("no-class-type", _comfy(**{"10": {"inputs": {}}}), None, ""),  # a top-level error, as upstream
+    ("missing-input", _comfy(**{"3__steps": None}), "3", "steps"),
+    ("wrong-type", _comfy(**{"3__steps": "many"}), "3", "steps"),
+    ("nan-cfg", _comfy(**{"3__cfg": float("nan")}), "3", "cfg"),
+    ("unknown-sampler", _comfy(**{"3__sampler_name": "euler z"}), "3", "sampler_name"),
+    ("unknown-checkpoint", _comfy(**{"4__ckpt_name": "nope.safetensors"}), "4", "ckpt_name"),
+    ("width-too-small", _comfy(**{"5__width": 8}), "5", "width"),
+    ("no-outputs", _comfy(**{"9": None}), None, ""),
+    ("unknown-upload", _comfy(**{"10": {"class_type": "LoadImage", "inputs": {"image": "nope.png"}},
+                                 "5": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}}),
+     "10", "image"),
+]
+
+
+@pytest.mark.parametrize("case, graph, node, names", COMFY_BAD_GRAPHS, ids=[c[0] for c in COMFY_BAD_GRAPHS])
+def test_comfyui_bad_graphs_are_400_naming_node_and_input(c, case: str, graph: Any, node: str | None,
+                                                          names: str) -> None:  # type: ignore[no-untyped-def]
+    r = _json(c, "/prompt", {"prompt": graph})
+    assert r.status_code == 400, (case, r.status_code, r.text[:500])
+    body = ERROR_MODELS["comfyui"].model_validate(r.json())
+    assert body.error.message  # type: ignore[attr-defined]
+    if node is not None:
+        assert node in body.node_errors, (case, r.text[:800])  # type: ignore[attr-defined]
+        assert names in json.dumps(body.node_errors[node]), (case, r.text[:800])  # type: ignore[attr-defined]
+
+
+COMFY_BAD_BODIES: list[tuple[str, Any, str]] = [
+    ("no-prompt", {}, "prompt"), ("prompt-not-an-object", {"prompt": [1, 2]}, "prompt"),
+    ("prompt-a-string", {"prompt": "draw a cat"}, "prompt"), ("bad-prompt-id", {"prompt": _COMFY, "prompt_id": "1"},
+                                                              "prompt_id"),
+    ("client-id-number", {"prompt": _COMFY, "client_id": 5}, "client_id"),
+    ("not-json", b"{nope", "body"),
+]
+
+
+@pytest.mark.parametrize("case, body, field", COMFY_BAD_BODIES, ids=[c[0] for c in COMFY_BAD_BODIES])
+def test_comfyui_bad_bodies_name_the_field(c, case: str, body: Any, field: str) -> None:  # type: ignore[no-untyped-def]
+    assert_names_field("/prompt", _json(c, "/prompt", body), field)
+
+
+def test_comfyui_files_and_the_server_keeps_serving(c) -> None:  # type: ignore[no-untyped-def]
+    for params, field, status in [({"filename": "../../sdserve.db"}, "filename", 400),
+                                  ({"filename": "a.png", "subfolder": "../../"}, "subfolder", 400),
+                                  ({"filename": "a.png", "type": "../"}, "type", 400),
+                                  ({"filename": "nope.png"}, "nope.png", 404)]:
+        assert_names_field("/view", c.get("/view", params=params), field, status)
+    for make, status in BAD_IMAGES.values():
+        r = c.post("/upload/image", files={"image": ("x.png", make(), "image/png")})
+        assert_names_field("/upload/image", r, "image", status)
+    ok = _json(c, "/prompt", {"prompt": _COMFY})
+    assert ok.status_code == 200, ok.text

@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from sdserve import __version__
-from sdserve.api.deps import settings_of
+from sdserve.api.deps import service_of, settings_of
 from sdserve.api.dialects.a1111.samplers import a1111_label
+from sdserve.api.dialects.comfyui.names import comfy_checkpoints, comfy_sampler_pairs
 from sdserve.api.responses import PUBLIC
 from sdserve.engine.schedulers import SCHEDULERS
 
@@ -62,6 +63,7 @@ async def config(request: Request) -> dict[str, Any]:
     """What the page needs before it has a key: whether keys are required, demo mode, the
     version, and the scheduler names each dialect uses (for "copy as curl")."""
     settings = settings_of(request)
+    comfy = comfy_sampler_pairs()
     return {
         "version": __version__,
         "demo": settings.demo,
@@ -70,5 +72,8 @@ async def config(request: Request) -> dict[str, Any]:
         # A1111's label where it has one; else the engine's own name, which sdserve's A1111
         # dialect also takes as sampler_name (a k-diffusion sampler on the model's own
         # spacing, e.g. euler, has no A1111 label: "Euler" is Euler on uniform spacing there).
-        "schedulers": [{"name": s.name, "a1111": a1111_label(s.name)} for s in SCHEDULERS],
+        "schedulers": [{"name": s.name, "a1111": a1111_label(s.name), "comfyui": comfy.get(s.name)}
+                       for s in SCHEDULERS],
+        # ComfyUI's ckpt_name for each model ("copy as ComfyUI workflow").
+        "comfyui_checkpoints": comfy_checkpoints(service_of(request).catalog),
     }

@@ -5,6 +5,7 @@ history and websocket modules."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from typing import Any
 
@@ -49,6 +50,17 @@ def _sockets(request: Request) -> ComfySockets:
     return sockets_of(request.app.state, service_of(request))
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with the non-finite numbers a caller sent (echoed as ``received_value``) as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 # -- prompts -------------------------------------------------------------------------------
 
 
@@ -63,7 +75,7 @@ async def post_prompt(body: PromptRequest, request: Request) -> Any:
     try:
         group = await submit_prompt(service, _files(request), body, owner)
     except GraphError as e:
-        return JSONResponse({"error": e.error, "node_errors": e.node_errors}, status_code=400)
+        return JSONResponse(_json_safe({"error": e.error, "node_errors": e.node_errors}), status_code=400)
     sockets = _sockets(request)
     sockets.follow(group)
     await sockets.status(owner)

@@ -167,6 +167,42 @@ export const DIALECTS = [
       return { command: postJson(`${ctx.origin}/api/v3/${route}`, body, [], DECODE(".output[0]")), notes };
     },
   },
+  {
+    id: "comfyui",
+    label: "ComfyUI workflow (/prompt)",
+    build(p, seed, ctx) {
+      const notes = [];
+      if (p.task !== "txt2img") {
+        return { command: "# The ComfyUI copy covers text-to-image jobs; use another dialect for this one.", notes };
+      }
+      limit(notes, !!ctx.comfySampler,
+        `ComfyUI has no sampler_name/scheduler pair for ${p.scheduler}; euler/normal is written instead, so the image differs.`);
+      limit(notes, !/[()[\]]/.test(`${p.prompt} ${p.negative_prompt || ""}`),
+        "ComfyUI reads (word:1.2) weights its own way (see docs/api-comfyui.md), so a weighted prompt may differ.");
+      const [sampler, scheduler] = ctx.comfySampler || ["euler", "normal"];
+      // ComfyUI's default text-to-image graph (its API format), with this job's values.
+      const prompt = {
+        3: { class_type: "KSampler", inputs: { seed, steps: p.steps, cfg: p.guidance, sampler_name: sampler, scheduler,
+          denoise: 1, model: ["4", 0], positive: ["6", 0], negative: ["7", 0], latent_image: ["5", 0] } },
+        4: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: ctx.comfyCheckpoint } },
+        5: { class_type: "EmptyLatentImage", inputs: { width: p.width, height: p.height, batch_size: 1 } },
+        6: { class_type: "CLIPTextEncode", inputs: { text: p.prompt, clip: ["4", 1] } },
+        7: { class_type: "CLIPTextEncode", inputs: { text: p.negative_prompt || "", clip: ["4", 1] } },
+        8: { class_type: "VAEDecode", inputs: { samples: ["3", 0], vae: ["4", 2] } },
+        9: { class_type: "SaveImage", inputs: { filename_prefix: "sdserve", images: ["8", 0] } },
+      };
+      const auth = ctx.key ? [`Authorization: Bearer ${ctx.key}`] : [];
+      const key = ctx.key ? ` -H ${sq(`Authorization: Bearer ${ctx.key}`)}` : "";
+      // Queue it, wait for its history entry (or follow ws://…/ws?clientId=…), then fetch the image.
+      const queue = postJson(`${ctx.origin}/prompt`, { prompt }, auth, " | jq -r .prompt_id");
+      const command = `pid=$(${queue})\n` +
+        `until img=$(curl -s ${sq(`${ctx.origin}/history/`)}"$pid"${key} | jq -ce '.[].outputs["9"].images[0]'); ` +
+        "do sleep 1; done\n" +
+        `curl -s -G ${sq(`${ctx.origin}/view`)}${key} --data-urlencode "filename=$(jq -r .filename <<<"$img")" ` +
+        "-d type=output -o out.png";
+      return { command, notes };
+    },
+  },
 ];
 
 // The files a command for task ``task`` reads, with what each holds.

@@ -14,6 +14,7 @@ const state = {
   config: null,
   models: new Map(),      // id -> catalog entry
   schedulers: new Map(),  // sdserve name -> A1111 label (or null)
+  comfySamplers: new Map(),  // sdserve name -> ComfyUI [sampler_name, scheduler] (or null)
   job: null,              // the running job: {id, abort, done}
   inputs: new Map(),      // job id -> {image, mask, maskOpenai} data URLs, for "reuse" and curl files
 };
@@ -86,6 +87,7 @@ async function start() {
     return;
   }
   for (const s of state.config.schedulers) state.schedulers.set(s.name, s.a1111);
+  for (const s of state.config.schedulers) state.comfySamplers.set(s.name, s.comfyui);
   if (state.config.auth_required) {
     show($("key-form"), true);
     $("api-key").value = getKey();
@@ -644,6 +646,8 @@ function setUpCurl(node, job, out) {
     const ctx = {
       origin: location.origin, key: getKey(), modelDefaults: model ? model.defaults : null,
       a1111Sampler: state.schedulers.get(job.params.scheduler) || null,
+      comfySampler: state.comfySamplers.get(job.params.scheduler) || null,
+      comfyCheckpoint: (state.config.comfyui_checkpoints || {})[job.params.model] || job.params.model,
     };
     const { command, notes: warnings } = dialect.build(job.params, out.seed, ctx);
     text.value = command;
