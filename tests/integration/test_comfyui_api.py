@@ -96,6 +96,7 @@ def test_websockets_api_example_sequence(server: str) -> None:
         assert "queue_remaining" in first["data"]["status"]["exec_info"]
         answer = queue_prompt(server, EXAMPLE, client_id)
         assert set(answer) == {"prompt_id", "number", "node_errors"} and answer["node_errors"] == {}
+        assert isinstance(answer["number"], int)  # ComfyUI's counter is an integer unless a client sends one
         texts, frames = follow(ws, answer["prompt_id"])
     finally:
         ws.close()

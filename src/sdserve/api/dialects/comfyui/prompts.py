@@ -74,11 +74,12 @@ def _sampler_of(prompt: dict[str, Any], nodes: list[str]) -> str:
     return samplers[-1] if samplers else nodes[-1]
 
 
-def _number(body: PromptRequest, count: int) -> float:
-    """ComfyUI's prompt numbers: one more per prompt (negative with ``front``), unless given."""
+def _number(body: PromptRequest, count: int) -> int | float:
+    """ComfyUI's prompt numbers: one more per prompt (negative with ``front``), unless given;
+    an integer as ComfyUI's own counter is, a float only when the client sent one."""
     if body.number is not None:
         return body.number
-    return -float(count) if body.front else float(count)
+    return -count if body.front else count
 
 
 def _prompt_id(body: PromptRequest) -> str:

@@ -29,7 +29,7 @@ class PromptRequest(BaseModel):
 
 class PromptAnswer(BaseModel):
     prompt_id: str
-    number: float
+    number: int | float
     node_errors: dict[str, Any]
 
 
