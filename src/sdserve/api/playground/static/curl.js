@@ -139,8 +139,9 @@ export const DIALECTS = [
         Object.assign(body, { init_images: [b64File("input.png")], denoising_strength: p.strength, resize_mode: 0 });
       }
       if (p.task === "inpaint") {
-        // Whole-picture inpainting without blur: what the other dialects do, pixel for pixel.
-        Object.assign(body, { mask: b64File("mask.png"), mask_blur: 0, inpaint_full_res: false });
+        // Whole-picture inpainting without blur, starting from the original pixels under the mask
+        // (inpainting_fill 1; A1111's default 0 fills them first): what the other dialects do.
+        Object.assign(body, { mask: b64File("mask.png"), mask_blur: 0, inpaint_full_res: false, inpainting_fill: 1 });
       }
       const auth = ctx.key ? [`Authorization: Bearer ${ctx.key}`] : [];
       return { command: postJson(`${ctx.origin}/sdapi/v1/${route}`, body, auth, DECODE(".images[0]")), notes };
@@ -163,6 +164,9 @@ export const DIALECTS = [
         seed, scheduler: p.scheduler, strength: p.task === "txt2img" ? undefined : p.strength,
         init_image: p.task === "txt2img" ? undefined : b64File("input.png"),
         mask_image: p.task === "inpaint" ? b64File("mask.png") : undefined, base64: "yes",
+        // ModelsLab's enhance_prompt defaults to yes: a server with a prompt enhancer would
+        // rewrite the prompt, and this page's image is of the prompt as written.
+        enhance_prompt: "no",
       };
       return { command: postJson(`${ctx.origin}/api/v3/${route}`, body, [], DECODE(".output[0]")), notes };
     },
