@@ -159,8 +159,10 @@ def test_controlnet_unit_through_webuiapi(api: webuiapi.WebUIApi) -> None:
     hint = Image.new("RGB", (64, 64))
     hint.paste((255, 255, 255), (16, 16, 48, 48))
     unit = webuiapi.ControlNetUnit(image=hint, module="canny", model="tiny-sd15-canny", processor_res=64)
+    # A dict of our own: webuiapi writes the units into its mutable default ``alwayson_scripts``,
+    # which would carry them into every later call of this module's client (A1111 would run them too).
     r = api.txt2img(prompt="a house", width=64, height=64, steps=2, seed=3, controlnet_units=[unit],
-                    override_settings={"sd_model_checkpoint": SD15})
+                    override_settings={"sd_model_checkpoint": SD15}, alwayson_scripts={})
     assert len(r.images) == 2  # the image, then the canny map the unit ran on
     assert np.asarray(r.images[1].convert("L"))[32, 32] == 0 and np.asarray(r.images[1]).max() == 255
     assert api.controlnet_version() == 2 and "tiny-sd15-canny" in api.controlnet_model_list()

@@ -39,12 +39,12 @@ def faulty_engine(monkeypatch: pytest.MonkeyPatch, marker: str, exc: Exception) 
     real = engine_module.run_batch
     calls: list[list[str]] = []
 
-    def run_batch(model: Any, items: Any) -> Any:
+    def run_batch(model: Any, items: Any, **passes: Any) -> Any:
         prompts = [it.params.prompt for it in items]
         calls.append(prompts)
         if any(marker in p for p in prompts):
             raise exc
-        return real(model, items)
+        return real(model, items, **passes)
 
     monkeypatch.setattr(engine_module, "run_batch", run_batch)
     yield calls

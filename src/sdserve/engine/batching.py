@@ -262,8 +262,7 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[st
         pass_model = model if k == 0 else _model_for(ps, first, model, load)
         later = passes[k + 1].takes if k + 1 < len(passes) else "pil"
         stage = Stage(offset=offset, total=total, output="latent" if later == "latent" else "pil", extra=ps.extra)
-        run_items = items if k == 0 else [BatchItem(ps.params(it.params), {}, it.on_step, it.cancel, it.interrupt)
-                                          for it in items]
+        run_items = items if k == 0 else [_later_pass(ps, it) for it in items]
         starts = None if k == 0 else [ps.start(rows) for rows in outputs]
         outputs = _denoise(pass_model, run_items, stage, starts)
         offset += stage.done
@@ -272,6 +271,22 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[st
                 outputs = [decode_latents(pass_model.base, rows) for rows in outputs]
             break
     return outputs
+
+
+def _later_pass(ps: Pass, item: BatchItem) -> BatchItem:
+    """``item`` as a later pass runs it. On the request's own model the ControlNet units and
+    the image prompt guide this pass too, their images fitted to its size (as A1111's
+    ControlNet extension does in the hires pass); another checkpoint (the refiner,
+    ``hr_checkpoint_name``) runs without them: they were made for the first model's UNet."""
+    q = ps.params(item.params)
+    if q.model != item.params.model:
+        return BatchItem(q.model_copy(update={"control": (), "ip_adapter": None}), {}, item.on_step, item.cancel,
+                         item.interrupt)
+    assert q.width and q.height
+    size = (q.width, q.height)
+    carried = {role: img if role == "ip_adapter" or img.size == size else img.resize(size, Image.Resampling.LANCZOS)
+               for role, img in item.images.items() if role == "ip_adapter" or role.startswith("control")}
+    return BatchItem(q, carried, item.on_step, item.cancel, item.interrupt)
 
 
 def _model_for(ps: Pass, first: GenerationParams, model: LoadedModel,

@@ -340,7 +340,8 @@ async def png_info(body: PngInfoRequest, request: Request) -> dict[str, Any]:
     return {"info": text or "", "items": items, "parameters": parse_infotext(text) if text else {}}
 
 
-@router.post("/interrogate", response_model=InterrogateResponse)
+@router.post("/interrogate", response_model=InterrogateResponse,
+             responses={404: {"description": "An interrogator other than 'clip' (A1111: Model not found)."}})
 async def interrogate(body: InterrogateRequest, request: Request) -> dict[str, Any]:
     """A caption of an image. A1111's "clip" interrogator is a BLIP caption followed by CLIP-ranked
     artist/medium/style phrases; sdserve gives the BLIP caption (docs/safety.md)."""

@@ -70,7 +70,10 @@ def in_dialect_terms(err: BadInput) -> BadInput:
     if name is None:
         return err
     out = type(err).__new__(type(err))
-    BadInput.__init__(out, name, err.detail.replace(err.field, name))
+    # A field path the message repeats ("control[1].image") is renamed in it too; a plain word
+    # is not ("31 is over the limit of 30 steps" keeps its unit).
+    path = any(c in err.field for c in ".[")
+    BadInput.__init__(out, name, err.detail.replace(err.field, name) if path else err.detail)
     out.status = err.status
     return out
 
