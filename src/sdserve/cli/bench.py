@@ -144,6 +144,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_controlnet import cmd_bench_controlnet
 
         return cmd_bench_controlnet(args, model_dir, arch, root)
+    if args.lora:  # the cost of a hot LoRA and of switching instead (cli/bench_lora.py)
+        from .bench_lora import cmd_bench_lora
+
+        return cmd_bench_lora(args, model_dir, arch, root)
     # A fresh job database each run: jobs an interrupted run left queued would run in this one.
     shutil.rmtree(root / "server", ignore_errors=True)
     # The server runs with the settings a user would run it with (``--config``: compile,
@@ -202,7 +206,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             overheads.append((time.perf_counter() - t) * 1000 - float(resp.headers["x-sdserve-run-ms"]))
         ready = http.get(f"http://127.0.0.1:{settings.port}/readyz").json()
         addons = _addon_costs(http, f"http://127.0.0.1:{settings.port}", args, guidance)
-        hires = _hires_cost(http, f"http://127.0.0.1:{settings.port}", args.size, args.steps, guidance)
+        hires = _hires_cost(http, f"http://127.0.0.1:{settings.port}", args.size, args.steps, guidance) \
+            if args.hires else {}
     server.should_exit = True
     thread.join(timeout=30)
     diff = int(abs(_pixels(alone) - _pixels(images[len(reqs) - 1])).max())
@@ -230,12 +235,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "arch": args.arch, "size": args.size, "steps": args.steps,
         "requests": args.requests, "concurrency": args.concurrency, **addons,
     }
-    # Upscaler throughput: an RRDBNet x4 (Real-ESRGAN x4plus's shape; the demo's for tiny)
-    # through the serving path, to the bench's output size.
-    from ..engine.upscalers.bench import upscaler_throughput
+    if args.upscaler:
+        # Upscaler throughput: an RRDBNet x4 (Real-ESRGAN x4plus's shape; the demo's for tiny)
+        # through the serving path, to the bench's output size.
+        from ..engine.upscalers.bench import upscaler_throughput
 
-    result.update(upscaler_throughput("tiny" if args.arch == "tiny" else "full", max(16, args.size // 4),
-                                      device, dtype, peak))
+        result.update(upscaler_throughput("tiny" if args.arch == "tiny" else "full", max(16, args.size // 4),
+                                          device, dtype, peak))
     for k, v in result.items():
         print(f"  {k:24} {v:.4g}" if isinstance(v, float) else f"  {k:24} {v}")
     if device.type == "cpu" and args.arch != "tiny" and min(base_phase.cpu_util, serve_phase.cpu_util) < 0.85:
@@ -259,6 +265,14 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--json", type=Path, help="Also write the results as JSON here.")
     p.add_argument("--controlnet", type=int, default=0, metavar="N",
                    help="Instead: the cost of N ControlNet units relative to none (same engine, size, requests).")
+    p.add_argument("--lora", action="store_true",
+                   help="Instead: a hot LoRA's throughput relative to none, and the cost of switching LoRAs.")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="Interleaved rounds for --controlnet/--lora (the median batch time of each variant).")
+    p.add_argument("--hires", action="store_true",
+                   help="Also measure a hires-fix image against the same final size made directly.")
+    p.add_argument("--upscaler", action="store_true",
+                   help="Also measure an RRDBNet x4 upscaler's throughput (output megapixels/s, MFU).")
     p.add_argument("--config", type=Path,
                    help="sdserve settings (TOML) for the server side, e.g. compile or channels_last; "
                         "its dtype applies to sdserve only (the baseline keeps diffusers' default).")

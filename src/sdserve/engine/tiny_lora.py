@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["write_tiny_addons", "TINY_LORAS", "TINY_EMBEDDINGS"]
+__all__ = ["write_tiny_addons", "write_lora", "TINY_LORAS", "TINY_EMBEDDINGS"]
 
 # Add-on stem -> the tiny layout it is made for.
 TINY_LORAS = {"tiny_detail": "sd15", "tiny_detail_xl": "sdxl"}
@@ -39,7 +39,7 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _lora_pairs(prefix: str, shapes: dict[str, tuple[int, ...]], targets: tuple[str, ...],
-                g: torch.Generator) -> dict[str, torch.Tensor]:
+                g: torch.Generator, rank: int, std: float) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for key, shape in sorted(shapes.items()):
         if not key.endswith(targets) or len(shape) != 2:
@@ -50,20 +50,24 @@ def _lora_pairs(prefix: str, shapes: dict[str, tuple[int, ...]], targets: tuple[
             key = f"text_model.{key}"
         module = key.removesuffix(".weight").replace(".", "_")
         out_f, in_f = shape
-        out[f"{prefix}_{module}.lora_down.weight"] = torch.randn(_RANK, in_f, generator=g) * 0.5
-        out[f"{prefix}_{module}.lora_up.weight"] = torch.randn(out_f, _RANK, generator=g) * 0.5
-        out[f"{prefix}_{module}.alpha"] = torch.tensor(float(_RANK))
+        out[f"{prefix}_{module}.lora_down.weight"] = torch.randn(rank, in_f, generator=g) * std
+        out[f"{prefix}_{module}.lora_up.weight"] = torch.randn(out_f, rank, generator=g) * std
+        out[f"{prefix}_{module}.alpha"] = torch.tensor(float(rank))
     return out
 
 
-def _write_lora(base: Path, sdxl: bool, dest: Path) -> None:
-    g = torch.Generator().manual_seed(7)
-    sd = _lora_pairs("lora_unet", _shapes(base / "unet" / "diffusion_pytorch_model.safetensors"), _UNET_TARGETS, g)
+def write_lora(base: Path, sdxl: bool, dest: Path, rank: int = _RANK, seed: int = 7,
+               std: float = 0.5) -> None:
+    """A random kohya-format LoRA of ``rank`` for the diffusers model folder ``base`` (any
+    size: the bench writes full-size ones) at ``dest``."""
+    g = torch.Generator().manual_seed(seed)
+    sd = _lora_pairs("lora_unet", _shapes(base / "unet" / "diffusion_pytorch_model.safetensors"), _UNET_TARGETS, g,
+                     rank, std)
     encoders = (("lora_te1", "text_encoder"), ("lora_te2", "text_encoder_2")) if sdxl else (("lora_te", "text_encoder"),)
     for prefix, folder in encoders:
-        sd.update(_lora_pairs(prefix, _shapes(base / folder / "model.safetensors"), _TE_TARGETS, g))
+        sd.update(_lora_pairs(prefix, _shapes(base / folder / "model.safetensors"), _TE_TARGETS, g, rank, std))
     save_file(sd, str(dest), metadata={"ss_base_model_version": "sdxl_base_v1-0" if sdxl else "sd_v1",
-                                       "ss_network_module": "networks.lora", "ss_network_dim": str(_RANK)})
+                                       "ss_network_module": "networks.lora", "ss_network_dim": str(rank)})
 
 
 def _token_width(base: Path, folder: str) -> int:
@@ -99,7 +103,7 @@ def write_tiny_addons(tiny_root: Path, lora_dir: Path, embedding_dir: Path) -> l
             if not dest.exists():
                 folder.mkdir(parents=True, exist_ok=True)
                 if kind == "Lora":
-                    _write_lora(base, sdxl, dest)
+                    write_lora(base, sdxl, dest)
                 else:
                     _write_embedding(base, sdxl, dest, stem)
             written.append(dest)
