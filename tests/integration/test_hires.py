@@ -70,6 +70,8 @@ def test_hires_with_a_model_upscaler_file(settings, tmp_path):  # type: ignore[n
     p = GenerationParams(**REQ, hires=HiresFix(steps=1, upscaler="tiny-ESRGAN-4x"))
     r = eng.generate(p)
     assert r.images[0].size == (128, 128)
+    # The loaded upscaler counts against the engine's memory budget (in no model slot).
+    assert any(k.startswith("upscaler:tiny-ESRGAN-4x") for k in eng.health()["model_bytes"])
     lanczos = eng.generate(p.model_copy(update={"hires": HiresFix(steps=1, upscaler="Lanczos")}))
     assert np.abs(_arr(r.images[0]) - _arr(lanczos.images[0])).mean() > 1
 

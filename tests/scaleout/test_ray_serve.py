@@ -245,3 +245,24 @@ def test_previews_and_cancel_cross_to_the_model_replicas(cluster: Cluster) -> No
     # The model replica stopped that loop: the next job runs at once.
     after = c.post("/v1/jobs", json={**job_body(0), "steps": 4, "seed": 4243, "guidance": 8.0}).json()["id"]
     assert wait_all_done(c, [after], timeout=60)[after]["status"] == "succeeded"
+
+
+def test_interrogate_is_answered_by_a_model_replica(cluster: Cluster) -> None:
+    """A1111 /interrogate on Ray: the caption comes from a model replica's captioner (the API
+    replicas hold no weights); a bad image is still the caller's 4xx."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
+    img = base64.b64encode(buf.getvalue()).decode()
+    r = httpx.post(cluster.base + "/sdapi/v1/interrogate", json={"image": img, "model": "clip"}, timeout=300)
+    assert r.status_code == 200, r.text
+    caption = r.json()["caption"]
+    assert isinstance(caption, str) and caption
+    again = httpx.post(cluster.base + "/sdapi/v1/interrogate", json={"image": img}, timeout=300)
+    assert again.json() == r.json()  # deterministic, whichever replica answers
+    bad = httpx.post(cluster.base + "/sdapi/v1/interrogate", json={"image": "bm90IGFuIGltYWdl"}, timeout=60)
+    assert bad.status_code in (400, 422) and "image" in bad.text

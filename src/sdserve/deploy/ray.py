@@ -174,6 +174,14 @@ class ModelServer:
             stop.set()  # the caller canceled (or went away): the loop ends at its next step
         yield self._done(batch, results)
 
+    async def caption(self, image: bytes, field: str) -> dict[str, str]:
+        """A caption of ``image`` by this replica's captioner (A1111 /interrogate, ModelsLab's
+        caption route): ``{"caption": ...}``, or the error in its stored form."""
+        try:
+            return {"caption": await asyncio.to_thread(self.engine.caption, image, field)}
+        except SdserveError as e:
+            return cast(dict[str, str], encode_result(e))
+
     def _done(self, batch: list[GenerationParams], results: list[Any]) -> dict[str, Any]:
         # With the results: this replica's state and how many images of this size fit one
         # loop now, which bounds the next batches the API replicas claim.

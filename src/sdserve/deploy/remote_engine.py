@@ -101,9 +101,16 @@ class RemoteEngine:
                 results[i] = res
         return [r if r is not None else GenerationFailed("not run") for r in results]
 
-    def caption(self, image: bytes, field: str = "image") -> str:
-        # The model replicas hold the captioner's weights but expose no call for it yet.
-        raise ModelUnavailable("captioning is not served by the Ray deployment yet; use a single-process server")
+    def caption(self, image: bytes, field: str = "image", timeout_s: float = 600.0) -> str:
+        """A caption by a model replica's captioner (its weights live with the replicas)."""
+        try:
+            out = self._handle.caption.remote(image, field).result(timeout_s=timeout_s)
+        except Exception as e:  # noqa: BLE001 - no replica, or it went away: the caller may retry
+            log.warning("captioning on a model replica failed: %s", e)
+            raise ModelUnavailable(f"no model replica could caption the image ({type(e).__name__})") from None
+        if "error" in out:
+            raise error_from_json(out["error"])
+        return str(out["caption"])
 
     def max_batch_images(self, width: int, height: int) -> int:
         """What the model replicas last reported fitting one loop at this size (their free

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from ..errors import BadInput
 from .addon_files import AddonFile, AddonFolders
+from .memory import AddonCache
 
 __all__ = ["ControlNets"]
 
@@ -27,33 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class ControlNets:
-    """The loaded ControlNets of one engine, by file (reloaded when the file changes), the
-    least recently used dropped beyond ``keep``."""
+    """The loaded ControlNets of one engine, by file (reloaded when the file changes), kept in
+    the engine's model cache (``memory.AddonCache``: under its byte budget and LRU)."""
 
-    def __init__(self, addons: AddonFolders, device: torch.device, dtype: torch.dtype, keep: int = 8) -> None:
-        self.addons, self.device, self.dtype, self.keep = addons, device, dtype, keep
-        self._loaded: OrderedDict[tuple[str, float], Any] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, addons: AddonFolders, device: torch.device, dtype: torch.dtype, store: AddonCache) -> None:
+        self.addons, self.device, self.dtype, self._store = addons, device, dtype, store
 
     def get(self, name: str, unet: Any, field: str = "control.model") -> Any:
         """The ControlNet ``name`` on the engine's device, checked against the base ``unet``."""
         f = self.addons.find("controlnet", name, field=field)
-        key = (str(f.path), f.mtime)
-        with self._lock:
-            model = self._loaded.get(key)
-            if model is None:
-                model = self._load(f, unet, field)
-                self._loaded[key] = model
-                while len(self._loaded) > self.keep:
-                    self._loaded.popitem(last=False)
-            self._loaded.move_to_end(key)
+        model = self._store.get_or_load(f"controlnet:{f.name}#{f.mtime:.0f}", lambda: self._load(f, unet, field), _bytes)
         _check_fits(model, unet, name, field)
         return model
 
     def bytes(self) -> int:
         """Bytes of weights the loaded ControlNets hold (the engine's health reports it)."""
-        with self._lock:
-            return sum(_bytes(m) for m in self._loaded.values())
+        return self._store.bytes("controlnet")
 
     def _load(self, f: AddonFile, unet: Any, field: str) -> Any:
         from diffusers import ControlNetModel

@@ -32,7 +32,7 @@ from .checkpoints import CheckpointFolder
 from .fastpaths import CompileMode, Switch, resolve_fast_paths
 from .lora_adapters import ensure_loaded as ensure_loras
 from .loading import is_available, load_base_pipeline, load_vae, pull
-from .memory import ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
+from .memory import AddonCache, ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
 from .postprocess import apply_upscale
@@ -154,7 +154,9 @@ class Engine:
         self._lock = threading.RLock()
         self.aux = Auxiliary({k: AuxSpec(k, src) for k, src in (o.aux or {}).items()}, self._models, self._lock,
                              self.device, self.dtype, self._free_memory, o.demo_dir)
-        self.controlnets = ControlNets(self.addons, self.device, self.dtype)
+        # ControlNets and upscalers: under the same budget and LRU, in no model slot.
+        self.addon_store = AddonCache(self._models, self._lock, self._free_memory)
+        self.controlnets = ControlNets(self.addons, self.device, self.dtype, self.addon_store)
         self.ip_adapters = IPAdapters(self.addons, self.device, self.dtype)
         # Demo mode: tiny ControlNets and IP-Adapters to try them on, written in the background
         # (a minute on a busy small CPU); a request that uses one waits for them. One writer at
@@ -229,7 +231,7 @@ class Engine:
             if vae is None:
                 vae = load_addon_vae(file, own_vae, self.dtype)
                 size = module_bytes(vae)
-                if self._models.make_room(size):
+                if self._models.make_room(size, counted=False):
                     self._free_memory()
                 vae.to(self.device)
                 vae.enable_slicing()  # as the model's own: per image, so batching changes no image
@@ -341,7 +343,7 @@ class Engine:
     def _resize(self, name: str, image: Image.Image, width: int, height: int) -> Image.Image:
         """An image upscaler (engine.upscalers) applied for a hires pass."""
         return upscale([image], name, size=(width, height), device=self.device, dtype=self.dtype, addons=self.addons,
-                       field="hires.upscaler", max_pixels=self.options.max_image_pixels)[0]
+                       field="hires.upscaler", max_pixels=self.options.max_image_pixels, store=self.addon_store)[0]
 
     def aux_available(self, kind: AuxKind) -> bool:
         """Whether this server has the auxiliary model ``kind`` (its weights are here)."""
@@ -508,7 +510,7 @@ class Engine:
         on_step = item.on_step
         with self._lock:
             return apply_upscale(images, s, device=self.device, dtype=self.dtype, addons=self.addons,
-                                 max_pixels=self.options.max_image_pixels,
+                                 max_pixels=self.options.max_image_pixels, store=self.addon_store,
                                  on_progress=None if on_step is None else lambda d, t: on_step(StepInfo(d, t)))
 
     def _run_upscale(self, item: BatchItem) -> GenerationResult | SdserveError:

@@ -13,11 +13,12 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["ModelCache", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
+__all__ = ["ModelCache", "AddonCache", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,14 @@ class ModelCache(Generic[M]):
                 self._models.move_to_end(model_id)
             return model
 
-    def make_room(self, need_bytes: int) -> list[str]:
+    def make_room(self, need_bytes: int, counted: bool = True) -> list[str]:
         """Evict least recently used models until one more of ``need_bytes`` fits both the
-        byte budget and the model count. Returns the evicted ids. A model bigger than the
-        whole budget still gets the device to itself: it may fit, and failing is worse."""
+        byte budget and (``counted``: a model, not an add-on) the model count. Returns the
+        evicted ids. A model bigger than the whole budget still gets the device to itself: it
+        may fit, and failing is worse."""
         evicted = []
         with self._lock:
-            while self._models and (len(self._models) - len(self._uncounted) >= self.max_models
+            while self._models and (counted and len(self._models) - len(self._uncounted) >= self.max_models
                                     or self._used() + need_bytes > self.budget_bytes):
                 model_id, _ = self._models.popitem(last=False)
                 self._uncounted.discard(model_id)
@@ -129,3 +131,34 @@ class ModelCache(Generic[M]):
 
     def _used(self) -> int:
         return sum(self._sizes[m] for m in self._models)
+
+
+class AddonCache:
+    """Add-on networks (ControlNets, upscalers) kept in the engine's ModelCache: their bytes
+    count against the one memory budget and they share its LRU, but take no model slot. One
+    evicted to make room is loaded from its file again when next asked for.
+
+    Keys are ``"<kind>:<what identifies the file and how it was loaded>"``."""
+
+    def __init__(self, cache: ModelCache[Any], lock: threading.RLock, free_memory: Callable[[], None]) -> None:
+        self._cache, self._lock, self._free = cache, lock, free_memory
+
+    def get_or_load(self, key: str, load: Callable[[], M], size: Callable[[M], int]) -> M:
+        """The network kept under ``key``, or ``load()`` it (room made first for what it took
+        last time, then for its measured size) and keep it."""
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
+            if self._cache.make_room(self._cache.known_size(key), counted=False):
+                self._free()
+            model = load()
+            n = size(model)
+            if self._cache.make_room(n, counted=False):
+                self._free()
+            self._cache.add(key, model, n, counted=False)
+            return model
+
+    def bytes(self, kind: str) -> int:
+        """Bytes the loaded add-ons of ``kind`` hold."""
+        return sum(n for k, n in self._cache.sizes().items() if k.startswith(f"{kind}:"))

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from .addon_files import AddonFolders
+from .memory import AddonCache
 from .params import UpscaleSettings
 from .upscalers import upscale
 from .upscalers.checks import plan_upscale
@@ -20,7 +21,7 @@ __all__ = ["apply_upscale"]
 
 
 def apply_upscale(images: Sequence[Image.Image], s: UpscaleSettings, *, device: Any, dtype: Any,
-                  addons: AddonFolders, max_pixels: int,
+                  addons: AddonFolders, max_pixels: int, store: AddonCache | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
     """Each image upscaled as ``s`` says: upscaler 1 to the planned size, upscaler 2 blended
     over it with its visibility, then centred on the target canvas when cropping."""
@@ -30,7 +31,7 @@ def apply_upscale(images: Sequence[Image.Image], s: UpscaleSettings, *, device: 
         if plan.skip:
             out.append(im)
             continue
-        kw = dict(size=plan.scaled, device=device, dtype=dtype, addons=addons, max_pixels=max_pixels)
+        kw = dict(size=plan.scaled, device=device, dtype=dtype, addons=addons, max_pixels=max_pixels, store=store)
         [first] = upscale([im], s.upscaler, field="upscale.upscaler", on_progress=on_progress, **kw)
         if s.upscaler_2 is not None and s.upscaler_2 != "None" and s.upscaler_2_visibility > 0:
             [second] = upscale([im], s.upscaler_2, field="upscale.upscaler_2", **kw)

@@ -23,6 +23,8 @@ from ..addon_files import AddonFile, AddonFolders
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
+    from ..memory import AddonCache
+
 __all__ = ["BUILTIN_UPSCALERS", "LATENT_UPSCALE_MODES", "UpscalerEntry", "list_upscalers", "upscaler_names",
            "find_upscaler", "target_size", "upscale", "MAX_SCALE",
            "face_restorers", "face_restoration_refused", "default_upscaler"]
@@ -111,7 +113,7 @@ def target_size(width: int, height: int, *, scale: float | None = None, size: tu
 
 def upscale(images: Sequence[Image], name: str, *, scale: float | None = None, size: tuple[int, int] | None = None,
             device: Any, dtype: Any, addons: AddonFolders, field: str = "upscaler",
-            max_pixels: int = 8192 * 8192,
+            max_pixels: int = 8192 * 8192, store: AddonCache | None = None,
             on_progress: Callable[[int, int], None] | None = None) -> list[Image]:
     """Each image resized by ``scale`` or to ``size`` (w, h) with the upscaler ``name``.
 
@@ -119,13 +121,14 @@ def upscale(images: Sequence[Image], name: str, *, scale: float | None = None, s
     target, at most three passes as A1111 does, then a Lanczos resize gives the exact size;
     ``None``/``Lanczos`` resample with Lanczos and ``Nearest`` with nearest neighbour.
     BadInput naming ``field`` for an unknown or unreadable upscaler (``scale``/``size`` past
-    the limits: ``scale``). ``on_progress(done, total)`` counts model tiles.
+    the limits: ``scale``). ``on_progress(done, total)`` counts model tiles. ``store``: the
+    engine's add-on cache, which keeps the loaded network under the memory budget.
     """
     from .run import upscale_images
 
     entry = find_upscaler(addons, name, field=field)
     return upscale_images(images, entry, scale=scale, size=size, device=device, dtype=dtype, field=field,
-                          max_pixels=max_pixels, on_progress=on_progress)
+                          max_pixels=max_pixels, on_progress=on_progress, store=store)
 
 
 def face_restorers(addons: AddonFolders) -> list[AddonFile]:

@@ -8,8 +8,9 @@ those files work on every install. A file neither reads is a BadInput naming the
 the file; nothing is cached for it and the server goes on serving.
 
 Pickled files (.pth/.pt) are read with ``weights_only=True``: tensors only, no code runs.
-Loaded networks are kept in a small LRU (by file, size, modification time, device, dtype):
-an RRDBNet x4 holds 67 MB of fp32 weights, so two stay resident beside the diffusion models.
+Loaded networks are kept by file, size, modification time, device and dtype in the engine's
+model cache (``memory.AddonCache``: they count against the memory budget, an RRDBNet x4
+holds 67 MB of fp32 weights); callers without an engine (the bench) use a two-entry LRU here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from ...errors import BadInput
 from ..addon_files import AddonFile
+from ..memory import AddonCache
 from .rrdbnet import UnsupportedUpscaler, is_rrdbnet, rrdbnet_from_state_dict
 
 __all__ = ["LoadedUpscaler", "load_upscaler", "spandrel_available", "read_state_dict"]
@@ -103,17 +105,31 @@ def _build(file: AddonFile, device: torch.device, dtype: torch.dtype) -> LoadedU
                           sum(p.numel() for p in desc.model.parameters()), f"{desc.architecture.name} (spandrel)")
 
 
-def load_upscaler(file: AddonFile, device: torch.device, dtype: torch.dtype, *, field: str) -> LoadedUpscaler:
-    """The network in ``file`` on ``device``/``dtype`` (cached); BadInput naming ``field``
-    and the file when it cannot be read as an upscaler."""
+def load_upscaler(file: AddonFile, device: torch.device, dtype: torch.dtype, *, field: str,
+                  store: AddonCache | None = None) -> LoadedUpscaler:
+    """The network in ``file`` on ``device``/``dtype`` (cached: in the engine's ``store``, under
+    its memory budget, or without one in a small LRU of this module); BadInput naming
+    ``field`` and the file when it cannot be read as an upscaler."""
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # CPU half-precision convs are slow or missing
     key = (str(file.path), file.size, file.mtime, str(device), str(dtype))
+    if store is not None:
+        return store.get_or_load(f"upscaler:{file.name}#{file.mtime:.0f}/{str(dtype).removeprefix('torch.')}", lambda: _load_checked(file, device, dtype, field),
+                                 lambda u: u.params * torch.finfo(u.dtype).bits // 8)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
+    loaded = _load_checked(file, device, dtype, field)
+    with _lock:
+        _cache[key] = loaded
+        while len(_cache) > _MAX_CACHED:
+            _cache.popitem(last=False)
+    return loaded
+
+
+def _load_checked(file: AddonFile, device: torch.device, dtype: torch.dtype, field: str) -> LoadedUpscaler:
     try:
         loaded = _build(file, device, dtype)
     except (UnsupportedUpscaler, OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
@@ -125,8 +141,4 @@ def load_upscaler(file: AddonFile, device: torch.device, dtype: torch.dtype, *, 
                               f"not a readable weights file ({type(e).__name__})") from None
     log.info("loaded upscaler %s: %s x%d, %.1fM parameters, %s/%s", file.name, loaded.architecture, loaded.scale,
              loaded.params / 1e6, device, str(loaded.dtype).removeprefix("torch."))
-    with _lock:
-        _cache[key] = loaded
-        while len(_cache) > _MAX_CACHED:
-            _cache.popitem(last=False)
     return loaded

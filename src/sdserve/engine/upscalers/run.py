@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..memory import AddonCache
 from . import UpscalerEntry, target_size
 from .loader import LoadedUpscaler, load_upscaler
 from .tiled import run_tiled
@@ -44,12 +45,13 @@ def _image_progress(report: Callable[[int, int], None], index: int, count: int) 
 
 def upscale_images(images: Sequence[Image.Image], entry: UpscalerEntry, *, scale: float | None,
                    size: tuple[int, int] | None, device: torch.device, dtype: torch.dtype, field: str,
-                   max_pixels: int, on_progress: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+                   max_pixels: int, on_progress: Callable[[int, int], None] | None = None,
+                   store: AddonCache | None = None) -> list[Image.Image]:
     targets = [target_size(im.width, im.height, scale=scale, size=size, max_pixels=max_pixels) for im in images]
     if entry.file is None:
         resample = Image.Resampling.NEAREST if entry.name == "Nearest" else Image.Resampling.LANCZOS
         return [im if im.size == t else im.resize(t, resample) for im, t in zip(images, targets, strict=True)]
-    net = load_upscaler(entry.file, device, dtype, field=field)
+    net = load_upscaler(entry.file, device, dtype, field=field, store=store)
     out = []
     for i, (im, (w, h)) in enumerate(zip(images, targets, strict=True)):
         cur = im.convert("RGB")
