@@ -109,3 +109,14 @@ def test_hires_pass_goes_on_with_the_timeline(engine):
     # ...and 1.5 switches in the middle of the hires pass (first pass: "cat" throughout).
     mid = _image(engine, SD15, "a [cat:dog:1.5]", **hires)
     assert not np.array_equal(mid, over)
+
+
+def test_refiner_goes_on_counting_the_base_steps(engine):
+    from sdserve.engine.hires import Refiner
+
+    refiner = {"refiner": Refiner(model="@cf/bytedance/stable-diffusion-xl-lightning", switch_at=0.5)}
+    plain = _image(engine, SDXL, "a cat", **refiner)
+    # 4 steps, the base runs 0-1, the refiner 2-3: [cat:dog:3] is "cat" throughout...
+    assert np.array_equal(plain, _image(engine, SDXL, "a [cat:dog:3]", **refiner))
+    # ...and [cat:dog:2] is "dog" at the refiner's second step (counted from 0, it would not be).
+    assert not np.array_equal(plain, _image(engine, SDXL, "a [cat:dog:2]", **refiner))
