@@ -89,7 +89,8 @@ def test_alternation_and_negative_schedules_change_the_image(engine, model):
 
 @pytest.mark.parametrize("model", [SD15, SDXL])
 def test_batching_scheduled_rows_with_others_changes_no_image(engine, model):
-    prompts = ["a [cat:dog:0.5]", "a cat", "[a|an] (cat:1.3)", "a [cat:dog:3] " + ", ".join(["word"] * 40)]
+    # The last one's texts are one and two chunks long: padded alike, in a loop of its own.
+    prompts = ["a [cat:dog:0.5]", "a cat", "[a|an] (cat:1.3)", "a [cat:" + ", ".join(["word"] * 40) + ":2]"]
     negatives = ["blurry", "[blurry:ugly:1]", "", "blurry"]
     alone = [_image(engine, model, p, negative_prompt=n) for p, n in zip(prompts, negatives, strict=True)]
     items = [BatchItem(_params(model, p, negative_prompt=n)) for p, n in zip(prompts, negatives, strict=True)]
@@ -120,3 +121,12 @@ def test_refiner_goes_on_counting_the_base_steps(engine):
     assert np.array_equal(plain, _image(engine, SDXL, "a [cat:dog:3]", **refiner))
     # ...and [cat:dog:2] is "dog" at the refiner's second step (counted from 0, it would not be).
     assert not np.array_equal(plain, _image(engine, SDXL, "a [cat:dog:2]", **refiner))
+
+
+def test_a1111_route_applies_them_and_reads_bad_forms_as_text(client):
+    body = {"prompt": "a [cat:dog:0.5], [red|blue]", "negative_prompt": "[blurry:ugly:2]", "steps": 3,
+            "width": 64, "height": 64, "seed": 1}
+    assert client.post("/sdapi/v1/txt2img", json=body).status_code == 200
+    for prompt in ("[a:b:x]", "a [cat|dog", "[cat:dog:]", "[:0.5]", "a | b ] ["):
+        r = client.post("/sdapi/v1/txt2img", json={**body, "prompt": prompt})
+        assert r.status_code == 200, (prompt, r.text)

@@ -46,7 +46,8 @@ def test_when_without_a_decimal_point_is_a_step_number():
     assert prompt_schedule("[cat:dog:0.5]", 20) == [(10, "cat"), (20, "dog")]
 
 
-@pytest.mark.parametrize("text", ["[a:b:x]", "a [b|c", "a | b", "16:9 [sic]", "plain", "(a:1.2)", "a:b]"])
+@pytest.mark.parametrize("text", ["[a:b:x]", "a [b|c", "a | b", "16:9 [sic]", "plain", "(a:1.2)", "a:b]",
+                                  "(best quality:1.2), [blurry]"])
 def test_what_is_no_schedule_is_the_text_as_it_is(text):
     assert not is_scheduled(text)
     assert prompt_schedule(text, 10) == [(10, text)]
