@@ -140,8 +140,8 @@ def test_enhancer_output_that_is_empty_falls_back_with_a_warning(client, monkeyp
     assert any("added nothing" in w for w in job["warnings"])
     monkeypatch.setattr(Enhancer, "enhance", lambda self, prompts, seeds: ["x" * 5000] * len(prompts))
     assert any("over 1000 characters" in w for w in _job(client, enhance_prompt=True)["warnings"])
-    # A1111 syntax the prompt checks refuse (a scheduled prompt): the prompt as sent runs.
-    monkeypatch.setattr(Enhancer, "enhance", lambda self, prompts, seeds: [p + " [cat:dog:0.5]" for p in prompts])
+    # A1111 syntax the prompt checks refuse (separate LoRA weights): the prompt as sent runs.
+    monkeypatch.setattr(Enhancer, "enhance", lambda self, prompts, seeds: [p + " <lora:x:1:0.5>" for p in prompts])
     job = _job(client, enhance_prompt=True)
     assert job["status"] == "succeeded" and job["params"]["prompt"] == "a lighthouse", job
     assert any("did not pass the prompt checks" in w for w in job["warnings"])

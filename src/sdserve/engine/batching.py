@@ -30,7 +30,8 @@ from .passes import Pass, Resize, decode_latents, plan_passes
 from .pipelines import LoadedModel, Needs
 from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
-from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
+from .prompt_encoding import Conditioning, encode_item, has_schedule, needs_embeddings, plain_text
+from .prompt_schedule import Timeline
 
 __all__ = ["run_batch", "Rows", "Call", "Stage", "RECIPE"]
 
@@ -74,6 +75,8 @@ class Stage:
     extra: dict[str, Any] = field(default_factory=dict)  # this pass's own pipeline arguments
     done: int = 0  # steps run so far (set by the progress hook)
     interrupted: bool = False  # stopped early with its images kept (BatchItem.interrupt)
+    # The steps scheduled prompts span in this pass (None: its own steps, from 0).
+    timeline: Timeline | None = None
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Call:
     stage: Stage = field(default_factory=Stage)
     # Per row, what an earlier pass made for this one to start from (latents or images).
     start: list[Any] | None = None
+    # Run by the one step callback (progress) after each step: (pipe, step, tensors) -> None;
+    # a hook changes the loop's tensors in place in the dict (callback_on_step_end_tensor_inputs).
+    step_hooks: list[Callable[[Any, int, dict[str, Any]], None]] = field(default_factory=list)
 
 
 Contribution = Callable[[Call, GenerationParams, Rows, LoadedModel], None]
@@ -185,6 +191,48 @@ def noise(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -
                        output_type=call.stage.output)
 
 
+def prompt_switches(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
+    """6b. Scheduled prompts: after each step, the rows whose conditioning changes at the next
+    one get it in the loop's tensors (under CFG the pipeline holds negatives then positives in
+    one batch: row r's negative at r, its prompt at rows + r; SDXL's pooled alike). A row
+    without a schedule is never touched."""
+    conds = [rows.conditioning[i] for i in rows.owner] if rows.conditioning else []
+    if not any(c.schedule for c in conds):
+        return
+    pooled = conds[0].pooled is not None
+    call.kwargs.update(callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]
+                       + (["add_text_embeds"] if pooled else []))
+    start = _first_step(call.stage)
+    n = len(conds)
+
+    def switch(p: Any, i: int, kw: dict[str, Any]) -> None:
+        step = start + i + 1
+        changed = [(r, c.at(step)) for r, c in enumerate(conds) if c.schedule and c.at(step) is not c.at(step - 1)]
+        if not changed:
+            return
+        cfg = bool(p.do_classifier_free_guidance)
+        names = ("prompt_embeds", "add_text_embeds") if pooled else ("prompt_embeds",)
+        tensors = {name: kw[name].clone() for name in names}
+        for r, now in changed:
+            for name, pos, neg in (("prompt_embeds", now.prompt, now.negative),
+                                   ("add_text_embeds", now.pooled, now.negative_pooled)):
+                if name not in tensors or pos is None:
+                    continue
+                t = tensors[name]
+                t[n + r if cfg else r] = pos[0]
+                if cfg and neg is not None:
+                    t[r] = neg[0]
+        kw.update(tensors)
+
+    call.step_hooks.append(switch)
+
+
+def _first_step(stage: Stage) -> int:
+    """The loop step this pass starts at on its prompt timeline: 0, or for a pass that goes
+    on with the earlier passes' count (the refiner) the steps they ran."""
+    return stage.offset if stage.timeline is not None and stage.timeline.continues else 0
+
+
 def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> None:
     """7. Step hooks: progress (over all passes) and lazy previews per item; stop when every
     item is canceled, or when each is canceled or interrupted (the images are then decoded
@@ -199,6 +247,8 @@ def progress(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel
         if all(c or (it.interrupt is not None and it.interrupt()) for c, it in zip(canceled, items, strict=True)):
             p._interrupt = stage.interrupted = True  # diffusers skips the remaining steps, then decodes
         stage.done = i + 1
+        for hook in call.step_hooks:
+            hook(p, i, kw)
         latents = kw.get("latents")
         own = int(getattr(p, "num_timesteps", 0) or first.steps or 0)
         total = stage.total or own
@@ -222,7 +272,8 @@ def vae(call: Call, first: GenerationParams, rows: Rows, model: LoadedModel) -> 
 
 # The order diffusers' pipelines number their steps in; add-ons insert theirs where they act.
 # A pass of several (engine.passes) runs this same recipe with its own params and Stage.
-RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise, progress, vae)
+RECIPE: tuple[Contribution, ...] = (prompts, size, timesteps, init_image, inpaint_mask, control, noise,
+                                    prompt_switches, progress, vae)
 
 
 def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[str], LoadedModel] | None = None,
@@ -261,7 +312,8 @@ def run_batch(model: LoadedModel, items: Sequence[BatchItem], load: Callable[[st
     for k, ps in enumerate(passes):
         pass_model = model if k == 0 else _model_for(ps, first, model, load)
         later = passes[k + 1].takes if k + 1 < len(passes) else "pil"
-        stage = Stage(offset=offset, total=total, output="latent" if later == "latent" else "pil", extra=ps.extra)
+        stage = Stage(offset=offset, total=total, output="latent" if later == "latent" else "pil", extra=ps.extra,
+                      timeline=ps.timeline)
         run_items = items if k == 0 else [_later_pass(ps, it) for it in items]
         starts = None if k == 0 else [ps.start(rows) for rows in outputs]
         outputs = _denoise(pass_model, run_items, stage, starts)
@@ -305,7 +357,8 @@ def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
     syntax) in one loop per sequence length. Per item, its rows' outputs."""
     if not any(needs_embeddings(model.base, it.params) for it in items):
         return _run(items, [], model, stage, starts)
-    conditioning = [encode_item(model.base, it.params) for it in items]
+    timeline, start = _timeline(model, items, stage)
+    conditioning = [encode_item(model.base, it.params, timeline, start) for it in items]
     # One loop takes one sequence length: prompts of different chunk counts run in loops of
     # their own (padding them to a common length would change their images).
     per_item: list[list[Any]] = [[] for _ in items]
@@ -316,6 +369,20 @@ def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
                           strict=True):
             per_item[i] = out
     return per_item
+
+
+def _timeline(model: LoadedModel, items: Sequence[BatchItem], stage: Stage) -> tuple[Timeline | None, int]:
+    """The steps scheduled prompts span in this pass and the loop step it starts at. A1111
+    counts a second-order sampler's steps (Heun, DPM2) twice, as its loop calls the model
+    about twice per step: diffusers' loop does the same, and its scheduler's ``order`` says
+    so (the hires pass counts the first pass's steps with its own sampler's order)."""
+    if not any(has_schedule(it.params) for it in items):
+        return None, 0
+    first = items[0].params
+    order = int(getattr(model.scheduler(first.scheduler or "euler"), "order", 1))
+    t = stage.timeline or Timeline(int(first.steps or 1))
+    first_pass = None if t.first_pass_steps is None else t.first_pass_steps * order
+    return Timeline(t.steps * order, first_pass, t.continues), _first_step(stage)
 
 
 def _run(items: Sequence[BatchItem], conditioning: list[Conditioning], model: LoadedModel, stage: Stage,

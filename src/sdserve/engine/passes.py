@@ -19,6 +19,7 @@ from PIL import Image
 
 from .hires import HiresFix, HiresTarget, hires_pass_params, hires_steps
 from .params import GenerationParams
+from .prompt_schedule import Timeline
 
 __all__ = ["Pass", "Resize", "plan_passes", "decode_latents"]
 
@@ -38,6 +39,8 @@ class Pass:
     takes: Takes = "nothing"  # what it needs of the previous pass's output
     start: Start = lambda rows: rows  # noqa: E731 - the previous output, made into this pass's start
     extra: dict[str, Any] = field(default_factory=dict)  # pipeline arguments of this pass only
+    # The steps a scheduled prompt spans in this pass (None: the pass's own, from step 0).
+    timeline: Timeline | None = None
 
 
 def _latent_upscale(h: HiresFix, t: HiresTarget) -> Start:
@@ -77,18 +80,23 @@ def plan_passes(p: GenerationParams, resize: Resize | None = None) -> list[Pass]
             return q.model_copy(update={"task": "img2img", "model": refiner, "refiner": None, "inputs": ()})
 
         return [Pass(params=lambda q: q, steps=base_steps, extra={"denoising_end": switch}),
-                Pass(params=refine, steps=p.steps - base_steps, takes="latent", extra={"denoising_start": switch})]
+                Pass(params=refine, steps=p.steps - base_steps, takes="latent", extra={"denoising_start": switch},
+                     timeline=Timeline(p.steps, continues=True))]
     first = Pass(params=lambda q: q, steps=p.steps)
     if p.hires is None:
         return [first]
     h = p.hires
     t = h.target(p.width, p.height)
+    # A1111's hires timeline: a scheduled prompt's `when` goes on from the first pass's steps.
+    timeline = Timeline(hires_steps(p), first_pass_steps=p.steps)
     if h.latent_mode is not None:
-        second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="latent", start=_latent_upscale(h, t))
+        second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="latent", start=_latent_upscale(h, t),
+                      timeline=timeline)
     else:
         if resize is None:
             raise ValueError(f"hires upscaler {h.upscaler!r} needs the engine's image upscalers")
-        second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="pil", start=_image_upscale(h, t, resize))
+        second = Pass(params=hires_pass_params, steps=hires_steps(p), takes="pil", start=_image_upscale(h, t, resize),
+                      timeline=timeline)
     return [first, second]
 
 

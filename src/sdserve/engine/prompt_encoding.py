@@ -17,6 +17,12 @@ here, one row at a time, so no row's conditioning depends on its neighbours:
 Loops need one sequence length for all their rows: ``run_batch`` splits a batch whose
 prompts need different chunk counts into loops of equal length.
 
+A scheduled prompt (``[from:to:when]``, ``[a|b]``; prompt_schedule) is expanded over the pass's
+steps; each distinct text of the prompt and the negative prompt is encoded once as above, all
+padded with empty chunks to the row's longest (as A1111 pads the texts of one schedule), and
+the row's ``Conditioning`` carries the schedule that ``batching`` switches through during
+the loop.
+
 ComfyUI's syntax (``prompt_syntax="comfyui"``) is encoded as ComfyUI's sd1_clip does: each
 weighted segment under 8 tokens moves whole to the next chunk instead of being split; a
 weighted token is moved away from the empty prompt's embedding (``(z - z_empty) * w +
@@ -36,9 +42,10 @@ import torch
 from ..errors import BadInput
 from .embeddings import with_embedding_tokens
 from .params import EmbeddingRef, GenerationParams
-from .prompt_syntax import BREAK, Fragment, ParsedPrompt, parse_comfy_prompt, parse_prompt
+from .prompt_schedule import Timeline, is_scheduled, prompt_schedule
+from .prompt_syntax import BREAK, Fragment, ParsedPrompt, parse_comfy_prompt, parse_prompt, without_tags
 
-__all__ = ["Conditioning", "encode_item", "needs_embeddings", "plain_text"]
+__all__ = ["Conditioning", "encode_item", "needs_embeddings", "plain_text", "has_schedule"]
 
 _CHUNK = 75  # tokens per chunk, without the start and end markers
 _COMMA_BACKTRACK = 20
@@ -52,10 +59,18 @@ class Conditioning:
     negative: torch.Tensor | None  # None: SDXL's zeros for "no negative prompt"
     pooled: torch.Tensor | None = None
     negative_pooled: torch.Tensor | None = None
+    # Scheduled prompts: (last 0-based step, the conditioning up to it) in step order; the
+    # fields above are the entry of the loop's first step. Empty: the same for every step.
+    schedule: tuple[tuple[int, Conditioning], ...] = ()
 
     @property
     def length(self) -> int:
         return int(self.prompt.shape[1])
+
+    def at(self, step: int) -> Conditioning:
+        """The conditioning of 0-based loop step ``step``: the first entry it does not pass
+        (A1111's reconstruct_cond_batch); a step past the schedule keeps its last entry."""
+        return next((c for until, c in self.schedule if step <= until), self.schedule[-1][1] if self.schedule else self)
 
 
 def _encoders(pipe: Any) -> list[tuple[Any, Any]]:
@@ -96,8 +111,14 @@ def needs_embeddings(pipe: Any, params: GenerationParams) -> bool:
                    for t in (params.prompt, params.negative_prompt) if t)
     if params.prompt_syntax != "a1111":
         return False
-    return any(_needs_own_encoding(pipe, t, "a1111", params.embeddings)
-               for t in (params.prompt, params.negative_prompt) if t)
+    return has_schedule(params) or any(_needs_own_encoding(pipe, t, "a1111", params.embeddings)
+                                       for t in (params.prompt, params.negative_prompt) if t)
+
+
+def has_schedule(params: GenerationParams) -> bool:
+    """Whether the item's prompt or negative prompt changes during the loop (A1111 syntax)."""
+    return params.prompt_syntax == "a1111" and any(is_scheduled(without_tags(t))
+                                                   for t in (params.prompt, params.negative_prompt) if t)
 
 
 def _chunks(tok: Any, fragments: tuple[Fragment, ...]) -> list[tuple[list[int], list[float]]]:
@@ -298,8 +319,12 @@ def _encode(pipe: Any, text: str, syntax: str, refs: tuple[EmbeddingRef, ...] = 
     return (out[0], out[2]) if len(out) == 4 else (out[0], None)
 
 
-def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
-    """The item's conditioning, one row (``run_batch`` repeats it per image)."""
+def encode_item(pipe: Any, params: GenerationParams, timeline: Timeline | None = None, start: int = 0) -> Conditioning:
+    """The item's conditioning, one row (``run_batch`` repeats it per image). A scheduled
+    prompt is expanded over ``timeline`` (default: the item's own steps) and starts at loop
+    step ``start``."""
+    if has_schedule(params):
+        return _encode_scheduled(pipe, params, timeline or Timeline(int(params.steps or 1)), start)
     with torch.inference_mode():
         skip = params.clip_skip
         prompt, pooled = _encode(pipe, params.prompt, params.prompt_syntax, params.embeddings, skip)
@@ -317,3 +342,31 @@ def encode_item(pipe: Any, params: GenerationParams) -> Conditioning:
             empty = _empty_chunk(pipe, skip)
             prompt, negative = _pad_to(prompt, longest, empty), _pad_to(negative, longest, empty)
         return Conditioning(prompt, negative, pooled, negative_pooled)
+
+
+def _encode_scheduled(pipe: Any, params: GenerationParams, timeline: Timeline, start: int) -> Conditioning:
+    """A row whose prompt or negative prompt is scheduled: each distinct text encoded once,
+    every text padded to the row's longest, one Conditioning per step range."""
+    sdxl_zeros = params.negative_prompt == "" and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
+    first = timeline.first_pass_steps
+
+    def schedule(text: str) -> list[tuple[int, str]]:
+        return prompt_schedule(without_tags(text), timeline.steps, first)
+
+    prompts = schedule(params.prompt)
+    negatives = [(timeline.steps, "")] if sdxl_zeros else schedule(params.negative_prompt)
+    with torch.inference_mode():
+        encoded = {text: _encode(pipe, text, "a1111", params.embeddings, params.clip_skip)
+                   for text in dict.fromkeys(t for _, t in prompts + negatives)}
+        longest = max(z.shape[1] for z, _ in encoded.values())
+        if any(z.shape[1] != longest for z, _ in encoded.values()):
+            empty = _empty_chunk(pipe, params.clip_skip)
+            encoded = {t: (_pad_to(z, longest, empty), pooled) for t, (z, pooled) in encoded.items()}
+    # One entry per step where either text may change; within it both texts are fixed.
+    entries = []
+    for until in sorted({u for u, _ in prompts} | {u for u, _ in negatives}):
+        prompt, pooled = encoded[next(t for u, t in prompts if until <= u)]
+        negative, negative_pooled = (None, None) if sdxl_zeros else encoded[next(t for u, t in negatives if until <= u)]
+        entries.append((until, Conditioning(prompt, negative, pooled, negative_pooled)))
+    now = next((c for until, c in entries if start <= until), entries[-1][1])
+    return Conditioning(now.prompt, now.negative, now.pooled, now.negative_pooled, tuple(entries))

@@ -9,8 +9,9 @@ What it reads (as A1111 1.10 does):
   (``prepare`` moves them into ``loras``; a third part, A1111's separate UNet weight, is refused);
 - an unclosed ``(`` or ``[`` applies to the end of the prompt, a stray ``)`` or ``]`` is text.
 
-Scheduled prompts (``[from:to:when]``, ``[a|b]``) change the conditioning during the loop;
-they are refused with a message instead of being read as plain text.
+Scheduled prompts (``[from:to:when]``, ``[a|b]``) are expanded by ``prompt_schedule`` into
+one text per step range before this parser reads each text; brackets that are no scheduled
+form are read here as A1111 reads them (``[a:b:x]`` is ``a:b:x`` at 1/1.1).
 
 The parser is torch-free so that ``prepare`` can check a prompt where the request arrives;
 ``prompt_encoding`` turns its fragments into text-encoder embeddings.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import BadInput
 
-__all__ = ["Fragment", "ParsedPrompt", "LoraTag", "parse_prompt", "EMPHASIS", "BREAK", "parse_comfy_prompt"]
+__all__ = ["Fragment", "ParsedPrompt", "LoraTag", "parse_prompt", "without_tags", "EMPHASIS", "BREAK", "parse_comfy_prompt"]
 
 EMPHASIS = 1.1
 # A fragment with this text marks a chunk boundary.
@@ -40,8 +41,6 @@ _TOKEN = re.compile(r"""
   | [^\\()\[\]:B]+              # plain text (B and ':' are taken one at a time below)
   | .                           # anything else, one character
 """, re.VERBOSE | re.DOTALL)
-# [from:to:when], [to:when] and [a|b]: the conditioning changes during the loop.
-_SCHEDULED = re.compile(r"\[[^\[\]]*(?::\s*[\d.]+\s*\]|\|[^\[\]]*\])")
 
 
 @dataclass(frozen=True)
@@ -96,12 +95,15 @@ def _tags(prompt: str, field: str) -> tuple[str, tuple[LoraTag, ...]]:
     return _TAG.sub("", prompt), tuple(tags)
 
 
+def without_tags(prompt: str) -> str:
+    """``prompt`` with its ``<lora:...>`` / ``<lyco:...>`` tags removed (A1111 takes them out
+    before it expands a scheduled prompt, so their colons are no schedule's)."""
+    return _TAG.sub("", prompt)
+
+
 def parse_prompt(prompt: str, field: str = "prompt") -> ParsedPrompt:
     """Parse A1111 syntax; BadInput naming ``field`` for what sdserve cannot apply."""
     text, loras = _tags(prompt, field)
-    if _SCHEDULED.search(text.replace("\\[", "").replace("\\]", "")):
-        raise BadInput(field, "scheduled prompts ([from:to:when], [a|b]) are not supported yet; "
-                              "write the prompt without them")
     out: list[list[object]] = []  # [text, weight] pairs, merged when weights match
     opens: list[tuple[str, int]] = []  # (bracket, index into out where the group starts)
 
