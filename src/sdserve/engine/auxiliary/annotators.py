@@ -75,7 +75,7 @@ class PersonDetector:
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
         boxes[:, 2:] -= boxes[:, :2]  # corners -> the x, y, w, h ViTPose's processor takes
-        return boxes[(boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)]
+        return np.asarray(boxes[(boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)])
 
     def nbytes(self) -> int:
         return module_bytes(self.model)

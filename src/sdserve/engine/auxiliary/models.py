@@ -5,7 +5,7 @@ kept on the engine's device under the same memory budget as the diffusion models
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,8 +119,8 @@ class Captioner:
 
 AuxModel = SafetyChecker | Enhancer | Captioner | DepthEstimator | PersonDetector | PoseEstimator
 # The ControlNet annotators (engine.auxiliary.annotators), by kind.
-_ANNOTATOR_LOADERS = {"depth": load_depth, "depth-midas": load_depth, "pose": load_pose,
-                      "person-detector": load_detector}
+_ANNOTATOR_LOADERS: dict[str, Callable[[str, torch.device, torch.dtype], AuxModel]] = {
+    "depth": load_depth, "depth-midas": load_depth, "pose": load_pose, "person-detector": load_detector}
 
 
 def load_aux(spec: AuxSpec, device: torch.device, dtype: torch.dtype) -> AuxModel:
