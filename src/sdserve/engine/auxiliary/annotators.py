@@ -71,7 +71,8 @@ class PersonDetector:
         found = self.processor.post_process_object_detection(
             out, target_sizes=[(image.height, image.width)], threshold=PERSON_THRESHOLD)[0]
         person = [i for i, name in self.model.config.id2label.items() if str(name).lower() == "person"]
-        boxes = found["boxes"][torch.isin(found["labels"].cpu(), torch.tensor(person))].cpu().numpy()
+        labels, boxes_all = found["labels"].cpu(), found["boxes"].float().cpu()
+        boxes = boxes_all[torch.isin(labels, torch.tensor(person, dtype=labels.dtype))].numpy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.height)
         boxes[:, 2:] -= boxes[:, :2]  # corners -> the x, y, w, h ViTPose's processor takes
