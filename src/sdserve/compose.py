@@ -66,7 +66,10 @@ def aux_sources(settings: Settings):  # type: ignore[no-untyped-def]
     from sdserve.engine.auxiliary.specs import demo_aux_dir
 
     s = settings
-    named = {"safety-checker": s.safety_checker_model, "enhancer": s.enhancer_model, "captioner": s.captioner_model}
+    named = {"safety-checker": s.safety_checker_model, "enhancer": s.enhancer_model, "captioner": s.captioner_model,
+             # the ControlNet annotators (depth and pose preprocessors)
+             "depth": s.depth_model, "depth-midas": s.depth_midas_model, "pose": s.pose_model,
+             "person-detector": s.person_detector_model}
     if s.demo:
         return {kind: WeightSource(path=demo_aux_dir(s.demo_dir) / kind) for kind in named}
     return {kind: WeightSource.parse(src) for kind, src in named.items() if src.strip()}

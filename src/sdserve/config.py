@@ -189,6 +189,24 @@ class Settings(BaseSettings):
         "Salesforce/blip-image-captioning-base", description="Image captioner: a BLIP captioning model (hub "
         "repo or folder; `sdserve pull captioner`). Empty: none.",
     )
+    # -- ControlNet annotators: the depth and pose preprocessors' models (docs/controlnet.md) --
+    depth_model: str = Field(
+        "depth-anything/Depth-Anything-V2-Small-hf", description="Depth estimator of the depth_anything_v2 "
+        "preprocessor (a transformers depth-estimation model: hub repo or folder; `sdserve pull depth`). Empty: none.",
+    )
+    depth_midas_model: str = Field(
+        "Intel/dpt-hybrid-midas", description="Depth estimator of the depth_midas preprocessor (DPT-hybrid MiDaS: "
+        "hub repo or folder; `sdserve pull depth-midas`). Empty: none.",
+    )
+    pose_model: str = Field(
+        "usyd-community/vitpose-base-simple", description="Pose estimator of the openpose preprocessor (ViTPose: "
+        "hub repo or folder; `sdserve pull pose`). Empty: none.",
+    )
+    person_detector_model: str = Field(
+        "PekingU/rtdetr_r50vd_coco_o365", description="Person detector that finds the people the openpose "
+        "preprocessor poses (a transformers object detector: hub repo or folder; `sdserve pull person-detector`). "
+        "Empty: none.",
+    )
     enhance_prompt_dialects: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Dialects whose prompts always go through the enhancer (today: "
         "'openai', whose replies then carry revised_prompt). Comma-separated in the environment.",

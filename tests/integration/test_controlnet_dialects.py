@@ -82,7 +82,7 @@ def test_a1111_controlnet_listings(client) -> None:  # type: ignore[no-untyped-d
     ({"image": _b64(b"not an image"), "model": "tiny-sd15-canny"}, 400, "args[0].image"),
     ({"image": _b64(png_bytes()), "model": "tiny-sdxl-canny"}, 400, "args[0].model"),
     ({"image": _b64(png_bytes()), "model": "nope"}, 400, "args[0].model"),
-    ({"image": _b64(png_bytes()), "model": "tiny-sd15-canny", "module": "depth_midas"}, 400, "args[0].module"),
+    ({"image": _b64(png_bytes()), "model": "tiny-sd15-canny", "module": "depth_zoe"}, 400, "args[0].module"),
     ({"image": _b64(png_bytes()), "model": "tiny-sd15-canny", "module": "sharpen"}, 400, "args[0].module"),
     ({"image": _b64(png_bytes()), "model": "tiny-sd15-canny", "control_mode": "Loud"}, 400, "args[0].control_mode"),
     ({"model": "tiny-sd15-canny"}, 400, "args[0].image"),  # txt2img: no init image to fall back on
@@ -99,7 +99,7 @@ def test_a1111_too_many_units_and_other_scripts(client) -> None:  # type: ignore
     assert r.status_code == 400 and r.json()["detail"].startswith("alwayson_scripts.controlnet.args:"), r.text
     r = _a1111(client, [], alwayson_scripts={"ADetailer": {"args": []}})
     assert r.status_code == 422 and "ADetailer" in r.json()["detail"], r.text
-    r = client.post("/controlnet/detect", json={"controlnet_module": "openpose", "controlnet_input_images": ["x"]})
+    r = client.post("/controlnet/detect", json={"controlnet_module": "openpose_hand", "controlnet_input_images": ["x"]})
     assert r.status_code == 400 and r.json()["detail"].startswith("controlnet_module"), r.text
 
 
@@ -131,7 +131,7 @@ def test_modelslab_controlnet_endpoint(client) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize(("fields", "field"), [
     (dict(controlnet_model="tiny-sdxl-canny"), "controlnet_model"),
-    (dict(controlnet_model="tiny-sd15-canny", controlnet_type="depth", auto_hint="yes"), "controlnet_type"),
+    (dict(controlnet_model="tiny-sd15-canny", controlnet_type="normal", auto_hint="yes"), "controlnet_type"),
     (dict(controlnet_model="tiny-sd15-canny", controlnet_conditioning_scale="1,2,3"), "controlnet_conditioning_scale"),
     (dict(controlnet_model="tiny-sd15-canny", init_image="data:image/png;base64," + _b64(b"junk")), "control_image"),
     (dict(controlnet_type="canny"), "controlnet_type"),

@@ -55,7 +55,7 @@ def test_inpaint_marks_the_area_to_repaint_transparent() -> None:
     assert out.mode == "RGBA" and alpha[:, :32].max() == 0 and alpha[:, 32:].min() == 255
 
 
-@pytest.mark.parametrize(("name", "words"), [("depth_midas", "dpt_hybrid"), ("openpose", "body_pose"),
+@pytest.mark.parametrize(("name", "words"), [("depth_zoe", "ZoeD"), ("openpose_hand", "hand_pose"),
                                              ("sharpen", "unknown")])
 def test_refused_preprocessors_say_why(name: str, words: str) -> None:
     with pytest.raises(BadInput) as e:

@@ -132,7 +132,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     settings = _load(args)
     from ..engine.loading import pull
 
-    if args.model in AUX_KINDS:  # safety-checker, enhancer, captioner
+    if args.model in AUX_KINDS:  # safety-checker, enhancer, captioner, the ControlNet annotators
         from sdserve.compose import aux_sources
 
         from ..engine.auxiliary.specs import AuxSpec, aux_pull
@@ -172,7 +172,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     for path in write_tiny_addons(args.dir, args.dir / "Lora", args.dir / "embeddings"):  # models_dir=DIR finds them
         print(path)
     print(*write_tiny_vaes(args.dir / "VAE", args.dir), sep="\n")  # a tiny add-on VAE, both forms
-    for path in write_tiny_aux(demo_aux_dir(args.dir), force=True):  # checker, enhancer, captioner
+    for path in write_tiny_aux(demo_aux_dir(args.dir), force=True):  # checker, enhancer, captioner, annotators
         print(path)
     return 0
 
@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("pull", help="Download a model's weights into the Hugging Face cache (a catalog id, "
-                                    "or safety-checker, enhancer, captioner).")
+                                    "or safety-checker, enhancer, captioner, or the ControlNet annotators depth, "
+                                    "depth-midas, pose, person-detector).")
     _settings_args(p)
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
@@ -111,6 +113,14 @@ class RemoteEngine:
         if "error" in out:
             raise error_from_json(out["error"])
         return str(out["caption"])
+
+    def annotate(self, name: str, image: Image.Image) -> Image.Image:
+        # Units' depth and pose maps are made on the model replicas, inside their jobs; a map
+        # alone (A1111's /controlnet/detect) has no call there yet.
+        raise ModelUnavailable(f"{name} previews are not served by the Ray deployment yet; use a single-process server")
+
+    def annotators(self) -> list[str]:
+        return []
 
     def max_batch_images(self, width: int, height: int) -> int:
         """What the model replicas last reported fitting one loop at this size (their free

@@ -353,6 +353,15 @@ class Engine:
         """A caption of an encoded image; BadInput naming ``field`` if it does not decode."""
         return self.aux.caption(image, field, self.options.max_image_pixels)
 
+    def annotate(self, name: str, image: Image.Image) -> Image.Image:
+        """``image`` through the annotator preprocessor ``name`` (depth, pose) on this engine's
+        device; BadInput naming `sdserve pull` when its models are missing."""
+        return self.aux.annotate(name, image)
+
+    def annotators(self) -> list[str]:
+        """The annotator preprocessors (depth, pose) whose models this server has."""
+        return self.aux.annotators()
+
     def _prepare_item(self, req: BatchItem) -> BatchItem:
         """``req`` resolved, with its input images decoded and sized to the output."""
         self._await_addons(req.params)
@@ -364,7 +373,7 @@ class Engine:
         for i, u in enumerate(p.control):  # each unit's image preprocessed and fitted its own way
             key = "control" if i == 0 else f"control.{i}"
             images[key] = control_image(u.preprocessor, images[key], size, u.resize_mode, u.processor_res,
-                                        u.threshold_a, u.threshold_b, images.get("mask"))
+                                        u.threshold_a, u.threshold_b, images.get("mask"), self.aux.annotate)
         # Masks keep hard edges (NEAREST); images are resampled smoothly.
         # (The IP-Adapter's image prompt keeps its own size: its encoder's processor fits it.)
         sized = {role: img if img.size == size or role == "ip_adapter" else

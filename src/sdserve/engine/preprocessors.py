@@ -6,8 +6,10 @@ the API's ``/controlnet/detect`` runs them without the engine. OpenCV is not a d
 here, so Canny is scipy's Sobel gradients with the usual non-maximum suppression and
 hysteresis (thresholds on the same scale as ``cv2.Canny``'s 3x3 Sobel).
 
-Preprocessors that run a neural annotator (depth, pose, HED, ...) are refused by name with
-the annotator file they would need: nothing is downloaded at request time.
+Preprocessors that run a network (``ANNOTATORS``: depth, pose) are the engine's auxiliary
+models (engine.auxiliary, fetched by ``sdserve pull``); the engine hands ``preprocess`` the
+function that runs them (``Annotate``). The other neural annotators (HED, MLSD, ...) are
+refused by name with the file they would need: nothing is downloaded at request time.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from ..errors import BadInput
+from .auxiliary.specs import AuxKind
 
 __all__ = ["Preprocessor", "PREPROCESSORS", "NEEDS_MODEL", "canonical", "check_preprocessor", "preprocess", "fit",
-           "control_image"]
+           "control_image", "Annotator", "ANNOTATORS", "Annotate"]
 
 
 @dataclass(frozen=True)
@@ -134,14 +137,36 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("inpaint", _none, rescales=False),
 )}
 ALIASES = {"inpaint_only": "inpaint", "invert (from white bg & black line)": "invert", "scribble": "scribble_xdog",
-           "blur": "blur_gaussian", "tile": "tile_resample", "lineart": "lineart_standard"}
+           "blur": "blur_gaussian", "tile": "tile_resample", "lineart": "lineart_standard",
+           "depth": "depth_midas"}  # the extension's internal name for depth_midas
+
+
+@dataclass(frozen=True)
+class Annotator:
+    """A preprocessor that runs a network: the auxiliary models it needs (`sdserve pull <kind>`)."""
+
+    name: str
+    kinds: tuple[AuxKind, ...]
+    # As the extension: MiDaS and OpenPose work at processor_res; Depth Anything at its own size.
+    rescales: bool = True
+
+
+ANNOTATORS: dict[str, Annotator] = {a.name: a for a in (
+    Annotator("depth_anything_v2", ("depth",), rescales=False),
+    Annotator("depth_midas", ("depth-midas",)),
+    Annotator("openpose", ("pose", "person-detector")),
+)}
+# Runs annotator ``name`` (a key of ANNOTATORS) on an image: the engine's auxiliary models.
+Annotate = Callable[[str, Image.Image], Image.Image]
 
 # Annotators with a network: refused naming what they need (lllyasviel/Annotators on the hub).
 NEEDS_MODEL = {
-    "depth_midas": "dpt_hybrid-midas-501f0c75.pt", "depth_leres": "res101.pth", "depth_zoe": "ZoeD_M12_N.pt",
-    "depth_anything": "depth_anything_vitl14.pth", "normal_bae": "scannet.pt",
-    "openpose": "body_pose_model.pth", "openpose_full": "body_pose_model.pth + hand_pose_model.pth + facenet.pth",
-    "openpose_face": "facenet.pth", "openpose_hand": "hand_pose_model.pth", "dw_openpose_full": "dw-ll_ucoco_384.onnx",
+    "depth_leres": "res101.pth", "depth_leres++": "res101.pth", "depth_zoe": "ZoeD_M12_N.pt",
+    "depth_anything": "depth_anything_vitl14.pth", "depth_hand_refiner": "hr16/ControlNet-HandRefiner-pruned",
+    "normal_bae": "scannet.pt",
+    "openpose_full": "body_pose_model.pth + hand_pose_model.pth + facenet.pth", "openpose_face": "facenet.pth",
+    "openpose_faceonly": "facenet.pth", "openpose_hand": "hand_pose_model.pth", "dw_openpose_full": "dw-ll_ucoco_384.onnx",
+    "animal_openpose": "rtmpose-m_ap10k_256.onnx",
     "softedge_hed": "ControlNetHED.pth", "softedge_pidinet": "table5_pidinet.pth", "mlsd": "mlsd_large_512_fp32.pth",
     "lineart_realistic": "sk_model.pth", "lineart_anime": "netG.pth", "seg_ofade20k": "250_16_swin_l_oneformer_ade20k",
     "shuffle": "(none: random, not reproducible)",
@@ -156,24 +181,30 @@ def canonical(name: str) -> str:
 def check_preprocessor(name: str, field: str) -> None:
     """BadInput naming ``field`` unless ``name`` runs here."""
     key = canonical(name)
-    if key in PREPROCESSORS:
-        return
+    if key in PREPROCESSORS or key in ANNOTATORS:
+        return  # an annotator's models are the engine's to check (engine.auxiliary)
     if key in NEEDS_MODEL:
         raise BadInput(field, f"preprocessor {name!r} runs a neural annotator ({NEEDS_MODEL[key]} from the "
                               "lllyasviel/Annotators repo) that this server does not have; send a hint image made "
-                              "elsewhere, without preprocessing ('none')")
-    raise BadInput(field, f"unknown preprocessor {name!r}; available: {', '.join(PREPROCESSORS)}")
+                              f"elsewhere, without preprocessing ('none'), or use one of {', '.join(ANNOTATORS)}")
+    raise BadInput(field, f"unknown preprocessor {name!r}; available: {', '.join([*PREPROCESSORS, *ANNOTATORS])}")
 
 
 def preprocess(name: str, img: Image.Image, processor_res: int = 512, a: float | None = None,
-               b: float | None = None) -> Image.Image:
-    """``img`` through preprocessor ``name`` (at ``processor_res`` on its shorter side)."""
-    pre = PREPROCESSORS[canonical(name)]
-    if pre.rescales and min(img.size) != processor_res:
+               b: float | None = None, annotate: Annotate | None = None) -> Image.Image:
+    """``img`` through preprocessor ``name`` (at ``processor_res`` on its shorter side); an
+    annotator runs through ``annotate`` (the engine's models)."""
+    key = canonical(name)
+    annotator = ANNOTATORS.get(key)
+    rescales = annotator.rescales if annotator is not None else PREPROCESSORS[key].rescales
+    if rescales and min(img.size) != processor_res:
         scale = processor_res / min(img.size)
         img = img.convert("RGB").resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                                         Image.Resampling.LANCZOS)
-    return pre.run(img, a, b)
+    if annotator is not None:
+        assert annotate is not None, f"{key} runs a network: the caller passes the engine's annotate"
+        return annotate(key, img)
+    return PREPROCESSORS[key].run(img, a, b)
 
 
 def fit(img: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
@@ -189,10 +220,11 @@ def fit(img: Image.Image, size: tuple[int, int], mode: str) -> Image.Image:
 
 
 def control_image(name: str, img: Image.Image, size: tuple[int, int], resize_mode: str, processor_res: int,
-                  a: float | None, b: float | None, mask: Image.Image | None = None) -> Image.Image:
+                  a: float | None, b: float | None, mask: Image.Image | None = None,
+                  annotate: Annotate | None = None) -> Image.Image:
     """The control image a unit runs on: preprocessed, fitted to the output ``size``; for
     inpaint, RGBA with the area to repaint (mask white) transparent."""
-    out = fit(preprocess(name, img, processor_res, a, b), size, resize_mode)
+    out = fit(preprocess(name, img, processor_res, a, b, annotate), size, resize_mode)
     if canonical(name) != "inpaint":
         return out
     assert mask is not None, "check_control requires a mask for the inpaint preprocessor"

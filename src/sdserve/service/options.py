@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from PIL import Image
+
 from ..engine.addon_files import AddonFolders
 from ..engine.catalog import Catalog
 from ..engine.params import BatchItem, GenerationParams, GenerationResult, StepInfo
@@ -57,6 +59,13 @@ class GenerationEngine(Protocol):
 
     def caption(self, image: bytes, field: str = "image") -> str:
         """A caption of an encoded image (BadInput if it does not decode or no captioner)."""
+
+    def annotate(self, name: str, image: Image.Image) -> Image.Image:
+        """``image`` through an annotator preprocessor (depth, pose; BadInput naming
+        `sdserve pull` when its models are missing)."""
+
+    def annotators(self) -> list[str]:
+        """The annotator preprocessors whose models the engine has."""
 
 @dataclass(frozen=True)
 class ServiceOptions:

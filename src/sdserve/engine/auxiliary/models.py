@@ -5,7 +5,7 @@ kept on the engine's device under the same memory budget as the diffusion models
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..memory import module_bytes
+from .annotators import DepthEstimator, PersonDetector, PoseEstimator, load_depth, load_detector, load_pose
 from .specs import AuxSpec, aux_folder
 
 __all__ = ["AuxModel", "SafetyChecker", "Enhancer", "Captioner", "load_aux",
@@ -116,7 +117,10 @@ class Captioner:
         return module_bytes(self.model)
 
 
-AuxModel = SafetyChecker | Enhancer | Captioner
+AuxModel = SafetyChecker | Enhancer | Captioner | DepthEstimator | PersonDetector | PoseEstimator
+# The ControlNet annotators (engine.auxiliary.annotators), by kind.
+_ANNOTATOR_LOADERS: dict[str, Callable[[str, torch.device, torch.dtype], AuxModel]] = {
+    "depth": load_depth, "depth-midas": load_depth, "pose": load_pose, "person-detector": load_detector}
 
 
 def load_aux(spec: AuxSpec, device: torch.device, dtype: torch.dtype) -> AuxModel:
@@ -124,6 +128,8 @@ def load_aux(spec: AuxSpec, device: torch.device, dtype: torch.dtype) -> AuxMode
     `sdserve pull` when the weights are missing."""
     folder = str(aux_folder(spec))
     local: dict[str, Any] = {"local_files_only": True}
+    if spec.kind in _ANNOTATOR_LOADERS:
+        return _ANNOTATOR_LOADERS[spec.kind](folder, device, dtype)
     if spec.kind == "safety-checker":
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor

@@ -1,7 +1,7 @@
 """The engine's auxiliary models at work: which are installed, loading them into the
-engine's model cache (one memory budget and LRU with the diffusion models), and the three
-jobs they do for a batch: enhance its prompts before the loop, check its images after it,
-and caption an image on request."""
+engine's model cache (one memory budget and LRU with the diffusion models), and the jobs
+they do for a batch: enhance its prompts before the loop, check its images after it, caption
+an image on request, and make ControlNet units' depth and pose maps (the annotators)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ from PIL import Image
 
 from ...errors import BadInput, GenerationFailed, SdserveError
 from ...images import decode_image
+from ..control import unit_field
 from ..memory import ModelCache
 from ..params import BatchItem, GenerationParams
+from ..preprocessors import ANNOTATORS, canonical
+from .annotators import DepthEstimator, PersonDetector, PoseEstimator
 from .filters import obscure
 from .models import MAX_PROMPT_CHARS, AuxModel, Captioner, Enhancer, SafetyChecker, load_aux
-from .specs import AUX_KINDS, AuxKind, AuxSpec, aux_available, unavailable
+from .specs import AUX_KINDS, AuxKind, AuxSpec, aux_available, missing_models, unavailable
 
 __all__ = ["Auxiliary"]
 
@@ -60,6 +63,22 @@ class Auxiliary:
             raise unavailable("safety-checker", "safety_check", "safety-checker" in self.specs)
         if params.enhance_prompt == "on" and not self.available("enhancer"):
             raise unavailable("enhancer", "enhance_prompt", "enhancer" in self.specs)
+        for i, u in enumerate(params.control):
+            self.require_annotator(u.preprocessor, unit_field(i, "preprocessor"))
+
+    def require_annotator(self, name: str, field: str) -> None:
+        """Refuse (4xx naming ``field`` and the `sdserve pull` commands) preprocessor ``name``
+        when it runs models this server lacks; other preprocessors pass."""
+        annotator = ANNOTATORS.get(canonical(name))
+        if annotator is None:
+            return
+        missing = [k for k in annotator.kinds if not self.available(k)]
+        if missing:
+            raise missing_models(f"preprocessor {name!r}", missing, field, set(self.specs))
+
+    def annotators(self) -> list[str]:
+        """The annotator preprocessors whose models this server has."""
+        return [a.name for a in ANNOTATORS.values() if all(self.available(k) for k in a.kinds)]
 
     def health(self) -> dict[str, str]:
         """Each kind: loaded, installed, not pulled, or off (no model configured)."""
@@ -198,3 +217,20 @@ class Auxiliary:
             captioner = self._model("captioner")
             assert isinstance(captioner, Captioner)
             return captioner.caption(image)
+
+    # -- ControlNet annotators (preprocessors with a network) -------------------------------
+
+    def annotate(self, name: str, image: Image.Image) -> Image.Image:
+        """``image`` through annotator ``name`` (a key of preprocessors.ANNOTATORS) on the
+        engine's device: a depth map, or the OpenPose skeletons of the people in it. BadInput
+        naming `sdserve pull` when its models are missing."""
+        self.require_annotator(name, "preprocessor")
+        with self._lock:
+            if name == "openpose":
+                detector, pose = self._model("person-detector"), self._model("pose")
+                assert isinstance(detector, PersonDetector) and isinstance(pose, PoseEstimator)
+                return pose.skeleton(image, detector.people(image))
+            (kind,) = ANNOTATORS[name].kinds
+            depth = self._model(kind)
+            assert isinstance(depth, DepthEstimator)
+            return depth.depth_map(image)

@@ -16,20 +16,28 @@ from ...errors import BadInput
 from ..catalog import WeightSource
 
 __all__ = ["AuxKind", "AUX_KINDS", "AuxSpec", "DEFAULT_SOURCES", "aux_available", "aux_folder", "aux_pull", "unavailable",
-           "demo_aux_dir"]
+           "missing_models", "demo_aux_dir"]
 
-AuxKind = Literal["safety-checker", "enhancer", "captioner"]
-AUX_KINDS: tuple[AuxKind, ...] = ("safety-checker", "enhancer", "captioner")
+AuxKind = Literal["safety-checker", "enhancer", "captioner", "depth", "depth-midas", "pose", "person-detector"]
+AUX_KINDS: tuple[AuxKind, ...] = ("safety-checker", "enhancer", "captioner", "depth", "depth-midas", "pose",
+                                  "person-detector")
 
 # Hub repos used when the settings name none (each is configurable, "" turns a kind off).
 DEFAULT_SOURCES: dict[AuxKind, str] = {
     "safety-checker": "CompVis/stable-diffusion-safety-checker",
     "enhancer": "Gustavosta/MagicPrompt-Stable-Diffusion",
     "captioner": "Salesforce/blip-image-captioning-base",
+    # The ControlNet annotators (engine.auxiliary.annotators): depth maps and pose skeletons.
+    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
+    "depth-midas": "Intel/dpt-hybrid-midas",
+    "pose": "usyd-community/vitpose-base-simple",
+    "person-detector": "PekingU/rtdetr_r50vd_coco_o365",
 }
 # What each kind is, in the messages a caller reads.
 _WHAT: dict[AuxKind, str] = {"safety-checker": "the Stable Diffusion safety checker",
-                             "enhancer": "a prompt enhancer", "captioner": "an image captioner"}
+                             "enhancer": "a prompt enhancer", "captioner": "an image captioner",
+                             "depth": "a depth estimator (Depth Anything)", "depth-midas": "a MiDaS depth estimator (DPT)",
+                             "pose": "a pose estimator (ViTPose)", "person-detector": "a person detector (RT-DETR)"}
 # Hub repos carry the same weights in several formats; a pull fetches the PyTorch ones once.
 _PULL_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "tf_model*", "flax_model*", "rust_model*", "*.tflite"]
 
@@ -89,6 +97,14 @@ def unavailable(kind: AuxKind, field: str, configured: bool) -> BadInput:
     else:
         how = f"the operator turned it off (set {kind.replace('-', '_')}_model to enable it)"
     return BadInput(field, f"{_WHAT[kind]} is not installed on this server: {how}")
+
+
+def missing_models(what: str, kinds: list[AuxKind], field: str, configured: set[AuxKind]) -> BadInput:
+    """The caller's 4xx for ``what`` (a preprocessor) needing ``kinds`` the server lacks: one
+    `sdserve pull` per model to fetch, or the setting that turned it off."""
+    hows = [f"`sdserve pull {k}`" if k in configured else f"set {k.replace('-', '_')}_model" for k in kinds]
+    return BadInput(field, f"{what} needs {' and '.join(_WHAT[k] for k in kinds)}, not installed on this server: "
+                           f"the operator can run {' and '.join(hows)}")
 
 
 def aux_pull(spec: AuxSpec) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .specs import AuxKind
+from .specs import AUX_KINDS, AuxKind
+from .tiny_annotators import write_depth, write_detector, write_dpt, write_pose
 
 __all__ = ["write_tiny_aux", "safety_samples", "TINY_WORDS"]
 
@@ -150,14 +151,17 @@ def _blip(folder: Path, full_size: bool = False) -> None:
     processor.save_pretrained(str(folder))
 
 
-_WRITERS = {"safety-checker": _safety_checker, "enhancer": _gpt2, "captioner": _blip}
+_WRITERS = {"safety-checker": _safety_checker, "enhancer": _gpt2, "captioner": _blip,
+            # the ControlNet annotators (engine.auxiliary.tiny_annotators)
+            "depth": write_depth, "depth-midas": write_dpt, "pose": write_pose, "person-detector": write_detector}
 
 
-def write_tiny_aux(root: Path, kinds: tuple[AuxKind, ...] = ("safety-checker", "enhancer", "captioner"),
+def write_tiny_aux(root: Path, kinds: tuple[AuxKind, ...] = AUX_KINDS,
                    force: bool = False, full_size: bool = False) -> list[Path]:
     """Write each tiny auxiliary model under ``root/<kind>``; complete folders are kept
     unless ``force``. ``full_size``: the real checker and enhancer architectures (random
-    weights, tiny vocabulary), for measuring what they cost; the captioner stays tiny."""
+    weights, tiny vocabulary), for measuring what they cost; the captioner and the ControlNet
+    annotators stay tiny."""
     done = []
     for kind in kinds:
         folder = Path(root) / kind

@@ -23,6 +23,7 @@ from sdserve.engine.addon_files import AddonFile
 from sdserve.engine.catalog import Catalog, ModelSpec
 from sdserve.engine.hires import DEFAULT_HIRES_STRENGTH, MAX_HIRES_SCALE, HiresFix, Refiner, infotext_fields
 from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
+from sdserve.engine.preprocessors import Annotate
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
 from sdserve.images import decode_image, encode_image
@@ -389,6 +390,7 @@ def generation_response(
     seeds: Sequence[int],
     started: float,
     warnings: Sequence[str] = (),
+    annotate: Annotate | None = None,
 ) -> dict[str, Any]:
     """``{images, parameters, info}``: ``parameters`` echoes the request (seed -1 stays -1),
     ``info`` is a JSON string with the seeds actually used and one infotext per image, and
@@ -436,7 +438,8 @@ def generation_response(
     if warnings:
         info["warnings"] = list(warnings)
     if plan.control is not None and plan.control.detected_maps and images:
-        maps = detected_maps(plan.control, resolved.width or 0, resolved.height or 0, plan.params.mask_image)
+        maps = detected_maps(plan.control, resolved.width or 0, resolved.height or 0, plan.params.mask_image,
+                             annotate)  # depth and pose maps: the engine's annotators
         images = [*images, *maps]  # the extension appends the control images it ran on
     parameters = req.model_dump()
     if isinstance(req, Img2ImgRequest) and not req.include_init_images:

@@ -22,8 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sdserve.engine.control import unit_field
 from sdserve.engine.params import ControlMode, ControlUnit, InputImage, IPAdapterUnit, ResizeMode
-from sdserve.engine.preprocessors import PREPROCESSORS, check_preprocessor, control_image, preprocess
-from sdserve.errors import BadInput
+from sdserve.engine.preprocessors import (
+    ANNOTATORS,
+    PREPROCESSORS,
+    Annotate,
+    canonical,
+    check_preprocessor,
+    control_image,
+    preprocess,
+)
+from sdserve.errors import BadInput, ModelUnavailable
 from sdserve.images import decode_image
 from .inputs import decode_b64, to_png
 
@@ -207,23 +215,31 @@ def _ip_adapter_unit(out: Units, u: UnitArgs, model: str, data: bytes, where: st
 _RES_SLIDER = {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048}
 
 
-def module_list(alias_names: bool = False) -> dict[str, Any]:
-    """``/controlnet/module_list``: the preprocessors that run here, with their sliders."""
+def module_list(alias_names: bool = False, annotators: list[str] | None = None) -> dict[str, Any]:
+    """``/controlnet/module_list``: the preprocessors that run here, with their sliders. The
+    extension lists every module (it downloads an annotator on first use); requests never
+    download here, so an annotator is listed when its models are (``annotators``)."""
     detail = {}
     for name, p in PREPROCESSORS.items():
         sliders: list[dict[str, Any]] = [_RES_SLIDER] if p.rescales else []
         sliders += [{"name": label, "value": default, "min": 0, "max": 255 if "Threshold" in label else 64}
                     for label, default in p.params]
         detail[name] = {"model_free": True, "sliders": sliders}
+    installed = [name for name in ANNOTATORS if name in (annotators or [])]
+    for name in installed:
+        detail[name] = {"model_free": False, "sliders": [_RES_SLIDER] if ANNOTATORS[name].rescales else []}
     for name in IP_ADAPTER_MODULES:  # the IP-Adapter's own image encoder does their work
         detail[name] = {"model_free": False, "sliders": []}
-    return {"module_list": [*PREPROCESSORS, *IP_ADAPTER_MODULES], "module_detail": detail}
+    return {"module_list": [*PREPROCESSORS, *installed, *IP_ADAPTER_MODULES], "module_detail": detail}
 
 
 def detect(module: str, images: list[str], processor_res: int, threshold_a: float, threshold_b: float,
-           masks: list[str], max_pixels: int) -> list[bytes]:
-    """``/controlnet/detect``: each image through ``module`` (PNG bytes)."""
+           masks: list[str], max_pixels: int, annotate: Annotate | None = None) -> list[bytes]:
+    """``/controlnet/detect``: each image through ``module`` (PNG bytes); an annotator module
+    (depth, pose) runs through ``annotate`` (the engine's models)."""
     check_preprocessor(module, "controlnet_module")
+    if canonical(module) in ANNOTATORS and annotate is None:
+        raise BadInput("controlnet_module", f"{module} runs a network this server does not serve here")
     if not images:
         raise BadInput("controlnet_input_images", "No image selected")
     res = processor_res if 64 <= processor_res <= 4096 else 512
@@ -232,7 +248,10 @@ def detect(module: str, images: list[str], processor_res: int, threshold_a: floa
     for k, text in enumerate(images):
         img = decode_image(decode_b64(text, f"controlnet_input_images[{k}]"), f"controlnet_input_images[{k}]",
                            max_pixels)
-        result = preprocess(module, img, res, a, b)
+        try:
+            result = preprocess(module, img, res, a, b, annotate)
+        except BadInput as e:  # an annotator whose models are missing: named as this route's field
+            raise e.renamed({"preprocessor": "controlnet_module"}) from None
         if module in ("inpaint", "inpaint_only"):
             if k >= len(masks):
                 raise BadInput("controlnet_masks", f"Preprocessor {module} requires `controlnet_masks` param.")
@@ -244,14 +263,19 @@ def detect(module: str, images: list[str], processor_res: int, threshold_a: floa
     return out
 
 
-def detected_maps(units: Units, width: int, height: int, mask: bytes | None) -> list[bytes]:
+def detected_maps(units: Units, width: int, height: int, mask: bytes | None,
+                  annotate: Annotate | None = None) -> list[bytes]:
     """The control images the units ran on (PNG), which the extension appends to ``images``
-    unless a unit says ``save_detected_map: false``."""
+    unless a unit says ``save_detected_map: false``; an annotator's map is made again through
+    ``annotate`` (the same image and model: the same map)."""
     m = decode_image(mask, "mask", 2**31, "L") if mask is not None else None
     out = []
     for i in units.detected_maps:
         u = units.units[i]
         img = decode_image(units.inputs[i].data, unit_field(i, "image"), 2**31)
-        out.append(to_png(control_image(u.preprocessor, img, (width, height), u.resize_mode, u.processor_res,
-                                        u.threshold_a, u.threshold_b, m)))
+        try:
+            out.append(to_png(control_image(u.preprocessor, img, (width, height), u.resize_mode, u.processor_res,
+                                            u.threshold_a, u.threshold_b, m, annotate)))
+        except ModelUnavailable:  # an annotator's map has no call here (Ray): the images stand
+            continue
     return out

@@ -37,9 +37,9 @@ async def model_list(request: Request, update: bool = Query(True)) -> dict[str, 
 
 
 @router.get("/module_list")
-async def modules(alias_names: bool = Query(False)) -> dict[str, Any]:
-    """The preprocessors that run here (no annotator models), with their sliders."""
-    return module_list(alias_names)
+async def modules(request: Request, alias_names: bool = Query(False)) -> dict[str, Any]:
+    """The preprocessors that run here (annotators whose models are pulled), with their sliders."""
+    return module_list(alias_names, await asyncio.to_thread(service_of(request).engine.annotators))
 
 
 @router.get("/settings")
@@ -59,7 +59,8 @@ async def detect_route(
     low_vram: bool = Body(False),
 ) -> dict[str, Any]:
     """Each image through the preprocessor: ``{"images": [base64 PNG, ...], "info": "Success"}``."""
+    # An annotator (depth, pose) runs on the engine's models; it waits for the engine like a batch.
     pngs = await asyncio.to_thread(detect, controlnet_module, controlnet_input_images, controlnet_processor_res,
                                    controlnet_threshold_a, controlnet_threshold_b, controlnet_masks,
-                                   settings_of(request).max_image_pixels)
+                                   settings_of(request).max_image_pixels, service_of(request).engine.annotate)
     return {"images": [base64.b64encode(p).decode("ascii") for p in pngs], "info": "Success"}

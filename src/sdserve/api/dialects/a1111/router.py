@@ -164,7 +164,7 @@ async def _generate(request: Request, response: Response, req: Txt2ImgRequest | 
         st.options.update({k: spec.id if k == "sd_model_checkpoint" else v for k, v in over.items() if k in APPLIED})
     response.headers.update(warning_headers(warnings))
     return await asyncio.to_thread(generation_response, req, plan, spec, resolved, images, seeds, batch.started,
-                                   warnings)
+                                   warnings, service.engine.annotate)
 
 
 @router.post("/txt2img", response_model=GenerationResponse, responses=_ERRORS)

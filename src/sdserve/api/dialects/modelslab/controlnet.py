@@ -25,7 +25,7 @@ __all__ = ["split_list", "control_sources", "control_task", "control_units", "fi
 # ModelsLab's controlnet_type -> the preprocessor that makes that hint (auto_hint).
 _TYPES = {"canny": "canny", "scribble": "scribble_xdog", "lineart": "lineart_standard", "tile": "tile_resample",
           "inpaint": "inpaint", "blur": "blur_gaussian", "threshold": "threshold", "invert": "invert",
-          "depth": "depth_midas", "openpose": "openpose", "softedge": "softedge_hed", "mlsd": "mlsd",
+          "depth": "depth_anything_v2", "openpose": "openpose", "softedge": "softedge_hed", "mlsd": "mlsd",
           "normal": "normal_bae", "segmentation": "seg_ofade20k", "shuffle": "shuffle", "lineart_anime": "lineart_anime"}
 # A data: URI holds a comma itself: split image lists only before a new item.
 _ITEM = re.compile(r",\s*(?=data:|https?://)")

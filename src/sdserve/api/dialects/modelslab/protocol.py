@@ -170,7 +170,7 @@ class GenerateRequest(BaseModel):
     controlnet_model: str | None = Field(None, description="ControlNet name(s) in the server's ControlNet folder, "
                                          "comma-separated for several (GET /controlnet/model_list).")
     controlnet_type: str | None = Field(None, description="The hint each unit wants (canny, scribble, lineart, "
-                                        "tile, inpaint, ...): the preprocessor auto_hint applies.")
+                                        "tile, inpaint, depth, openpose, ...): the preprocessor auto_hint applies.")
     control_image: str | None = Field(None, description="The hint image(s): URL, data: URI or base64 (several: "
                                       "comma-separated URLs). Default: init_image.")
     auto_hint: Flag = None
