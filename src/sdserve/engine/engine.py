@@ -35,6 +35,7 @@ from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
+from .outpaint import keep_original
 from .postprocess import apply_upscale
 from .preprocessors import control_image
 from .prepare import prepare, prepare_with_images
@@ -429,7 +430,9 @@ class Engine:
             members = self._load_addons(model, members, results)
             if not members:
                 continue
-            for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
+            for (i, item), res in zip(members, self._run_group(model, [it for _, it in members]), strict=True):
+                if isinstance(res, GenerationResult) and item.params.outpaint is not None:  # the sent pixels kept
+                    res.images = keep_original(res.images, item.images["init"], item.images["mask"])
                 results[i] = self._upscale_result(res, members[0][1]) if isinstance(res, GenerationResult) else res
         for r, extra in zip(results, notes, strict=True):
             if isinstance(r, GenerationResult) and extra:
