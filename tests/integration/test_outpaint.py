@@ -99,3 +99,29 @@ def test_native_outpaint_field(client) -> None:  # type: ignore[no-untyped-def]
     assert bad.status_code == 400 and "outpaint.right" in bad.text, bad.text
     neg = client.post("/v1/jobs", json={"model": SD15, "prompt": "x", "image": _b64(im), "outpaint": {"top": -8}})
     assert neg.status_code == 400 and "outpaint" in neg.text and "top" in neg.text, neg.text
+
+
+def test_modelslab_outpaint_endpoint(client) -> None:  # type: ignore[no-untyped-def]
+    im = picture(32, 32)
+    body = {"key": "k", "model_id": INPAINTING, "prompt": "a wider view", "width": 96, "height": 64,
+            "overlap_width": 4, "num_inference_steps": 2, "seed": 9, "base64": True,
+            "image": "data:image/png;base64," + _b64(im)}
+    r = client.post("/api/v6/image_editing/outpaint", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == "success" and isinstance(out["generationTime"], float) and out["proxy_links"]
+    assert out["meta"]["overlap_width"] == 4 and out["meta"]["outpaint"]["left"] == 16
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["output"][0]))).convert("RGB"))
+    # 32x32 fits 96x64 as 64x64 (scaled by 2) centred: 16 px left and right, kept inside the
+    # overlap (top and bottom did not grow: kept to the edge).
+    assert got.shape == (64, 96, 3)
+    fitted = np.asarray(im.resize((64, 64), Image.Resampling.LANCZOS))
+    assert np.array_equal(got[:, 20:76], fitted[:, 4:60])
+    again = client.post("/api/v6/image_editing/outpaint", json=body).json()
+    assert again["output"] == out["output"]  # same seed, same image
+    fetched = client.post(f"/api/v6/image_editing/fetch/{out['id']}", json={"key": "k"}).json()
+    assert fetched["status"] == "success" and fetched["id"] == out["id"]
+    for bad, field in (({"width": 2000}, "width"), ({"overlap_width": 50}, "overlap_width"),
+                       ({"image": None}, "image"), ({"width": 64, "height": 64, "image": _b64(im)}, "width")):
+        e = client.post("/api/v6/image_editing/outpaint", json={**body, **bad})
+        assert e.status_code == 400 and e.json()["status"] == "error" and field in str(e.json()), e.text
