@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .hires import HiresFix, Refiner
 from .outpaint import Outpaint
+from .sd_upscale import SDUpscale
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -278,6 +279,9 @@ class GenerationParams(BaseModel):
     # inpainted; prepare makes the padded image and the mask, so the job is an inpaint job.
     # Per row: it changes only the row's input images and the pixels kept after the loop.
     outpaint: Annotated[Outpaint | None, PER_ROW] = None
+    # A1111's "SD upscale" script (engine.sd_upscale): the init image upscaled, then img2img
+    # tile by tile at width x height; the engine runs the tiles as rows of its batch.
+    sd_upscale: SDUpscale | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

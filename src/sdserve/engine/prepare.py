@@ -220,7 +220,36 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: 
     # LoRA tags, the model's preset LoRAs and embedding names -> files (after the prompt checks)
     p = resolve_addons(p, addons, catalog.get(p.model).loras)
     _check_passes(catalog, p, max_pixels, addons)
+    if p.sd_upscale is not None:
+        _check_sd_upscale(p, images, max_pixels, addons)
     return p, images
+
+
+def _check_sd_upscale(p: GenerationParams, images: dict[str, Image.Image], max_pixels: int,
+                      addons: AddonFolders | None) -> None:
+    """A1111's SD upscale: img2img of one image, tiles that overlap less than their sides,
+    an upscaler that exists and an upscaled image within the pixel limit."""
+    from .sd_upscale_run import upscale_settings
+    from .upscalers import find_upscaler
+    from .upscalers.checks import plan_upscale
+
+    s = p.sd_upscale
+    assert s is not None and p.width and p.height
+    if p.task != "img2img":
+        raise BadInput("sd_upscale", "SD upscale is img2img of an image: send an image and no mask")
+    for name in ("control", "ip_adapter", "upscale", "outpaint"):
+        if getattr(p, name):
+            raise BadInput(name, f"{name} with SD upscale is not supported; send one of them")
+    if s.overlap >= min(p.width, p.height):
+        raise BadInput("sd_upscale.overlap", f"{s.overlap} is not allowed: the overlap must be smaller than the "
+                                             f"tile ({p.width}x{p.height}, the request's width and height)")
+    if addons is not None and s.upscaler != "None":
+        find_upscaler(addons, s.upscaler, field="sd_upscale.upscaler")
+    init = images["init"]
+    try:
+        plan_upscale(init.width, init.height, upscale_settings(s), max_pixels)
+    except BadInput as e:
+        raise e.renamed({"upscale.scale": "sd_upscale.scale"}) from None
 
 
 def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:
