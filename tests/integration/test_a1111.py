@@ -151,7 +151,7 @@ def test_listings(api: webuiapi.WebUIApi, engine) -> None:  # type: ignore[no-un
     assert set(api.util_get_scheduler_names()) == {"automatic", "uniform", "karras", "exponential", "polyexponential",
                                                    "sgm_uniform", "simple", "normal", "ddim", "beta"}  # A1111's names
     assert [u["name"] for u in api.get_upscalers()][:3] == ["None", "Lanczos", "Nearest"]  # then the files
-    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+    assert api.get_scripts() == {"txt2img": ["controlnet"], "img2img": ["controlnet", "sd upscale"]}
 
 
 def test_controlnet_unit_through_webuiapi(api: webuiapi.WebUIApi) -> None:

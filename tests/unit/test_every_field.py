@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from sdserve.api.dialects.a1111 import adapter as a1111
 from sdserve.api.dialects.a1111.protocol import Img2ImgRequest, Txt2ImgRequest
 from sdserve.api.dialects.modelslab import adapter as modelslab
+from sdserve.api.dialects.modelslab.outpaint import OutpaintRequest, outpaint_params
 from sdserve.api.dialects.modelslab.protocol import GenerateRequest
 from sdserve.api.dialects.native import adapter as native
 from sdserve.api.dialects.native.protocol import JobRequest
@@ -173,6 +174,9 @@ A1111_IMG2IMG = {
     "initial_noise_multiplier": Refused(0.5),
     "latent_mask": Refused(MASK_B64),
     "include_init_images": Applied(True),
+    # The "SD upscale" script runs (tests/integration/test_sd_upscale.py); other names stay refused.
+    "script_name": Applied("sd upscale"),
+    "script_args": Applied([None, 16, 1, 2], {"script_name": "sd upscale"}),
 }
 
 
@@ -181,7 +185,7 @@ def _a1111_out(model: type[BaseModel], body: dict[str, Any]) -> Any:
     if isinstance(req, Txt2ImgRequest):
         plan = a1111.txt2img_plan(req, SD15, "png")
     else:
-        plan = a1111.img2img_plan(req, SD15, "png", 10**8)  # type: ignore[arg-type]
+        plan = a1111.img2img_plan(req, SD15, "png", 10**8, ["None", "Lanczos", "Nearest"])  # type: ignore[arg-type]
     resp = a1111.generation_response(req, plan, SD15, plan.params, [_png()], [1], 0.0)  # type: ignore[arg-type]
     return (plan.params, plan.n_iter, plan.sampler_label, plan.crop and plan.crop.box, resp["images"] != [],
             resp["parameters"].get("init_images"))
@@ -234,6 +238,29 @@ MODELSLAB = {
 }
 
 
+MODELSLAB_OUTPAINT = {
+    "key": Elsewhere("tests/integration/test_modelslab.py (the key in the body authenticates)"),
+    "model_id": Elsewhere("tests/integration/test_outpaint.py::test_modelslab_outpaint_endpoint (resolve_model)"),
+    "image": Elsewhere("tests/integration/test_outpaint.py::test_modelslab_outpaint_endpoint (fetched or decoded)"),
+    "prompt": Applied("a red kite"),
+    "negative_prompt": Applied("fog"),
+    "width": Applied(512),
+    "height": Applied(512),
+    "overlap_width": Applied(20),
+    "num_inference_steps": Applied(9),
+    "guidance_scale": Applied(3),
+    "seed": Applied(7),
+    "temp": NoOp("upstream's temporary links; outputs follow the server's retention", True),
+    "base64": Elsewhere("tests/integration/test_outpaint.py::test_modelslab_outpaint_endpoint (base64 output)"),
+    "webhook": Elsewhere("tests/integration/test_modelslab.py (completion webhook: the same reply path)"),
+    "track_id": Elsewhere("tests/integration/test_modelslab.py (echoed in the reply and webhook: same path)"),
+}
+
+
+def _modelslab_outpaint_out(body: dict[str, Any]) -> Any:
+    return outpaint_params(OutpaintRequest.model_validate({"seed": 1, **body}), SD15, _png(), 10**8)
+
+
 def _modelslab_out(body: dict[str, Any]) -> Any:
     return modelslab.to_params(GenerateRequest.model_validate({"prompt": "x", "seed": 1, **body}), "txt2img", SD15,
                                None, None)
@@ -272,6 +299,7 @@ NATIVE = {
     "webhook": Elsewhere("tests/integration/test_jobs_webhooks.py"),
     "webhook_events": Elsewhere("tests/integration/test_jobs_webhooks.py (start events)"),
     "priority": Elsewhere("tests/integration/test_jobs_queue.py (order among a key's jobs)"),
+    "outpaint": Applied({"left": 16, "overlap": 4}, {"image": B64}),
 }
 
 
@@ -347,6 +375,7 @@ DIALECTS = [
     ("a1111 img2img", Img2ImgRequest, A1111_IMG2IMG,
      lambda b: _a1111_out(Img2ImgRequest, {"init_images": [B64], "width": 64, "height": 64, **b})),
     ("modelslab", GenerateRequest, MODELSLAB, _modelslab_out),
+    ("modelslab outpaint", OutpaintRequest, MODELSLAB_OUTPAINT, _modelslab_outpaint_out),
     ("native", JobRequest, NATIVE, _native_out),
     ("openai generate", ImageGenerateRequest, OPENAI_GENERATE, _openai_out),
     ("openai edit", ImageEditForm, OPENAI_EDIT, None),

@@ -35,9 +35,11 @@ from .loading import is_available, load_base_pipeline, load_vae, pull
 from .memory import AddonCache, ModelCache, default_budget_bytes, module_bytes, pipeline_bytes
 from .params import BatchItem, GenerationParams, GenerationResult, StepInfo, batch_key
 from .pipelines import LoadedModel, prompt_warnings
+from .outpaint import keep_original
 from .postprocess import apply_upscale
 from .preprocessors import control_image
 from .prepare import prepare, prepare_with_images
+from .sd_upscale_run import Tiled, tile_items, upscale_settings
 from .seamless import circular_padding
 from .tiny_upscalers import write_demo_upscalers
 from .upscalers.checks import check_upscaler_names
@@ -369,6 +371,8 @@ class Engine:
         assert p.width is not None and p.height is not None, "prepare() resolves the size"
         if p.task == "upscale":  # the input is what gets upscaled: kept at its own size
             return BatchItem(p, images, req.on_step, req.cancel)
+        if p.sd_upscale is not None:  # upscaled and cut into tiles of the size (generate_batch)
+            return BatchItem(p, images, req.on_step, req.cancel, req.interrupt)
         size = (p.width, p.height)
         for i, u in enumerate(p.control):  # each unit's image preprocessed and fitted its own way
             key = "control" if i == 0 else f"control.{i}"
@@ -412,6 +416,9 @@ class Engine:
         """
         results: list[GenerationResult | SdserveError | None] = [None] * len(requests)
         groups: dict[tuple[Any, ...], list[tuple[int, BatchItem]]] = {}
+        # SD-upscale requests by index: their tiles run as rows of the groups, their results in
+        # slots after the requests' own (engine.sd_upscale_run).
+        tiled: dict[int, Tiled] = {}
         requests, notes = self.aux.enhance(requests)  # one enhancer call for the whole batch
         for i, req in enumerate(requests):
             try:
@@ -422,10 +429,17 @@ class Engine:
                         raise
                     # The enhancer's text failed the prompt checks: the prompt as sent runs.
                     item = self._prepare_item(self.aux.unenhanced(req, notes[i]))
+                if item.params.sd_upscale is not None:
+                    tiled[i] = self._sd_upscale_tiles(item)
             except SdserveError as e:
                 results[i] = e
                 continue
-            groups.setdefault(batch_key(item.params), []).append((i, item))
+            for t in tiled[i].tiles if i in tiled else ():
+                tiled[i].slots.append(len(results))
+                results.append(None)
+                groups.setdefault(batch_key(t.params), []).append((tiled[i].slots[-1], t))
+            if i not in tiled:
+                groups.setdefault(batch_key(item.params), []).append((i, item))
         for members in groups.values():
             if members[0][1].params.task == "upscale":  # no model, no loop
                 for i, item in members:
@@ -440,8 +454,13 @@ class Engine:
             members = self._load_addons(model, members, results)
             if not members:
                 continue
-            for i, res in zip([i for i, _ in members], self._run_group(model, [it for _, it in members]), strict=True):
+            for (i, item), res in zip(members, self._run_group(model, [it for _, it in members]), strict=True):
+                if isinstance(res, GenerationResult) and item.params.outpaint is not None:  # the sent pixels kept
+                    res.images = keep_original(res.images, item.images["init"], item.images["mask"])
                 results[i] = self._upscale_result(res, members[0][1]) if isinstance(res, GenerationResult) else res
+        for i, job in tiled.items():  # each SD-upscale request's tiles blended back
+            results[i] = job.result(results)
+        results = results[:len(requests)]
         for r, extra in zip(results, notes, strict=True):
             if isinstance(r, GenerationResult) and extra:
                 r.warnings[:0] = extra
@@ -521,6 +540,27 @@ class Engine:
             return apply_upscale(images, s, device=self.device, dtype=self.dtype, addons=self.addons,
                                  max_pixels=self.options.max_image_pixels, store=self.addon_store,
                                  on_progress=None if on_step is None else lambda d, t: on_step(StepInfo(d, t)))
+
+    def _sd_upscale_tiles(self, item: BatchItem) -> Tiled:
+        """An SD-upscale request's init image upscaled (the script's upscaler and factor) and
+        cut into tile rows (engine.sd_upscale_run)."""
+        s = item.params.sd_upscale
+        assert s is not None
+        try:
+            with self._lock:
+                [big] = apply_upscale([item.images["init"]], upscale_settings(s), device=self.device,
+                                      dtype=self.dtype, addons=self.addons, max_pixels=self.options.max_image_pixels)
+        except BadInput as e:
+            raise e.renamed({"upscale.upscaler": "sd_upscale.upscaler", "upscale.scale": "sd_upscale.scale"}) from None
+        except SdserveError:
+            raise
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            raise GenerationFailed("out of memory upscaling the image for SD upscale") from None
+        except Exception as e:  # the engine failed on valid input: the server's fault, this request's alone
+            log.exception("SD upscale's upscale failed")
+            raise GenerationFailed(f"upscale failed: {type(e).__name__}: {e}") from None
+        return tile_items(item, big.convert("RGB"))
 
     def _run_upscale(self, item: BatchItem) -> GenerationResult | SdserveError:
         """An "upscale" job: its init image through the upscaler(s); no model is loaded."""

@@ -172,4 +172,7 @@ def infotext_fields(summary: dict[str, Any],
     r = summary.get("refiner")
     if r:
         out += [("Refiner", r["model"]), ("Refiner switch at", r["switch_at"])]
+    u = summary.get("sd_upscale")  # A1111's SD upscale script (engine.sd_upscale)
+    if u:
+        out += [("SD upscale overlap", u["overlap"]), ("SD upscale upscaler", u["upscaler"])]
     return out

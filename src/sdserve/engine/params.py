@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .hires import HiresFix, Refiner
+from .outpaint import Outpaint
+from .sd_upscale import SDUpscale
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -273,6 +275,13 @@ class GenerationParams(BaseModel):
     enhance_prompt: Annotated[EnhanceMode, PER_ROW] = "off"
     # The prompt as sent, once the enhancer has rewritten ``prompt`` (None: not rewritten).
     original_prompt: Annotated[str | None, PER_ROW] = None
+    # Outpainting (engine.outpaint): the init image padded by these margins and the border
+    # inpainted; prepare makes the padded image and the mask, so the job is an inpaint job.
+    # Per row: it changes only the row's input images and the pixels kept after the loop.
+    outpaint: Annotated[Outpaint | None, PER_ROW] = None
+    # A1111's "SD upscale" script (engine.sd_upscale): the init image upscaled, then img2img
+    # tile by tile at width x height; the engine runs the tiles as rows of its batch.
+    sd_upscale: SDUpscale | None = None
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""
@@ -291,7 +300,9 @@ class GenerationParams(BaseModel):
         """``task``, or what the inputs imply when it was left out."""
         if self.task is not None:
             return self.task
-        return "inpaint" if self.mask_image is not None else "img2img" if self.init_image is not None else "txt2img"
+        if self.mask_image is not None or (self.outpaint is not None and self.init_image is not None):
+            return "inpaint"
+        return "img2img" if self.init_image is not None else "txt2img"
 
     def resolve(self, spec: ModelSpec) -> GenerationParams:
         """A copy with every default filled from ``spec`` and a seed drawn if missing."""

@@ -20,6 +20,7 @@ from .addon_files import AddonFolders
 from .addon_refs import resolve_addons
 from .catalog import Catalog, ModelSpec
 from .control import check_control, check_ip_adapter, unit_field
+from .outpaint import Outpaint, pad_and_mask, padded_size
 from .params import GenerationParams, Task
 from .prompt_syntax import parse_comfy_prompt, parse_prompt
 from .schedulers import get_scheduler
@@ -57,7 +58,9 @@ def _check_task(spec: ModelSpec, p: GenerationParams, task: Task) -> None:
         raise BadInput("mask", "a mask needs an input image (image)")
     if task != "txt2img" and p.init_image is None:
         raise BadInput("image", f"task {task} needs an input image")
-    if task == "inpaint" and p.mask_image is None:
+    if p.outpaint is not None:
+        _check_outpaint(p)
+    if task == "inpaint" and p.mask_image is None and p.outpaint is None:
         raise BadInput("mask", "inpainting needs a mask (white = repaint, black = keep)")
     if spec.tasks == ("inpaint",) and task != "inpaint":
         raise BadInput("mask" if p.init_image is not None else "image",
@@ -89,7 +92,7 @@ def size_from_inputs(p: GenerationParams, max_side: int | None = None) -> Genera
         v = max(MIN_SIDE, v // 8 * 8)
         return min(v, max_side // 8 * 8) if max_side is not None else v
 
-    w, h = size
+    w, h = size if p.outpaint is None else padded_size(p.outpaint, *size)
     return p.model_copy(update={"width": side(w) if p.width is None else p.width,
                                 "height": side(h) if p.height is None else p.height})
 
@@ -135,9 +138,41 @@ def settle_inputs(catalog: Catalog, params: GenerationParams, max_pixels: int = 
     check_control(p, spec.arch, addons)
     check_ip_adapter(p, spec.arch, addons)
     images = decode_inputs(p, max_pixels)
+    if p.outpaint is not None:  # the inpaint job it is: padded image and its mask
+        images["init"], images["mask"] = _outpainted(images["init"], p.outpaint, max_pixels)
     p = size_from_inputs(p)
     _check_sides(p)
     return p, images
+
+
+def _check_outpaint(p: GenerationParams) -> None:
+    """An outpaint request: an image to extend, no mask of its own, at least one margin."""
+    o = p.outpaint
+    assert o is not None
+    if p.init_image is None:
+        raise BadInput("image", "outpainting needs the image to extend")
+    if p.mask_image is not None:
+        raise BadInput("mask", "outpainting makes its own mask (the new border); send no mask with outpaint")
+    if p.task not in (None, "inpaint"):
+        raise BadInput("outpaint", f"outpainting is an inpaint job, not {p.task}")
+    if not (o.left or o.right or o.top or o.bottom):
+        raise BadInput("outpaint", "give at least one margin above 0 (left, right, top or bottom)")
+
+
+def _outpainted(image: Image.Image, o: Outpaint, max_pixels: int) -> tuple[Image.Image, Image.Image]:
+    """The padded image and its mask, once the padded size is checked against the limits
+    (too wide or too tall names the larger margin on that axis)."""
+    w, h = padded_size(o, image.width, image.height)
+    for side, (a, b), size in ((w, ("left", "right"), image.width), (h, ("top", "bottom"), image.height)):
+        if side > MAX_SIDE:
+            name = a if getattr(o, a) >= getattr(o, b) else b
+            raise BadInput(f"outpaint.{name}", f"the {size}-px image with margins {getattr(o, a)} + {getattr(o, b)} "
+                                               f"would be {side} px; each side may be at most {MAX_SIDE}")
+    if w * h > max_pixels:
+        name = max(("left", "right", "top", "bottom"), key=lambda k: getattr(o, k))
+        raise BadInput(f"outpaint.{name}", f"the padded image would be {w}x{h} = {w * h} pixels; "
+                                           f"at most {max_pixels} are allowed")
+    return pad_and_mask(image, o)
 
 
 def _check_sides(p: GenerationParams) -> None:
@@ -185,7 +220,36 @@ def prepare_with_images(catalog: Catalog, params: GenerationParams, max_pixels: 
     # LoRA tags, the model's preset LoRAs and embedding names -> files (after the prompt checks)
     p = resolve_addons(p, addons, catalog.get(p.model).loras)
     _check_passes(catalog, p, max_pixels, addons)
+    if p.sd_upscale is not None:
+        _check_sd_upscale(p, images, max_pixels, addons)
     return p, images
+
+
+def _check_sd_upscale(p: GenerationParams, images: dict[str, Image.Image], max_pixels: int,
+                      addons: AddonFolders | None) -> None:
+    """A1111's SD upscale: img2img of one image, tiles that overlap less than their sides,
+    an upscaler that exists and an upscaled image within the pixel limit."""
+    from .sd_upscale_run import upscale_settings
+    from .upscalers import find_upscaler
+    from .upscalers.checks import plan_upscale
+
+    s = p.sd_upscale
+    assert s is not None and p.width and p.height
+    if p.task != "img2img":
+        raise BadInput("sd_upscale", "SD upscale is img2img of an image: send an image and no mask")
+    for name in ("control", "ip_adapter", "upscale", "outpaint"):
+        if getattr(p, name):
+            raise BadInput(name, f"{name} with SD upscale is not supported; send one of them")
+    if s.overlap >= min(p.width, p.height):
+        raise BadInput("sd_upscale.overlap", f"{s.overlap} is not allowed: the overlap must be smaller than the "
+                                             f"tile ({p.width}x{p.height}, the request's width and height)")
+    if addons is not None and s.upscaler != "None":
+        find_upscaler(addons, s.upscaler, field="sd_upscale.upscaler")
+    init = images["init"]
+    try:
+        plan_upscale(init.width, init.height, upscale_settings(s), max_pixels)
+    except BadInput as e:
+        raise e.renamed({"upscale.scale": "sd_upscale.scale"}) from None
 
 
 def _named_model(catalog: Catalog, name: str, field: str) -> ModelSpec:

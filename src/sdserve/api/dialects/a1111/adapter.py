@@ -42,6 +42,7 @@ from .inputs import (
 )
 from .infotext import parse_infotext, read_image_info
 from .protocol import Img2ImgRequest, Txt2ImgRequest
+from .scripts import SD_UPSCALE_FIELDS, is_sd_upscale, sd_upscale_of
 from .samplers import SAMPLERS, SCHEDULE_TYPES, a1111_label, resolve_a1111
 
 __all__ = [
@@ -165,7 +166,8 @@ class Plan:
     @property
     def names(self) -> dict[str, str]:
         """Engine field -> this request's field, for errors."""
-        return {**ENGINE_FIELDS, **(self.control.fields if self.control else {})}
+        return {**ENGINE_FIELDS, **(self.control.fields if self.control else {}),
+                **(SD_UPSCALE_FIELDS if self.params.sd_upscale is not None else {})}
 
     def iteration(self, k: int) -> GenerationParams:
         seed = ((self.params.seed or 0) + k * self.params.n) % (MAX_SEED + 1)
@@ -175,7 +177,7 @@ class Plan:
 def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
     # Refused rather than ignored: the caller would otherwise get an image without the
     # effect asked for and no hint why.
-    if req.script_name:
+    if req.script_name and not (isinstance(req, Img2ImgRequest) and is_sd_upscale(req.script_name)):
         raise _unprocessable("script_name", f"Script '{req.script_name}' not found (sdserve runs no scripts)")
     for name in script_names(req.alwayson_scripts):  # ControlNet is read by controlnet.units_of
         raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs ControlNet only)")
@@ -313,9 +315,15 @@ def _refiner(req: Txt2ImgRequest | Img2ImgRequest) -> Refiner | None:
     return Refiner(model=_HASH_SUFFIX.sub("", name), switch_at=switch)
 
 
-def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int) -> Plan:
-    """img2img, or inpaint when ``mask`` is given (A1111 polarity: white repaints)."""
+def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pixels: int,
+                 upscalers: Sequence[str] = ()) -> Plan:
+    """img2img, or inpaint when ``mask`` is given (A1111 polarity: white repaints); with the
+    "SD upscale" script (``upscalers``: /sdapi/v1/upscalers' names, which its index picks),
+    tiled img2img of the upscaled image (scripts.py)."""
     _refuse_unsupported(req)
+    sd_upscale = sd_upscale_of(req.script_args, upscalers, req.batch_size) if is_sd_upscale(req.script_name) else None
+    if sd_upscale is not None and req.mask:
+        raise BadInput("mask", "the SD upscale script runs img2img: send no mask")
     if not req.init_images:
         raise NotFound("init_images: Init image not found; send one image as base64 in init_images")
     if len(req.init_images) > 1:
@@ -332,7 +340,8 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
     img = decode_image(raw, "init_images[0]", max_pixels)
     # Mode 0 (and 3) leave the stretch to the engine, which makes the same resize for every
     # dialect; only the cropping modes change the pixels here.
-    init = raw if req.resize_mode in (0, 3) else to_png(resize_image(req.resize_mode, img, w, h))
+    # (The SD upscale script takes the image as sent: its tiles are width x height.)
+    init = raw if req.resize_mode in (0, 3) or sd_upscale else to_png(resize_image(req.resize_mode, img, w, h))
     task: Task = "img2img"
     mask_png: bytes | None = None
     crop: Crop | None = None
@@ -368,6 +377,8 @@ def img2img_plan(req: Img2ImgRequest, spec: ModelSpec, fmt: OutputFormat, max_pi
         output_format=fmt, control=control.units, ip_adapter=control.ip_adapter, tiling=bool(req.tiling),
         refiner=_refiner(req),
     )
+    if sd_upscale is not None:  # one upscaled image per iteration; batch_size only sets the tiles' seeds
+        params = params.model_copy(update={"n": 1, "sd_upscale": sd_upscale})
     return Plan(params=params, n_iter=req.n_iter, sampler_label=a1111_label(entry.name), crop=crop, control=control)
 
 

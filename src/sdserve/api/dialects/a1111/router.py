@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from sdserve.engine.catalog import ModelSpec
 from sdserve.engine.params import OutputFormat
+from sdserve.engine.upscalers import upscaler_names
 from sdserve.errors import BadInput, Canceled, NotFound
 from sdserve.api.deps import owner_of, require_key, service_of, settings_of, warning_headers
 from sdserve.api.responses import JOB_ERRORS
@@ -40,6 +41,7 @@ from .adapter import (
     vae_setting,
 )
 from .controlnet import SCRIPT
+from .scripts import IMG2IMG_SCRIPTS, is_sd_upscale
 from .addons import embedding_listing, lora_items
 from .infotext import parse_infotext, read_image_info
 from .memory import cuda_info, ram_info
@@ -179,7 +181,10 @@ async def txt2img(body: Txt2ImgRequest, request: Request, response: Response) ->
 async def img2img(body: Img2ImgRequest, request: Request, response: Response) -> dict[str, Any]:
     """Image to image; with ``mask`` (white = repaint), inpainting."""
     px = settings_of(request).max_image_pixels
-    return await _generate(request, response, body, "img2img", lambda r, spec, fmt: img2img_plan(r, spec, fmt, px))
+    # The SD upscale script picks its upscaler by index into /sdapi/v1/upscalers' list.
+    ups = upscaler_names(service_of(request).engine.addons) if is_sd_upscale(body.script_name) else []
+    return await _generate(request, response, body, "img2img",
+                           lambda r, spec, fmt: img2img_plan(r, spec, fmt, px, ups))
 
 
 def _stop(request: Request, owner: str | None, *, interrupt: bool) -> None:
@@ -358,9 +363,10 @@ async def interrogate(body: InterrogateRequest, request: Request) -> dict[str, A
 
 @router.get("/scripts")
 async def scripts(request: Request) -> dict[str, list[str]]:
-    """The always-on scripts that run: ControlNet (clients probe this to find it)."""
+    """The scripts that run: ControlNet (always on; clients probe this to find it) and, on
+    img2img, "sd upscale" (scripts.py)."""
     owner_of(request)
-    return {"txt2img": [SCRIPT], "img2img": [SCRIPT]}
+    return {"txt2img": [SCRIPT], "img2img": [SCRIPT, *IMG2IMG_SCRIPTS]}
 
 
 @router.get("/cmd-flags")

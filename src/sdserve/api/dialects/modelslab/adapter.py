@@ -310,8 +310,11 @@ def meta(job_id: str, p: GenerationParams, x: Extras) -> dict[str, Any]:
     elif p.task != "txt2img":
         out["strength"] = p.strength
         out["init_image"] = x.init_image
-    if p.task == "inpaint":
+    if p.task == "inpaint" and p.outpaint is None:
         out["mask_image"] = x.mask_image
+    if p.outpaint is not None:  # the outpaint endpoint: its overlap, and the margins it made
+        out["overlap_width"] = p.outpaint.overlap
+        out["outpaint"] = p.outpaint.model_dump()
     if x.track_id is not None:
         out["track_id"] = x.track_id
     if p.loras:  # as the caller names them: comma lists, strengths in the same order

@@ -47,6 +47,7 @@ from .adapter import (
 )
 from .controlnet import control_sources, control_task
 from .protocol import FetchReply, GenerateReply, GenerateRequest, KeyRequest, SystemLoadReply
+from .outpaint import OUTPAINT_FIELDS, OutpaintRequest, outpaint_params
 from .upscale import UPSCALE_FIELDS, SuperResolutionRequest, generation_upscale, super_resolution_params
 
 __all__ = ["router", "PREFIXES", "install"]
@@ -192,17 +193,23 @@ async def _submit_and_reply(request: Request, response: Response, params: Genera
         job = service.submit(params, owner, webhook=x.webhook, reply=dataclasses.asdict(x),
                              webhook_format=WEBHOOK_FORMAT if x.webhook else None)
     except BadInput as e:
-        raise in_dialect_terms(e.renamed(names or {})) from None
+        raise _named(e, names) from None
     wait = 0.0 if instant else settings.modelslab_wait_s
     if wait > 0:
         with contextlib.suppress(TimeoutError):
             await service.wait(job, wait)
     if job.done:
         if isinstance(job.error, BadInput):
-            raise in_dialect_terms(job.error.renamed(names or {}))
+            raise _named(job.error, names)
         return await _done_body(request, response, job, x)
     return processing_body(job.id, _eta(service, job), _fetch_url(base, prefix, job.id), _links(base, job),
                            meta(job.id, job.params, x))
+
+
+def _named(e: BadInput, names: dict[str, str] | None) -> BadInput:
+    """``e`` in the route's terms: its own names first (an endpoint's fields), else the
+    generation routes' (steps -> num_inference_steps)."""
+    return e.renamed(names) if names and e.field in names else in_dialect_terms(e)
 
 
 async def _fetch(request: Request, response: Response, job_id: str, prefix: str) -> dict[str, Any]:
@@ -297,6 +304,34 @@ async def super_resolution(request: Request, response: Response) -> dict[str, An
     except BadInput as e:
         raise e.renamed(names) from None
     return await _submit_and_reply(request, response, params, owner, x, _prefix(request), False, names)
+
+
+# The image-editing family (upstream's v6 image_editing server): outpaint and its fetch.
+IMAGE_EDITING = "/api/v6/image_editing/"
+
+
+@router.post(IMAGE_EDITING + "outpaint", **{**_GENERATE, "openapi_extra": _body_doc(OutpaintRequest, True)})
+async def outpaint(request: Request, response: Response) -> dict[str, Any]:
+    """Outpaint: ``image`` fitted inside ``width`` x ``height`` and centred, the border drawn
+    by the model (an inpaint job; ``overlap_width`` px of the image repainted at each seam)."""
+    req, owner = await _read(request, OutpaintRequest)
+    service, settings = service_of(request), settings_of(request)
+    if req.webhook:
+        service.fetcher.precheck(req.webhook, "webhook")
+    image = await _image(request, req.image, "image")
+    if image is None:
+        raise BadInput("image", "send the image to outpaint (an http(s) URL, a data: URI or base64)")
+    spec = resolve_model(req.model_id, service.catalog, settings.default_model)
+    x = Extras(base64=bool(req.base64), track_id=req.track_id, webhook=req.webhook,
+               init_image=_source_label(req.image), base_url=_base(request))
+    params = outpaint_params(req, spec, image, settings.max_image_pixels)
+    return await _submit_and_reply(request, response, params, owner, x, IMAGE_EDITING, False, OUTPAINT_FIELDS)
+
+
+@router.post(IMAGE_EDITING + "fetch/{job_id}", **_FETCH)
+async def image_editing_fetch(job_id: str, request: Request, response: Response) -> dict[str, Any]:
+    """An image-editing job's state (any job's, as the other fetch routes)."""
+    return await _fetch(request, response, job_id, IMAGE_EDITING)
 
 
 @_post_all("fetch/{job_id}", _FETCH)

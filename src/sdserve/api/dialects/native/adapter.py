@@ -41,6 +41,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         hires=req.hires, refiner=req.refiner,
         safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",
         tiling=req.tiling, upscale=upscale_settings(req.upscale) if req.upscale else None,
+        outpaint=req.outpaint,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sdserve.engine.hires import HiresFix, Refiner
+from sdserve.engine.outpaint import Outpaint
 from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
 
 __all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList",
@@ -117,6 +118,10 @@ class JobRequest(BaseModel):
     # Issue 15: seamless tiling and an upscale of each output after the loop.
     tiling: bool = Field(False, description="Seamless tiling: the image wraps at its edges (circular padding).")
     upscale: UpscaleIn | None = Field(None, description="Upscale each output after generating it.")
+    outpaint: Outpaint | None = Field(None, description="Outpainting: `image` extended by these margins (px) and "
+                                      "the new border inpainted, reaching `overlap` px into the image on each side "
+                                      "that grows; no mask (it is made from the margins). Output size: the image "
+                                      "plus the margins unless width/height say otherwise.")
 
 
 class OutputOut(BaseModel):
