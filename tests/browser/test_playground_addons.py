@@ -188,9 +188,20 @@ def test_sdxl_refiner_and_its_controlnets(server: str) -> None:  # noqa: F811
         job = job_of(server, card)
         assert job["status"] == "succeeded" and job["params"]["refiner"]["switch_at"] == 0.5
 
-        # Back to an SD 1.5 model: the refiner is not offered and not sent.
+        # Back to an SD 1.5 model: the refiner is not offered and not sent. Hires fix to a target
+        # width (the height follows the aspect) through an image upscaler.
         Select(d.find_element(By.ID, "model")).select_by_value("@cf/runwayml/stable-diffusion-v1-5-img2img")
         assert not refiner.is_displayed()
-        generate(d, "no refiner", steps=2, seed=9)
-        assert "refiner" not in last_post(d)
+        open_section(d, "sec-hires")
+        check(d, "hires-on")
+        d.find_element(By.CSS_SELECTOR, 'input[name="hires-by"][value="size"]').click()
+        set_value(d, "hires-x", 320)
+        Select(d.find_element(By.ID, "hires-upscaler")).select_by_value("tiny-ESRGAN-4x")
+        card = generate(d, "no refiner", steps=2, seed=9)
+        sent = last_post(d)
+        assert "refiner" not in sent
+        assert sent["hires"] == {"upscaler": "tiny-ESRGAN-4x", "strength": 0.7, "resize_x": 320, "resize_y": 0}
+        img = card.find_element(By.CSS_SELECTOR, ".card-img")
+        assert d.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", img) == [320, 320]
+        assert "320×320" in card.find_element(By.CSS_SELECTOR, ".card-params").text
         assert browser_errors(d) == []
