@@ -130,7 +130,10 @@ def test_every_addon_control_reaches_the_request(server: str, pictures: dict[str
         d.execute_script("const r = document.getElementById('ipa-scale'); r.value = '0.5';"
                          "r.dispatchEvent(new Event('input', {bubbles: true}))")
 
+        # The cost line checks the whole request before it is sent.
+        wait_for(d, lambda d: d.find_element(By.ID, "cost").text.startswith("Cost: "), 30, "the cost")
         card = generate(d, "a framed square", steps=2, seed=21)
+        screenshot(d, "addons")
         sent = last_post(d)
         assert sent["vae"] == "tiny-vae" and sent["clip_skip"] == 2 and sent["tiling"] is True
         assert sent["hires"] == {"upscaler": "Latent (bicubic)", "strength": 0.7, "scale": 1.5, "steps": 2}

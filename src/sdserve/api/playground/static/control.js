@@ -197,11 +197,12 @@ export function controlBody() {
     body.control = list.map((node, i) => {
       if (!node.dataset.image) throw new MissingImage(`control[${i}].image`);
       images.control.push(node.dataset.image);
+      // An emptied number field is its default (weight 1, start 0, end 1), not 0.
+      const num = (cls, dflt) => { const v = node.querySelector(cls).value.trim(); return v === "" ? dflt : Number(v); };
       return {
         model: node.querySelector(".unit-model").value, preprocessor: node.querySelector(".unit-pre").value,
-        weight: Number(node.querySelector(".unit-weight").value), control_mode: node.querySelector(".unit-mode").value,
-        guidance_start: Number(node.querySelector(".unit-start").value),
-        guidance_end: Number(node.querySelector(".unit-end").value), image: node.dataset.image,
+        weight: num(".unit-weight", 1), control_mode: node.querySelector(".unit-mode").value,
+        guidance_start: num(".unit-start", 0), guidance_end: num(".unit-end", 1), image: node.dataset.image,
       };
     });
   }

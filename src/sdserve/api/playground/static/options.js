@@ -139,8 +139,10 @@ $("refiner-switch").addEventListener("input", () => { $("refiner-switch-out").va
 
 // -- the request fields -----------------------------------------------------------------------
 
+// A number field's value; an emptied one is its default (while typing, it is briefly empty).
 function num(id) {
-  return Number($(id).value);
+  const raw = $(id).value.trim();
+  return Number(raw === "" ? $(id).defaultValue : raw);
 }
 
 // The native request's fields these controls set (only those that differ from the defaults).

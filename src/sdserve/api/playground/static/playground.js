@@ -647,6 +647,7 @@ async function reuse(job, seed) {
   $("seed").value = seed;
   if (p.strength != null) { $("strength").value = p.strength; $("strength-out").value = p.strength; }
   const inputs = state.inputs.get(job.id);
+  controlOnModel(currentModel());  // the model may have changed without a change event
   reuseOptions(p);
   reuseControl(p, inputs);
   if (p.task !== "txt2img" && inputs) {
