@@ -166,7 +166,7 @@ def test_every_addon_control_reaches_the_request(server: str, pictures: dict[str
         assert browser_errors(d) == []
 
 
-def test_sdxl_refiner_and_its_controlnets(server: str) -> None:  # noqa: F811
+def test_sdxl_refiner_and_its_controlnets(server: str, tmp_path: Path) -> None:  # noqa: F811
     with chrome() as d:
         open_page(d, server)
         Select(d.find_element(By.ID, "model")).select_by_value("@cf/stabilityai/stable-diffusion-xl-base-1.0")
@@ -190,6 +190,7 @@ def test_sdxl_refiner_and_its_controlnets(server: str) -> None:  # noqa: F811
         assert last_post(d)["refiner"] == {"model": "@cf/bytedance/stable-diffusion-xl-lightning", "switch_at": 0.5}
         job = job_of(server, card)
         assert job["status"] == "succeeded" and job["params"]["refiner"]["switch_at"] == 0.5
+        assert {"native", "a1111"} <= set(check_curls(d, card, server, tmp_path / "refiner"))
 
         # Back to an SD 1.5 model: the refiner is not offered and not sent. Hires fix to a target
         # width (the height follows the aspect) through an image upscaler.
