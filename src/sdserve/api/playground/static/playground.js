@@ -119,6 +119,9 @@ async function loadCatalog() {
   }
   if (state.config.auth_required) $("key-status").textContent = "Key accepted.";
   state.models = new Map(catalog.data.map((m) => [m.id, m]));
+  // The add-on lists first: the form is usable once the model list shows.
+  await loadOptions(state.config, state.models);
+  await loadControl();
   const select = $("model");
   const previous = select.value;
   select.replaceChildren(...catalog.data.map((m) => {
@@ -129,8 +132,6 @@ async function loadCatalog() {
     return opt;
   }));
   if (previous && state.models.has(previous)) select.value = previous;
-  await loadOptions(state.config, state.models);
-  await loadControl();
   onTaskChange();
   applyModelDefaults();
   await loadAddons();
