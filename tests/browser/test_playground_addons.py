@@ -107,7 +107,7 @@ def test_every_addon_control_reaches_the_request(server: str, pictures: dict[str
         d.find_element(By.ID, "control-add").click()
         unit = d.find_element(By.CSS_SELECTOR, "#control-units > li")
         models = [o.get_attribute("value") for o in Select(unit.find_element(By.CSS_SELECTOR, ".unit-model")).options]
-        assert models and all("sd15" in m for m in models), models
+        assert models and all("sd15" in str(m) for m in models), models
         unit.find_element(By.CSS_SELECTOR, ".unit-file").send_keys(str(pictures["control"]))
         wait_for(d, lambda d: unit.find_element(By.CSS_SELECTOR, ".unit-thumb").is_displayed(), 10, "the control image")
         Select(unit.find_element(By.CSS_SELECTOR, ".unit-pre")).select_by_value("canny")
@@ -176,7 +176,7 @@ def test_sdxl_refiner_and_its_controlnets(server: str, tmp_path: Path) -> None: 
         d.find_element(By.ID, "control-add").click()
         models = [o.get_attribute("value") for o in
                   Select(d.find_element(By.CSS_SELECTOR, "#control-units .unit-model")).options]
-        assert models and all("sdxl" in m for m in models), models
+        assert models and all("sdxl" in str(m) for m in models), models
         d.find_element(By.CSS_SELECTOR, "#control-units .unit-remove").click()
 
         open_section(d, "sec-refiner")
