@@ -97,6 +97,25 @@ def test_open_server_says_no_key_is_needed(client: TestClient) -> None:
     assert labels["dpmpp_2m"] == "dpmpp_2m"
 
 
+def test_config_splits_each_scheduler_into_sampler_and_schedule(client: TestClient) -> None:
+    # The page's two pickers: every engine name is one sampler on one schedule (None: the model's own).
+    split = {s["name"]: (s["sampler"], s["schedule"]) for s in client.get("/playground/config").json()["schedulers"]}
+    assert split["dpmpp_2m"] == ("dpmpp_2m", None) and split["dpmpp_2m_karras"] == ("dpmpp_2m", "karras")
+    assert split["dpmpp_2m_sde_heun_beta"] == ("dpmpp_2m_sde_heun", "beta")
+    assert split["dpmpp_2m_sde"] == ("dpmpp_2m_sde", None)
+    assert all(name == (f"{b}_{k}" if k else b) for name, (b, k) in split.items())
+
+
+def test_addon_families_are_read_from_the_files(client: TestClient, keyed: TestClient) -> None:
+    families = client.get("/playground/addon-families").json()
+    assert families["controlnet"] == {"tiny-sd15-canny": "sd15", "tiny-sd15-canny-single": "sd15",
+                                      "tiny-sdxl-canny": "sdxl", "tiny-sdxl-canny-single": "sdxl"}
+    assert set(families["ip_adapter"]) == {"tiny-ip-adapter_sd15", "sdxl_models/tiny-ip-adapter_sdxl"}
+    # It lists the server's files: behind the key, as GET /v1/addons is.
+    assert keyed.get("/playground/addon-families").status_code == 401
+    assert keyed.get("/playground/addon-families", headers={"Authorization": "Bearer k-secret"}).status_code == 200
+
+
 def test_catalog_lists_tasks_and_defaults(client: TestClient) -> None:
     models = {m["id"]: m for m in client.get("/v1/catalog").json()["data"]}
     assert len(models) == 5

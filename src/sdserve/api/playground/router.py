@@ -12,16 +12,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from sdserve import __version__
-from sdserve.api.deps import service_of, settings_of
+from sdserve.api.deps import require_key, service_of, settings_of
 from sdserve.api.dialects.a1111.samplers import a1111_label
 from sdserve.api.dialects.comfyui.names import comfy_checkpoints, comfy_sampler_pairs
 from sdserve.api.responses import PUBLIC
-from sdserve.engine.schedulers import SCHEDULERS
+from sdserve.engine.control import controlnet_family, ip_adapter_family
+from sdserve.engine.schedulers import SCHEDULERS, SCHEDULES, base_names
 
 __all__ = ["router", "static_files", "STATIC_PATH", "DEMO_WARNING"]
 
@@ -72,8 +73,30 @@ async def config(request: Request) -> dict[str, Any]:
         # A1111's label where it has one; else the engine's own name, which sdserve's A1111
         # dialect also takes as sampler_name (a k-diffusion sampler on the model's own
         # spacing, e.g. euler, has no A1111 label: "Euler" is Euler on uniform spacing there).
-        "schedulers": [{"name": s.name, "a1111": a1111_label(s.name), "comfyui": comfy.get(s.name)}
-                       for s in SCHEDULERS],
+        "schedulers": [{"name": s.name, "a1111": a1111_label(s.name), "comfyui": comfy.get(s.name),
+                        **_sampler_and_schedule(s.name)} for s in SCHEDULERS],
         # ComfyUI's ckpt_name for each model ("copy as ComfyUI workflow").
         "comfyui_checkpoints": comfy_checkpoints(service_of(request).catalog),
     }
+
+
+def _sampler_and_schedule(name: str) -> dict[str, str | None]:
+    """The sampler and schedule an engine scheduler name combines (``dpmpp_2m_karras``: dpmpp_2m
+    on karras; a base name: the model's own schedule), for the page's two pickers."""
+    for schedule in SCHEDULES:
+        base = name.removesuffix(f"_{schedule}")
+        if base != name and base in base_names():
+            return {"sampler": base, "schedule": schedule}
+    return {"sampler": name, "schedule": None}
+
+
+@router.get("/playground/addon-families", dependencies=[Depends(require_key)])
+async def addon_families(request: Request) -> dict[str, dict[str, str | None]]:
+    """The family ("sd15", "sdxl"; null when the file does not say) of each ControlNet and
+    IP-Adapter, so the page offers only those of the chosen model's family. ``GET /v1/addons``
+    lists the files without it; this reads the same headers the job checks do."""
+    addons = service_of(request).engine.addons
+    for kind in ("controlnet", "ip_adapter"):
+        addons.refresh(kind)
+    return {"controlnet": {f.name: controlnet_family(f) for f in addons.files("controlnet")},
+            "ip_adapter": {f.name: ip_adapter_family(f) for f in addons.files("ip_adapter")}}

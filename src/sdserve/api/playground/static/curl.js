@@ -6,44 +6,9 @@
 // transparent pixels mark the area to repaint: mask-openai.png). Bodies that carry an image
 // are piped into curl: a base64 image is too long for one command-line argument.
 
-// Single-quoted for a POSIX shell.
-export function sq(text) {
-  return "'" + String(text).replace(/'/g, "'\\''") + "'";
-}
-
-// Placeholders for file contents inside a JSON body.
-const b64File = (name) => `\u0000b64:${name}\u0000`;
-const bytesFile = (name) => `\u0000bytes:${name}\u0000`;
-const PLACEHOLDER = /"\\u0000(b64|bytes):([^\\]+)\\u0000"/;
-
-const TO_BASE64 = (name) => `base64 < ${name} | tr -d '\\n'`;
-// A file as a JSON array of byte values (Workers AI's form), with POSIX od and awk.
-const TO_BYTES = (name) => `od -An -v -tu1 ${name} | awk '{for (i = 1; i <= NF; i++) printf "%s%s", (n++ ? "," : ""), $i}'`;
-
-function lines(parts) {
-  return parts.join(" \\\n  ");
-}
-
-// curl that POSTs ``body`` as JSON; with file placeholders the body is assembled in a pipe.
-function postJson(url, body, headers, tail) {
-  const json = JSON.stringify(body);
-  const hdrs = ["-H 'Content-Type: application/json'", ...headers.map((h) => `-H ${sq(h)}`)];
-  if (!PLACEHOLDER.test(json)) {
-    return lines([`curl -s -X POST ${sq(url)}`, ...hdrs, `-d ${sq(json)}`]) + tail;
-  }
-  const steps = [];
-  let rest = json;
-  let m;
-  while ((m = PLACEHOLDER.exec(rest))) {
-    const [whole, kind, name] = m;
-    const before = rest.slice(0, m.index) + (kind === "b64" ? '"' : "[");
-    steps.push(`printf '%s' ${sq(before)}`);
-    steps.push(kind === "b64" ? TO_BASE64(name) : TO_BYTES(name));
-    rest = (kind === "b64" ? '"' : "]") + rest.slice(m.index + whole.length);
-  }
-  steps.push(`printf '%s' ${sq(rest)}`);
-  return `{ ${steps.join("\n  ")}\n} | ` + lines([`curl -s -X POST ${sq(url)}`, ...hdrs, "--data-binary @-"]) + tail;
-}
+import { a1111Fields, addonFiles, modelslabFields, nativeFields, notExpressed } from "./curl_fields.js";
+import { comfyGraph } from "./curl_comfy.js";
+import { b64File, bytesFile, lines, postJson, sq } from "./curl_shell.js";
 
 const DECODE = (path) => ` \\\n  | jq -r ${sq(path)} | base64 -d > out.png`;
 
@@ -64,6 +29,7 @@ export const DIALECTS = [
         scheduler: p.scheduler, strength: p.task === "txt2img" ? undefined : p.strength,
         image: p.task === "txt2img" ? undefined : b64File("input.png"),
         mask: p.task === "inpaint" ? b64File("mask.png") : undefined,
+        ...nativeFields(p),
       };
       const auth = ctx.key ? [`Authorization: Bearer ${ctx.key}`] : [];
       const command = postJson(`${ctx.origin}/v1/jobs`, body, auth, "");
@@ -82,6 +48,7 @@ export const DIALECTS = [
         "Workers AI takes widths and heights of 256–2048; this size will be refused.");
       limit(notes, p.scheduler === ctx.modelDefaults?.scheduler,
         `Workers AI has no scheduler field: it uses the model's default, not ${p.scheduler}.`);
+      notes.push(...notExpressed(p, "Workers AI"));
       const body = {
         prompt: p.prompt, negative_prompt: p.negative_prompt || undefined, width: p.width, height: p.height,
         num_steps: p.steps, guidance: p.guidance, seed,
@@ -100,6 +67,7 @@ export const DIALECTS = [
       const notes = [];
       limit(notes, p.scheduler === ctx.modelDefaults?.scheduler,
         `The OpenAI dialect has no scheduler field: it uses the model's default, not ${p.scheduler}.`);
+      notes.push(...notExpressed(p, "The OpenAI dialect"));
       const auth = ctx.key ? [`-H ${sq(`Authorization: Bearer ${ctx.key}`)}`] : [];
       if (p.task === "txt2img") {
         const body = {
@@ -133,6 +101,9 @@ export const DIALECTS = [
         steps: p.steps, cfg_scale: p.guidance, seed, sampler_name: ctx.a1111Sampler || undefined,
         batch_size: 1, n_iter: 1, override_settings: { sd_model_checkpoint: p.model },
       };
+      const extra = a1111Fields(p, ctx.vaeFile);
+      Object.assign(body, extra.body);
+      Object.assign(body.override_settings, extra.settings);
       let route = "txt2img";
       if (p.task !== "txt2img") {
         route = "img2img";
@@ -167,6 +138,7 @@ export const DIALECTS = [
         // ModelsLab's enhance_prompt defaults to yes: a server with a prompt enhancer would
         // rewrite the prompt, and this page's image is of the prompt as written.
         enhance_prompt: "no",
+        ...modelslabFields(p, notes),
       };
       return { command: postJson(`${ctx.origin}/api/v3/${route}`, body, [], DECODE(".output[0]")), notes };
     },
@@ -183,18 +155,7 @@ export const DIALECTS = [
         `ComfyUI has no sampler_name/scheduler pair for ${p.scheduler}; euler/normal is written instead, so the image differs.`);
       limit(notes, !/[()[\]]/.test(`${p.prompt} ${p.negative_prompt || ""}`),
         "ComfyUI reads (word:1.2) weights its own way (see docs/api-comfyui.md), so a weighted prompt may differ.");
-      const [sampler, scheduler] = ctx.comfySampler || ["euler", "normal"];
-      // ComfyUI's default text-to-image graph (its API format), with this job's values.
-      const prompt = {
-        3: { class_type: "KSampler", inputs: { seed, steps: p.steps, cfg: p.guidance, sampler_name: sampler, scheduler,
-          denoise: 1, model: ["4", 0], positive: ["6", 0], negative: ["7", 0], latent_image: ["5", 0] } },
-        4: { class_type: "CheckpointLoaderSimple", inputs: { ckpt_name: ctx.comfyCheckpoint } },
-        5: { class_type: "EmptyLatentImage", inputs: { width: p.width, height: p.height, batch_size: 1 } },
-        6: { class_type: "CLIPTextEncode", inputs: { text: p.prompt, clip: ["4", 1] } },
-        7: { class_type: "CLIPTextEncode", inputs: { text: p.negative_prompt || "", clip: ["4", 1] } },
-        8: { class_type: "VAEDecode", inputs: { samples: ["3", 0], vae: ["4", 2] } },
-        9: { class_type: "SaveImage", inputs: { filename_prefix: "sdserve", images: ["8", 0] } },
-      };
+      const prompt = comfyGraph(p, seed, ctx, notes);
       const auth = ctx.key ? [`Authorization: Bearer ${ctx.key}`] : [];
       const key = ctx.key ? ` -H ${sq(`Authorization: Bearer ${ctx.key}`)}` : "";
       // Queue it, wait for its history entry (or follow ws://…/ws?clientId=…), then fetch the image.
@@ -209,11 +170,12 @@ export const DIALECTS = [
   },
 ];
 
-// The files a command for task ``task`` reads, with what each holds.
-export function filesFor(task, dialect) {
-  if (task === "txt2img") return [];
+// The files a command for the job ``p`` reads, with what each holds.
+export function filesFor(p, dialect) {
+  const addons = ["workers_ai", "openai", "comfyui"].includes(dialect) ? [] : addonFiles(p);
+  if (p.task === "txt2img") return addons;
   const files = [["input.png", "the input image"]];
-  if (task === "inpaint") files.push(dialect === "openai" ? ["mask-openai.png", "the mask, transparent = repaint"]
+  if (p.task === "inpaint") files.push(dialect === "openai" ? ["mask-openai.png", "the mask, transparent = repaint"]
     : ["mask.png", "the mask, white = repaint"]);
-  return files;
+  return [...files, ...addons];
 }

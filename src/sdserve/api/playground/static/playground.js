@@ -3,8 +3,11 @@
 
 import { loadAddons } from "./addons.js";
 import { api, ApiError, getKey, setKey, streamEvents } from "./api.js";
+import { controlBody, loadControl, MissingImage, onModel as controlOnModel, reuseControl } from "./control.js";
 import { DIALECTS, filesFor } from "./curl.js";
 import { ImageEditor } from "./editor.js";
+import { imageUpscalers, loadOptions, onModel as optionsOnModel, optionsBody, reuseOptions, setScheduler,
+  vaeFile } from "./options.js";
 
 const $ = (id) => document.getElementById(id);
 const JOBS_STORE = "sdserve.playground.jobs";
@@ -116,6 +119,9 @@ async function loadCatalog() {
   }
   if (state.config.auth_required) $("key-status").textContent = "Key accepted.";
   state.models = new Map(catalog.data.map((m) => [m.id, m]));
+  // The add-on lists first: the form is usable once the model list shows.
+  await loadOptions(state.config, state.models);
+  await loadControl();
   const select = $("model");
   const previous = select.value;
   select.replaceChildren(...catalog.data.map((m) => {
@@ -165,6 +171,7 @@ function onTaskChange() {
   show($("mask-tools"), t === "inpaint");
   $("mask-canvas").classList.toggle("active", t === "inpaint");
   for (const id of ["width", "height"]) $(id).disabled = imageTask;
+  optionsOnModel(currentModel(), t);
   if (imageTask && editor.loaded) {
     $("width").value = editor.width;
     $("height").value = editor.height;
@@ -186,6 +193,9 @@ function applyModelDefaults() {
   $("guidance").value = m.defaults.guidance;
   $("strength").value = m.defaults.strength;
   $("strength-out").value = m.defaults.strength;
+  setScheduler(m.defaults.scheduler);
+  optionsOnModel(m, task());
+  controlOnModel(m);
   describeModel();
 }
 
@@ -262,7 +272,25 @@ function showUsedSeed(seed) {
 const FIELD_INPUTS = {
   prompt: "prompt", negative_prompt: "negative-prompt", width: "width", height: "height", steps: "steps",
   guidance: "guidance", seed: "seed", strength: "strength", model: "model", image: "image-file", mask: "brush",
+  scheduler: "sampler", vae: "vae", clip_skip: "clip-skip", tiling: "tiling", "hires.scale": "hires-scale",
+  "hires.resize_x": "hires-x", "hires.resize_y": "hires-y", "hires.upscaler": "hires-upscaler", "hires.steps": "hires-steps",
+  "hires.strength": "hires-strength", "refiner.model": "refiner-model", "refiner.switch_at": "refiner-switch",
+  "ip_adapter.model": "ipa-model", "ip_adapter.scale": "ipa-scale", "ip_adapter.image": "ipa-file",
 };
+// A ControlNet unit's field (control[i].weight) -> that unit's control.
+const UNIT_INPUTS = { model: ".unit-model", preprocessor: ".unit-pre", weight: ".unit-weight", image: ".unit-file",
+  guidance_start: ".unit-start", guidance_end: ".unit-end", control_mode: ".unit-mode" };
+
+// The control a field name refers to (its collapsed section opened), or null.
+function inputFor(field) {
+  if (!field) return null;
+  let el = FIELD_INPUTS[field] ? $(FIELD_INPUTS[field]) : null;
+  const unit = /^control\[(\d+)\]\.(\w+)/.exec(field);
+  if (unit) el = $("control-units").children[Number(unit[1])]?.querySelector(UNIT_INPUTS[unit[2]] || ".unit-model") || null;
+  const section = el && el.closest("details");
+  if (section) section.open = true;
+  return el;
+}
 
 function requestBody() {
   const t = task();
@@ -273,17 +301,28 @@ function requestBody() {
     steps: numberOrUndefined("steps"),
     guidance: numberOrUndefined("guidance"),
     seed: numberOrUndefined("seed"),
+    ...optionsBody(),
   };
+  let control;
+  try {
+    control = controlBody();
+  } catch (e) {
+    if (e instanceof MissingImage) throw new ApiError(400, "choose its image first", e.message);
+    throw e;
+  }
+  Object.assign(body, control.body);
+  // The control images, kept for "copy as curl"'s files.
+  const extra = control.images.control.length || control.images.ipAdapter ? control.images : {};
   if (t === "txt2img") {
     body.width = numberOrUndefined("width");
     body.height = numberOrUndefined("height");
-    return { body, inputs: null };
+    return { body, inputs: Object.keys(extra).length ? extra : null };
   }
   if (!editor.loaded) throw new ApiError(400, "choose an input image first", "image");
   if (t === "inpaint" && !editor.hasMask()) {
     throw new ApiError(400, "paint the area to repaint on the image (or press Fill all)", "mask");
   }
-  const inputs = { image: editor.imageDataURL() };
+  const inputs = { image: editor.imageDataURL(), ...extra };
   Object.assign(body, { width: editor.width, height: editor.height, strength: Number($("strength").value), image: inputs.image });
   if (t === "inpaint") {
     inputs.mask = editor.maskDataURL();
@@ -330,9 +369,9 @@ $("gen-form").addEventListener("input", quoteSoon);
 $("gen-form").addEventListener("change", quoteSoon);
 
 function reportError(e) {
-  const field = e.field && FIELD_INPUTS[e.field] ? e.field : null;
-  showError($("form-error"), field ? `${e.field}: ${e.message}` : e.message);
-  if (field) $(FIELD_INPUTS[field]).focus();
+  const input = inputFor(e.field);
+  showError($("form-error"), e.field ? `${e.field}: ${e.message}` : e.message);
+  if (input) input.focus();
 }
 
 function setRunning(running) {
@@ -468,8 +507,12 @@ function finish(job) {
     progress.value = 1;
     const out = job.outputs[0];
     showStage(out.url, false);
-    showUsedSeed(out.seed);
-    setStatus(`Done in ${seconds} s, seed ${out.seed}`);
+    if (job.params.task === "upscale") {
+      setStatus(`Upscaled in ${seconds} s`);  // an upscale has no seed
+    } else {
+      showUsedSeed(out.seed);
+      setStatus(`Done in ${seconds} s, seed ${out.seed}`);
+    }
     keepJob(job.id);
     addCards(job);
   } else if (job.status === "canceled") {
@@ -511,7 +554,37 @@ function paramRows(p, seed) {
   ];
   if (p.task !== "txt2img") rows.push(["Strength", p.strength]);
   if (p.negative_prompt) rows.push(["Negative", p.negative_prompt]);
+  if (p.vae) rows.push(["VAE", p.vae]);
+  if (p.clip_skip > 1) rows.push(["Clip skip", p.clip_skip]);
+  if (p.tiling) rows.push(["Tiling", "seamless"]);
+  if (p.hires) {
+    const [w, h] = outputSize(p);
+    rows.push(["Hires fix", `${w}×${h}, ${p.hires.upscaler}, strength ${p.hires.strength}` +
+      (p.hires.steps ? `, ${p.hires.steps} steps` : "")]);
+  }
+  if (p.refiner) rows.push(["Refiner", `${p.refiner.model} from ${p.refiner.switch_at}`]);
+  (p.control || []).forEach((u, i) => rows.push([`ControlNet ${i + 1}`,
+    `${u.model}, ${u.preprocessor}, weight ${u.weight}, ${u.guidance_start}–${u.guidance_end}, ${u.control_mode}`]));
+  if (p.ip_adapter) rows.push(["IP-Adapter", `${p.ip_adapter.model}, scale ${p.ip_adapter.scale}`]);
   return rows;
+}
+
+// The image's size: the request's, or the hires pass's target (engine/hires.py, A1111's rule).
+function outputSize(p) {
+  const h = p.hires;
+  if (!h) return [p.width, p.height];
+  const { width: w, height: ht } = p;
+  let up;
+  let out;
+  if (!h.resize_x && !h.resize_y) { up = [Math.trunc(w * h.scale), Math.trunc(ht * h.scale)]; out = up; }
+  else if (!h.resize_y) { up = [h.resize_x, Math.trunc((h.resize_x * ht) / w)]; out = up; }
+  else if (!h.resize_x) { up = [Math.trunc((h.resize_y * w) / ht), h.resize_y]; out = up; }
+  else {
+    up = w / ht < h.resize_x / h.resize_y ? [h.resize_x, Math.trunc((h.resize_x * ht) / w)]
+      : [Math.trunc((h.resize_y * w) / ht), h.resize_y];
+    out = [h.resize_x, h.resize_y];
+  }
+  return up.map((side, i) => Math.trunc(side / 8) * 8 - 8 * Math.trunc((side - out[i]) / 8));
 }
 
 function addCards(job, { append = false } = {}) {
@@ -531,8 +604,7 @@ function makeCard(job, out) {
   const img = node.querySelector(".card-img");
   img.src = out.url;
   img.alt = `Generated: ${p.prompt}`;
-  img.width = p.width;
-  img.height = p.height;
+  [img.width, img.height] = outputSize(p);
   node.querySelector(".card-link").href = out.url;
   node.querySelector(".card-prompt").textContent = p.prompt;
   const dl = node.querySelector(".card-params");
@@ -549,7 +621,7 @@ function makeCard(job, out) {
   download.download = `sdserve-${out.seed}.${ext}`;
   node.querySelector(".card-reuse").addEventListener("click", () => reuse(job, out.seed));
   node.querySelector(".card-reuse").hidden = p.task === "upscale";  // nothing to generate again
-  node.querySelector(".card-upscale").addEventListener("click", () => { if (!state.job) upscaleResult(out); });
+  setUpUpscale(node, out);
   node.querySelector(".card-input").addEventListener("click", async () => {
     if (task() === "txt2img") setTask("img2img");
     try {
@@ -576,6 +648,9 @@ async function reuse(job, seed) {
   $("seed").value = seed;
   if (p.strength != null) { $("strength").value = p.strength; $("strength-out").value = p.strength; }
   const inputs = state.inputs.get(job.id);
+  controlOnModel(currentModel());  // the model may have changed without a change event
+  reuseOptions(p);
+  reuseControl(p, inputs);
   if (p.task !== "txt2img" && inputs) {
     await useImage(inputs.image, "Input of that result");
     if (inputs.mask) {
@@ -590,9 +665,20 @@ async function reuse(job, seed) {
   $("prompt").focus();
 }
 
-// "Upscale 2×" on a result: an upscale job (POST /v1/upscale) with the first upscaler model
-// installed (GET /sdapi/v1/upscalers), else Lanczos; its result becomes a card of its own.
-async function upscaleResult(out) {
+// "Upscale" on a result: an upscale job (POST /v1/upscale) with the chosen upscaler (the
+// server's list, GET /sdapi/v1/upscalers; first an upscaler model where there is one) and
+// factor; its result becomes a card of its own.
+function setUpUpscale(node, out) {
+  const names = imageUpscalers();
+  const select = node.querySelector(".card-upscaler");
+  select.replaceChildren(...names.map((n) => new Option(n, n)));
+  select.value = names.find((n) => !["Lanczos", "Nearest"].includes(n)) || "Lanczos";
+  node.querySelector(".card-upscale").addEventListener("click", () => {
+    if (!state.job) upscaleResult(out, select.value, Number(node.querySelector(".card-scale").value) || 2);
+  });
+}
+
+async function upscaleResult(out, upscaler, scale) {
   showError($("form-error"), "");
   let job;
   try {
@@ -603,12 +689,10 @@ async function upscaleResult(out) {
       reader.onerror = () => reject(reader.error);
       reader.readAsDataURL(blob);
     });
-    const models = (await api("/sdapi/v1/upscalers")).filter((u) => u.model_path);
-    const upscaler = models.length ? models[0].name : "Lanczos";
     setRunning(true);
     resetProgress();
-    setStatus(`Submitting an upscale (${upscaler})…`);
-    job = await api("/v1/upscale", { method: "POST", body: { image, upscaler, scale: 2 } });
+    setStatus(`Submitting an upscale (${upscaler}, ${scale}×)…`);
+    job = await api("/v1/upscale", { method: "POST", body: { image, upscaler, scale } });
   } catch (e) {
     setRunning(false);
     setStatus("Not started");
@@ -648,6 +732,8 @@ function setUpCurl(node, job, out) {
       a1111Sampler: state.schedulers.get(job.params.scheduler) || null,
       comfySampler: state.comfySamplers.get(job.params.scheduler) || null,
       comfyCheckpoint: (state.config.comfyui_checkpoints || {})[job.params.model] || job.params.model,
+      comfyRefiner: job.params.refiner && ((state.config.comfyui_checkpoints || {})[job.params.refiner.model] || job.params.refiner.model),
+      vaeFile: vaeFile(job.params.vae), arch: model ? model.arch : null,
     };
     const { command, notes: warnings } = dialect.build(job.params, out.seed, ctx);
     text.value = command;
@@ -669,14 +755,15 @@ function setUpCurl(node, job, out) {
 }
 
 function renderFiles(container, job, dialect) {
-  const needed = filesFor(job.params.task, dialect);
+  const needed = filesFor(job.params, dialect);
   container.replaceChildren();
   if (!needed.length) return;
   const inputs = state.inputs.get(job.id);
   container.append("Reads ");
   needed.forEach(([name, what], i) => {
     if (i) container.append(", ");
-    const src = inputs && { "input.png": inputs.image, "mask.png": inputs.mask, "mask-openai.png": inputs.maskOpenai }[name];
+    const src = inputs && ({ "input.png": inputs.image, "mask.png": inputs.mask, "mask-openai.png": inputs.maskOpenai,
+      "ip-adapter.png": inputs.ipAdapter }[name] || (/^control-(\d+)\.png$/.test(name) && inputs.control?.[Number(name.slice(8, -4))]));
     if (src) {
       const a = document.createElement("a");
       a.href = src;
