@@ -82,7 +82,7 @@ class Auxiliary:
 
     def health(self) -> dict[str, str]:
         """Each kind: loaded, installed, not pulled, or off (no model configured)."""
-        loaded = set(self._cache.ids())
+        loaded = set(self._cache.sizes())
         out: dict[str, str] = {}
         for kind in AUX_KINDS:
             spec = self.specs.get(kind)
@@ -106,7 +106,9 @@ class Auxiliary:
             assert spec.source.path is not None
             log.warning("DEMO MODE: writing a tiny random-weight %s to %s", kind, spec.source.path)
             write_tiny_aux(spec.source.path.parent, (kind,))
-        if self._cache.make_room(self._cache.known_size(spec.id)):
+        # Under the byte budget and LRU, in no model slot: a checker or a detector + pose pair
+        # must not push a diffusion model out by the count cap.
+        if self._cache.make_room(self._cache.known_size(spec.id), counted=False):
             self._free_memory()
         t0 = time.perf_counter()
         try:
@@ -118,7 +120,7 @@ class Auxiliary:
             raise GenerationFailed(f"the {kind} could not be loaded ({type(e).__name__}); "
                                    f"the operator can run `sdserve pull {kind}` again") from e
         size = model.nbytes()
-        self._cache.add(spec.id, model, size)
+        self._cache.add(spec.id, model, size, counted=False)
         log.info("loaded %s (%.1f MB) from %s in %.1fs", spec.id, size / 1e6, spec.source.describe(),
                  time.perf_counter() - t0)
         return model
