@@ -187,3 +187,37 @@ def test_missing_weights_name_the_pull_and_codeformer_is_not_built(tmp_path: Pat
         check_restorer(addons, "codeformer", field="x")
     with pytest.raises(BadInput, match="is not a face restorer"):
         check_restorer(addons, "RestoreFormer", field="x")
+
+
+def test_pull_installs_only_the_release_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sdserve pull gfpgan` through a stand-in hub: a file whose SHA-256 is not the release
+    file's is refused and nothing is installed; the right bytes land in models/GFPGAN."""
+    import hashlib
+
+    import huggingface_hub
+
+    from sdserve.engine.addon_files import AddonFolders
+    from sdserve.engine.faces import pull
+
+    blobs = {"a.pth": b"weights A", "b.pth": b"weights B"}
+    fake = tuple(pull.FaceWeights(name, "org/mirror", "model", name, hashlib.sha256(data).hexdigest(), len(data))
+                 for name, data in blobs.items())
+    monkeypatch.setitem(pull.FACE_PULLS, "gfpgan", fake)
+    served = dict(blobs)
+
+    def download(repo: str, path: str, repo_type: str) -> str:
+        out = tmp_path / "cache" / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(served[path])
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    addons = AddonFolders(tmp_path / "models")
+    served["b.pth"] = b"tampered"
+    with pytest.raises(RuntimeError, match="b.pth is not the release file"):
+        pull.pull_faces("gfpgan", addons)
+    assert not (addons.home("face_restorer") / "b.pth").exists()
+    served["b.pth"] = blobs["b.pth"]
+    lines = pull.pull_faces("gfpgan", addons)
+    assert (addons.home("face_restorer") / "b.pth").read_bytes() == b"weights B"
+    assert lines[0].endswith("(already installed)") and addons.home("face_restorer").name == "GFPGAN"
