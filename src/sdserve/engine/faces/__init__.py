@@ -78,8 +78,7 @@ def check_restorer(addons: AddonFolders, model: str, *, field: str) -> str:
     name = restorer_name(model, field=field)
     if name not in BUILT:
         raise BadInput(field, f"{name} face restoration is not available on this server: sdserve does not include "
-                              f"its network ({', '.join(BUILT)} is built); use {BUILT[0]} "
-                              "(A1111: face_restoration_model)")
+                              f"its network ({', '.join(BUILT)} is built); use {BUILT[0]}")
     missing = [what for what, f in ((f"{name} weights", restorer_file(addons, name)),
                                     ("the RetinaFace face detector", detector_file(addons))) if f is None]
     if missing:
