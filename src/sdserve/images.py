@@ -110,6 +110,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str,
     extra = provenance or {}
     if summary.get("task") == "upscale":  # no generation: only what the upscale did (A1111's extras)
         return ", ".join(f"{k}: {v}" for k, v in [*postprocess_fields(summary.get("upscale")),
+                                                   *face_fields(summary),
                                                    ("Size", f"{summary.get('width')}x{summary.get('height')}"),
                                                    ("Device", device), ("Dtype", dtype)] if v is not None)
     lines = [summary["prompt"]]
@@ -121,6 +122,7 @@ def infotext(summary: dict[str, Any], seed: int, sampler_label: str | tuple[str,
         ("Schedule type", schedule),
         ("CFG scale", summary.get("guidance")),
         ("Seed", seed),
+        *face_fields(summary),
         ("Size", f"{summary.get('width')}x{summary.get('height')}"),
         ("Model hash", extra.get("Model hash")),
         ("Model", summary.get("model")),
@@ -153,6 +155,21 @@ def postprocess_fields(upscale: dict[str, Any] | None) -> list[tuple[str, Any]]:
     second, vis = upscale.get("upscaler_2"), upscale.get("upscaler_2_visibility") or 0
     if second not in (None, "None") and vis > 0:
         out.append(("Postprocess upscaler 2", f"{second} ({vis:g})"))
+    return out
+
+
+def face_fields(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A1111's infotext fields for a job's face restoration (engine.faces): ``Face
+    restoration: GFPGAN`` on a generation; its extras' ``GFPGAN visibility`` (and CodeFormer's
+    visibility and weight) on an upscale job."""
+    steps = summary.get("face_restoration") or ()
+    if summary.get("task") != "upscale":
+        return [("Face restoration", steps[0]["model"])] if steps else []
+    out: list[tuple[str, Any]] = []
+    for s in steps:
+        out.append((f"{s['model']} visibility", f"{s['visibility']:g}"))
+        if s["model"] == "CodeFormer":
+            out.append(("CodeFormer weight", f"{s['weight']:g}"))
     return out
 
 

@@ -34,7 +34,8 @@ def test_listings(base_url: str) -> None:
     modes = [m["name"] for m in httpx.get(base_url + "/sdapi/v1/latent-upscale-modes").json()]
     assert modes[0] == "Latent" and "Latent (nearest-exact)" in modes and len(modes) == 6
     assert [m["name"] for m in httpx.get(base_url + "/sdapi/v1/realesrgan-models").json()] == [TINY_X2]
-    assert httpx.get(base_url + "/sdapi/v1/face-restorers").json() == []  # none runs here
+    [gfpgan] = httpx.get(base_url + "/sdapi/v1/face-restorers").json()  # the demo's tiny GFPGAN + detector
+    assert gfpgan["name"] == "GFPGAN" and gfpgan["cmd_dir"].endswith("GFPGAN")
 
 
 def test_single_image_by_factor_and_to_size(api: webuiapi.WebUIApi) -> None:
@@ -76,7 +77,6 @@ def test_batch_with_a_second_upscaler(api: webuiapi.WebUIApi) -> None:
     ({"upscaler_1": "Lanczos", "upscaling_resize": 9}, "upscaling_resize"),
     ({"upscaler_1": "Lanczos", "resize_mode": 1, "upscaling_resize_w": 8000, "upscaling_resize_h": 8000},
      "upscaling_resize_w"),
-    ({"upscaler_1": "Lanczos", "gfpgan_visibility": 0.5}, "gfpgan_visibility"),
     ({"upscaler_1": "Lanczos", "codeformer_visibility": 1}, "codeformer_visibility"),
     ({"upscaler_1": "Lanczos", "image": "not base64!"}, "image"),
 ])
@@ -138,7 +138,7 @@ def test_modelslab_super_resolution_and_upscale_flag(base_url: str) -> None:
     assert r.status_code == 200 and body["status"] == "success", body
     assert Image.open(io.BytesIO(httpx.get(body["output"][0], follow_redirects=True).content)).size == (150, 100)
     assert body["meta"]["upscaler"] == TINY_X4 and body["meta"]["scale"] == 2
-    for bad, field in (({"model_id": "nope"}, "model_id"), ({"face_enhance": True}, "face_enhance"),
+    for bad, field in (({"model_id": "nope"}, "model_id"), ({"face_enhance": True, "model_id": "nope"}, "model_id"),
                        ({"scale": 50}, "scale")):
         r = httpx.post(base_url + "/api/v3/super_resolution", json={"key": "k", "url": data_uri, **bad})
         assert r.status_code == 400 and field in r.text, r.text

@@ -175,7 +175,6 @@ def test_blank_seed_is_random():
     ({"script_name": "X/Y/Z plot"}, "script_name", 422),
     ({"alwayson_scripts": {"ADetailer": {"args": []}}}, "alwayson_scripts", 422),  # ControlNet is run
     ({"alwayson_scripts": {"controlnet": {"args": [{"model": "x"}]}}}, "alwayson_scripts.controlnet.args[0].image", 400),
-    ({"restore_faces": True}, "restore_faces", 400),
     ({"subseed_strength": 0.3}, "subseed_strength", 400),
     ({"width": 5000}, "width", 400),
     ({"height": 32}, "height", 400),

@@ -110,7 +110,8 @@ A1111_COMMON: dict[str, Any] = {
     "cfg_scale": Applied(3.0),
     "width": Applied(256),
     "height": Applied(256),
-    "restore_faces": Refused(True),
+    "restore_faces": Elsewhere("tests/integration/test_faces.py::test_a1111_restore_faces (override_settings "
+                               "and options pick the restorer; shared_settings)"),
     "tiling": Applied(True),
     "do_not_save_samples": NoOp("sdserve writes no sample files; outputs are stored per job and returned", True),
     "do_not_save_grid": NoOp("sdserve makes no grids", True),
@@ -296,6 +297,7 @@ NATIVE = {
     "safety_check": Applied(True),
     "safety_mode": Applied("blur"),
     "enhance_prompt": Applied(True),
+    "face_restoration": Applied([{"model": "GFPGAN", "visibility": 0.5}]),
     "webhook": Elsewhere("tests/integration/test_jobs_webhooks.py"),
     "webhook_events": Elsewhere("tests/integration/test_jobs_webhooks.py (start events)"),
     "priority": Elsewhere("tests/integration/test_jobs_queue.py (order among a key's jobs)"),

@@ -144,7 +144,9 @@ def test_a_new_field_is_part_of_the_batch_key_unless_marked_per_row() -> None:
 def test_per_row_fields_are_exactly_what_may_differ_inside_a_loop() -> None:
     assert per_row_fields() == {"prompt", "negative_prompt", "prompt_syntax", "seed", "n", "inputs", "output_format",
                                 "embeddings", "safety_check", "safety_mode", "enhance_prompt", "original_prompt",
-                                "outpaint"}
+                                "outpaint",
+                                # applied to each request's own images after the loop (engine.faces)
+                                "face_restoration"}
 
 
 def test_whether_a_negative_prompt_is_given_is_shared() -> None:

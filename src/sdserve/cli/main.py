@@ -144,6 +144,19 @@ def cmd_pull(args: argparse.Namespace) -> int:
             return 2
         print(aux_pull(AuxSpec(args.model, src)))
         return 0
+    from ..engine.faces.pull import FACE_PULLS
+
+    if args.model in FACE_PULLS:  # gfpgan: the restorer and face detector, into models/GFPGAN
+        from sdserve.compose import build_addons
+
+        from ..engine.faces.pull import pull_faces
+
+        try:
+            print(*pull_faces(args.model, build_addons(settings)), sep="\n")
+        except RuntimeError as e:
+            print(f"sdserve: {e}", file=sys.stderr)
+            return 1
+        return 0
     spec = build_catalog(settings).get(args.model)
     for where in pull(spec):
         print(where)
@@ -165,6 +178,9 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
     for path in write_tiny_upscalers(Path(args.dir) / "ESRGAN", overwrite=True):
         print(path)
+    from ..engine.faces.tiny import write_tiny_faces  # GFPGAN + RetinaFace in their file formats
+
+    print(*write_tiny_faces(Path(args.dir) / "GFPGAN", overwrite=True), sep="\n")
     from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models
 
     for path in [*write_tiny_controlnets(args.dir, demo=args.demo), *write_tiny_ip_adapters(args.dir, demo=args.demo)]:
@@ -213,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("pull", help="Download a model's weights into the Hugging Face cache (a catalog id, "
-                                    "or safety-checker, enhancer, captioner, or the ControlNet annotators depth, "
-                                    "depth-midas, pose, person-detector).")
+                                    "or safety-checker, enhancer, captioner, the ControlNet annotators depth, "
+                                    "depth-midas, pose, person-detector, "
+                                    "or gfpgan: GFPGAN v1.4 and its face detector into models/GFPGAN).")
     _settings_args(p)
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)

@@ -42,6 +42,8 @@ from .prepare import prepare, prepare_with_images
 from .sd_upscale_run import Tiled, tile_items, upscale_settings
 from .seamless import circular_padding
 from .tiny_upscalers import write_demo_upscalers
+from .faces import check_face_restoration, restore_faces
+from .faces.tiny import write_demo_faces
 from .upscalers.checks import check_upscaler_names
 from .tiny_vae import write_tiny_vaes
 from .vae import load_addon_vae, vae_cache_key
@@ -138,6 +140,7 @@ class Engine:
         self.addons = AddonFolders(self.options.models_dir, self.options.model_dirs or {})
         if self.options.demo_dir is not None:  # every feature tryable without a download
             write_demo_upscalers(self.addons)
+            write_demo_faces(self.addons)
         # Checkpoints in the Stable-diffusion folder join the catalog: found now, on a miss,
         # and on refresh_checkpoints.
         self.checkpoints = CheckpointFolder(self.addons, self.options.demo_dir)
@@ -339,6 +342,7 @@ class Engine:
         self._await_addons(params)
         p = prepare(self.catalog, params, max_pixels or self.options.max_image_pixels, self.addons)
         check_upscaler_names(p, self.addons)  # the files are this engine's
+        p = check_face_restoration(p, self.addons)
         self.aux.require(p)
         return p
 
@@ -498,6 +502,7 @@ class Engine:
                 tiled = self.fast.tile_vae(model.base, *first.output_size)
                 with circular_padding(model.base, first.tiling):  # this loop only (seamless.py)
                     per_item = run_batch(model, items, load=self.load, resize=self._resize)
+                per_item = [self._restore_faces(it.params, imgs) for it, imgs in zip(items, per_item, strict=True)]
         except Canceled as e:
             return [e for _ in items]
         except SdserveError as e:
@@ -569,6 +574,7 @@ class Engine:
             if item.cancel is not None and item.cancel():
                 raise Canceled("canceled before it started")
             images = self._upscale_images([item.images["init"]], item)
+            images = self._restore_faces(item.params, images)
         except SdserveError as e:
             return e
         except torch.OutOfMemoryError:
@@ -580,6 +586,15 @@ class Engine:
         return GenerationResult(params=item.params, images=images, seeds=item.params.seeds, device=str(self.device),
                                 dtype=str(self.dtype).removeprefix("torch."),
                                 timings={"upscale_s": time.perf_counter() - t0})
+
+    def _restore_faces(self, p: GenerationParams, images: list[Image.Image]) -> list[Image.Image]:
+        """``p``'s face restoration (engine.faces) on its images, on this engine's device:
+        after the VAE decode and before the safety checker, or after an upscale job's upscale."""
+        if not p.face_restoration:
+            return images
+        with self._lock:
+            return restore_faces(images, p.face_restoration, (p.seeds + [0] * len(images))[:len(images)],
+                                 device=self.device, addons=self.addons)
 
     def _upscale_result(self, res: GenerationResult, item: BatchItem) -> GenerationResult | SdserveError:
         """A generation's images upscaled when it asks (``params.upscale``)."""

@@ -45,6 +45,7 @@ __all__ = [
     "per_row_fields",
     "GenerationParams",
     "UpscaleSettings",
+    "FaceRestoration",
     "GenerationResult",
     "StepInfo",
     "MAX_SEED",
@@ -137,6 +138,19 @@ class UpscaleSettings(BaseModel):
     upscaler_2_visibility: float = 0.0
     # Output sides rounded down to a multiple of this (A1111's upscalers round to 8).
     grid: int = 1
+
+
+class FaceRestoration(BaseModel):
+    """One face-restoration step (engine.faces): faces found, aligned, restored by ``model``
+    and pasted back, then the result blended over the image with ``visibility`` (A1111's
+    extras sliders; 1 for ``restore_faces`` on a generation). Checked in engine.faces."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "GFPGAN"
+    visibility: float = Field(default=1.0, ge=0, le=1)
+    # CodeFormer's fidelity weight (0: most restoration, 1: closest to the input).
+    weight: float = Field(default=0.5, ge=0, le=1)
 
 
 # ControlNet: how a unit's guidance weighs against the prompt (A1111's three modes; "control"
@@ -282,6 +296,10 @@ class GenerationParams(BaseModel):
     # A1111's "SD upscale" script (engine.sd_upscale): the init image upscaled, then img2img
     # tile by tile at width x height; the engine runs the tiles as rows of its batch.
     sd_upscale: SDUpscale | None = None
+    # Face restoration steps, in order, on each image after the VAE decode (a generation:
+    # before the safety checker) or after the upscale (an "upscale" job). Per row: applied
+    # to each request's own images after the shared loop.
+    face_restoration: Annotated[tuple[FaceRestoration, ...], PER_ROW] = ()
 
     def input(self, role: InputRole, index: int = 0) -> bytes | None:
         """The bytes of the input image with ``role`` (and ``index``), or None."""

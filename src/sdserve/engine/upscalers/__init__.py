@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BUILTIN_UPSCALERS", "LATENT_UPSCALE_MODES", "UpscalerEntry", "list_upscalers", "upscaler_names",
            "find_upscaler", "target_size", "upscale", "MAX_SCALE",
-           "face_restorers", "face_restoration_refused", "default_upscaler"]
+           "default_upscaler"]
 
 BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
 # A1111's latent upscale modes: name -> (torch interpolate mode, antialias).
@@ -129,24 +129,6 @@ def upscale(images: Sequence[Image], name: str, *, scale: float | None = None, s
     entry = find_upscaler(addons, name, field=field)
     return upscale_images(images, entry, scale=scale, size=size, device=device, dtype=dtype, field=field,
                           max_pixels=max_pixels, on_progress=on_progress, store=store)
-
-
-def face_restorers(addons: AddonFolders) -> list[AddonFile]:
-    """Face restorers this server can run: none yet. GFPGAN and CodeFormer need spandrel's
-    architectures, a face detector and alignment before and pasting back after; sdserve runs
-    none of that, so requests that ask for it are refused (:func:`face_restoration_refused`)
-    rather than answered with unrestored faces."""
-    return []
-
-
-def face_restoration_refused(field: str, addons: AddonFolders) -> BadInput:
-    """The 4xx for a request that asks for face restoration, saying what is missing."""
-    found = [f.filename for f in addons.files("face_restorer")]
-    weights = (f"weights found ({', '.join(found[:5])}), but " if found else
-               f"no GFPGAN/CodeFormer weights in {addons.home('face_restorer')}, and ")
-    return BadInput(field, f"face restoration is not available on this server: {weights}sdserve does not "
-                           "run face restorers yet (they need the spandrel package, which needs torchvision, and a "
-                           "face detector); send 0/false, or restore faces elsewhere")
 
 
 def default_upscaler(addons: AddonFolders) -> str:

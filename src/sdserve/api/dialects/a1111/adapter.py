@@ -22,7 +22,8 @@ from sdserve import __version__
 from sdserve.engine.addon_files import AddonFile
 from sdserve.engine.catalog import Catalog, ModelSpec
 from sdserve.engine.hires import DEFAULT_HIRES_STRENGTH, MAX_HIRES_SCALE, HiresFix, Refiner, infotext_fields
-from sdserve.engine.params import MAX_SEED, GenerationParams, OutputFormat, Task, input_images, random_seed
+from sdserve.engine.faces import restorer_name
+from sdserve.engine.params import MAX_SEED, FaceRestoration, GenerationParams, OutputFormat, Task, input_images, random_seed
 from sdserve.engine.preprocessors import Annotate
 from sdserve.engine.schedulers import SchedulerEntry
 from sdserve.errors import BadInput, NotFound
@@ -64,6 +65,7 @@ __all__ = [
     "clip_skip_setting",
     "vae_setting",
     "shared_settings",
+    "face_weight_setting",
 ]
 
 # Engine field names that A1111 calls otherwise, so an engine error names what the caller sent.
@@ -77,7 +79,7 @@ ENGINE_FIELDS = {"strength": "denoising_strength", "guidance": "cfg_scale", "sch
                  "hires.resize_x": "hr_resize_x", "hires.model": "hr_checkpoint_name",
                  "hires.scheduler": "hr_sampler_name", "hires.prompt": "hr_prompt",
                  "hires.negative_prompt": "hr_negative_prompt", "refiner": "refiner_checkpoint",
-                 "refiner.model": "refiner_checkpoint"}
+                 "refiner.model": "refiner_checkpoint", "face_restoration": "restore_faces"}
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{6,64}\]$")
 
@@ -141,7 +143,29 @@ def shared_settings(req: Txt2ImgRequest | Img2ImgRequest, options: dict[str, Any
     def pick(key: str) -> tuple[Any, str]:
         return (over[key], f"override_settings.{key}") if key in over else (options.get(key), key)
 
-    return {"clip_skip": clip_skip_setting(*pick("CLIP_stop_at_last_layers")), "vae": vae_setting(*pick("sd_vae"))}
+    return {"clip_skip": clip_skip_setting(*pick("CLIP_stop_at_last_layers")), "vae": vae_setting(*pick("sd_vae")),
+            "face_restoration": face_restoration_setting(req.restore_faces, pick)}
+
+
+def face_weight_setting(value: Any, field: str = "code_former_weight") -> float:
+    """A1111's ``code_former_weight``: a number from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadInput(field, f"{value!r} is not allowed: use a number from 0 to 1")
+    return float(value)
+
+
+def face_restoration_setting(restore: bool | None, pick: Any) -> tuple[FaceRestoration, ...]:
+    """``restore_faces`` (None: the ``face_restoration`` setting) as the engine's one step,
+    with ``face_restoration_model`` and ``code_former_weight`` from override_settings or the
+    options; the engine checks that the restorer is installed (``restore_faces`` named)."""
+    if restore is None:
+        restore = bool(pick("face_restoration")[0])
+    if not restore:
+        return ()
+    model, field = pick("face_restoration_model")
+    name = restorer_name(str(model or "GFPGAN"), field=field)
+    weight = face_weight_setting(*pick("code_former_weight"))
+    return (FaceRestoration(model=name, visibility=1.0, weight=weight),)
 
 
 def output_format(value: Any, field: str = "samples_format") -> OutputFormat:
@@ -181,9 +205,6 @@ def _refuse_unsupported(req: Txt2ImgRequest | Img2ImgRequest) -> None:
         raise _unprocessable("script_name", f"Script '{req.script_name}' not found (sdserve runs no scripts)")
     for name in script_names(req.alwayson_scripts):  # ControlNet is read by controlnet.units_of
         raise _unprocessable("alwayson_scripts", f"always on script {name} not found (sdserve runs ControlNet only)")
-    if req.restore_faces:
-        raise BadInput("restore_faces", "face restoration is not available on this server: sdserve does not run "
-                                        "GFPGAN/CodeFormer yet (GET /sdapi/v1/face-restorers lists none); send false")
     if req.subseed_strength:
         raise BadInput("subseed_strength", "variation seeds are not supported; send 0")
     if req.infotext:
@@ -426,8 +447,8 @@ def generation_response(
         "cfg_scale": resolved.guidance,
         "steps": resolved.steps,
         "batch_size": resolved.n,
-        "restore_faces": False,
-        "face_restoration_model": None,
+        "restore_faces": bool(resolved.face_restoration),
+        "face_restoration_model": resolved.face_restoration[0].model if resolved.face_restoration else None,
         "sd_model_name": resolved.model,
         "sd_model_hash": provenance.get("Model hash"),
         "sd_vae_name": provenance.get("VAE"),

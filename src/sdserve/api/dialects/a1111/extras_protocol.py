@@ -18,9 +18,10 @@ class _ExtrasBase(BaseModel):
     resize_mode: Literal[0, 1] = Field(0, description="0: scale by upscaling_resize; 1: to upscaling_resize_w x _h.")
     show_extras_results: bool = Field(True, description="false: the answer carries no image.")
     gfpgan_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False,
-                                     description="Face restoration: refused above 0 where no restorer runs "
-                                                 "(GET /sdapi/v1/face-restorers).")
-    codeformer_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False, description="As gfpgan_visibility.")
+                                     description="GFPGAN face restoration after the upscale, blended in by this much; "
+                                                 "a 400 where it is not installed (GET /sdapi/v1/face-restorers).")
+    codeformer_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False,
+                                         description="CodeFormer: its network is not built here, so above 0 is a 400.")
     codeformer_weight: float = Field(0, ge=0, le=1, allow_inf_nan=False)
     upscaling_resize: float = Field(2, ge=1, le=8, allow_inf_nan=False, description="Factor (resize_mode 0).")
     upscaling_resize_w: int = Field(512, ge=1, description="Target width (resize_mode 1).")

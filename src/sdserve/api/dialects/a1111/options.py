@@ -44,7 +44,8 @@ A1111_DEFAULTS: dict[str, Any] = {
     "dat_enabled_models": ["DAT x2", "DAT x3", "DAT x4"], "DAT_tile": 192, "DAT_tile_overlap": 8,
     "upscaler_for_img2img": None, "set_scale_by_when_changing_upscaler": False,
     # face-restoration
-    "face_restoration": False, "face_restoration_model": "CodeFormer", "code_former_weight": 0.5,
+    # (A1111 defaults to CodeFormer; sdserve builds GFPGAN only: docs/faces.md)
+    "face_restoration": False, "face_restoration_model": "GFPGAN", "code_former_weight": 0.5,
     "face_restoration_unload": False,
     # system
     "auto_launch_browser": "Local", "enable_console_prompts": False, "show_warnings": False,
@@ -154,7 +155,9 @@ A1111_DEFAULTS: dict[str, Any] = {
 # What sdserve applies. Every other key keeps the value shown by GET (A1111's default, or
 # sdserve's own where it differs, see effective_options).
 APPLIED = frozenset({"sd_model_checkpoint", "samples_format", "live_previews_enable", "CLIP_stop_at_last_layers",
-                     "sd_vae"})
+                     "sd_vae",
+                     # face restoration (engine.faces): restore_faces' default, restorer, CodeFormer weight
+                     "face_restoration", "face_restoration_model", "code_former_weight"})
 
 # Why a key is not applied, where there is more to say than "sdserve has no such feature".
 _REASONS = {

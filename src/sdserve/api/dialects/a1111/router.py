@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from sdserve.engine.catalog import ModelSpec
+from sdserve.engine.faces import restorer_name
 from sdserve.engine.params import OutputFormat
 from sdserve.engine.upscalers import upscaler_names
 from sdserve.errors import BadInput, Canceled, NotFound
@@ -37,6 +38,7 @@ from .adapter import (
     scheduler_items,
     sd_model_item,
     shared_settings,
+    face_weight_setting,
     txt2img_plan,
     vae_setting,
 )
@@ -270,6 +272,10 @@ async def set_options(request: Request, response: Response, body: dict[str, Any]
             if name is not None:
                 service_of(request).engine.addons.find("vae", name, field="sd_vae")
             return value
+        if key == "face_restoration_model":
+            return restorer_name(str(value), field=key)
+        if key == "code_former_weight":
+            return face_weight_setting(value)
         if key == "samples_format":
             output_format(value)  # validate; stored as sent, as A1111 does
         elif not isinstance(value, bool):

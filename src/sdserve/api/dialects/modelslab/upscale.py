@@ -1,6 +1,6 @@
 """ModelsLab upscaling: ``upscale`` on text2img (2x of each output) and the super-resolution
 endpoint (``/api/v3/super_resolution``: ``url``/``init_image``, ``scale``, ``model_id`` as the
-upscaler, ``face_enhance``), as an "upscale" job with ModelsLab's replies."""
+upscaler, ``face_enhance``: GFPGAN after the upscale), as an "upscale" job with ModelsLab's replies."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from sdserve.engine.addon_files import AddonFolders
-from sdserve.engine.params import GenerationParams, UpscaleSettings, input_images
-from sdserve.engine.upscalers import default_upscaler, face_restoration_refused
+from sdserve.engine.params import FaceRestoration, GenerationParams, UpscaleSettings, input_images
+from sdserve.engine.upscalers import default_upscaler
 from .protocol import Flag, parse_number
 
 __all__ = ["SuperResolutionRequest", "UPSCALE_FIELDS", "generation_upscale", "super_resolution_params"]
 
 # Engine field names -> ModelsLab's, for the super-resolution body.
-UPSCALE_FIELDS = {"upscale.scale": "scale", "upscale.upscaler": "model_id", "image": "url"}
+UPSCALE_FIELDS = {"upscale.scale": "scale", "upscale.upscaler": "model_id", "image": "url",
+                  "face_restoration": "face_enhance"}
 # ModelsLab's "upscale": "yes" doubles the output.
 GENERATION_SCALE = 2.0
 
@@ -46,8 +47,10 @@ def generation_upscale(addons: AddonFolders) -> UpscaleSettings:
 
 def super_resolution_params(req: SuperResolutionRequest, model: str, image: bytes,
                             addons: AddonFolders) -> GenerationParams:
-    if req.face_enhance:
-        raise face_restoration_refused("face_enhance", addons)
     s = UpscaleSettings(upscaler=req.model_id or default_upscaler(addons),
                         scale=4.0 if req.scale is None else req.scale)
-    return GenerationParams(model=model, prompt="", task="upscale", upscale=s, inputs=input_images(image))
+    # face_enhance: GFPGAN over the upscaled image, as ModelsLab's (Real-ESRGAN's) does;
+    # the engine checks it is installed (a 400 naming face_enhance if not).
+    faces = (FaceRestoration(model="GFPGAN"),) if req.face_enhance else ()
+    return GenerationParams(model=model, prompt="", task="upscale", upscale=s, inputs=input_images(image),
+                            face_restoration=faces)

@@ -42,6 +42,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",
         tiling=req.tiling, upscale=upscale_settings(req.upscale) if req.upscale else None,
         outpaint=req.outpaint,
+        face_restoration=tuple(req.face_restoration),
     )
 
 
@@ -55,7 +56,8 @@ def upscale_settings(u: UpscaleIn) -> UpscaleSettings:
 def upscale_params(req: UpscaleJobRequest, model: str) -> GenerationParams:
     """``POST /v1/upscale``: an "upscale" job of the image."""
     return GenerationParams(model=model, prompt="", task="upscale", upscale=upscale_settings(req),
-                            inputs=input_images(decode_base64(req.image, "image")), output_format=req.output_format)
+                            inputs=input_images(decode_base64(req.image, "image")), output_format=req.output_format,
+                            face_restoration=tuple(req.face_restoration))
 
 
 def job_out(job: Job, output_url: Callable[[Output], str], queue_position: int | None = None) -> JobOut:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sdserve.engine.hires import HiresFix, Refiner
 from sdserve.engine.outpaint import Outpaint
-from sdserve.engine.params import MAX_SEED, ControlUnit, IPAdapterUnit
+from sdserve.engine.params import MAX_SEED, ControlUnit, FaceRestoration, IPAdapterUnit
 
 __all__ = ["JobRequest", "ControlUnitIn", "IPAdapterIn", "JobOut", "OutputOut", "ErrorOut", "ProgressOut", "JobList",
            "CatalogModel", "CatalogList", "UsageOut", "UsageList", "LimitsOut", "CostOut", "CaptionRequest", "CaptionOut",
@@ -41,6 +41,11 @@ class LoraIn(BaseModel):
     weight: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength (A1111's tag weight).")
 
 
+# Face restoration steps (docs/faces.md), the same on a generation and an upscale job.
+_FACES = ("Face restoration steps, in order: {model: GFPGAN, visibility: 0-1 (blended over the image), "
+          "weight: CodeFormer's fidelity}; GET /sdapi/v1/face-restorers lists what is installed.")
+
+
 class UpscaleIn(BaseModel):
     """How to upscale: by ``scale``, or to ``width`` x ``height`` (by the larger ratio; with
     ``crop``, centred on exactly that size). Upscaler names: ``GET /sdapi/v1/upscalers``."""
@@ -60,6 +65,8 @@ class UpscaleJobRequest(UpscaleIn):
     """Body of ``POST /v1/upscale``: one image upscaled as a job (no model, no denoising)."""
 
     image: StrictStr = Field(description="The image, base64 (bare or a data: URI).")
+    face_restoration: list[FaceRestoration] = Field(default_factory=list, max_length=4, description=_FACES
+                                                    + " After the upscale.")
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the output.")
     webhook: StrictStr | None = Field(None, description="URL to POST the job to when it ends.")
     webhook_events: list[Literal["start", "completed"]] = Field(default_factory=_completed_only)
@@ -122,6 +129,8 @@ class JobRequest(BaseModel):
                                       "the new border inpainted, reaching `overlap` px into the image on each side "
                                       "that grows; no mask (it is made from the margins). Output size: the image "
                                       "plus the margins unless width/height say otherwise.")
+    face_restoration: list[FaceRestoration] = Field(default_factory=list, max_length=4, description=_FACES
+                                                    + " After the VAE decode, before the safety checker.")
 
 
 class OutputOut(BaseModel):
