@@ -145,18 +145,24 @@ def test_websockets_api_example_sequence(server: str) -> None:
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 
 
-# (The SDXL default workflow's second checkpoint is the SDXL refiner, which the catalog does
-# not have yet; the graph side's tests hold what it answers.)
-@pytest.mark.parametrize("name", ["default_sd15_api.json"])
+@pytest.mark.parametrize("name", ["default_sd15_api.json", "default_sdxl_api.json"])
 def test_comfyuis_default_workflows_run_unchanged(server: str, name: str) -> None:
     """ComfyUI's default workflows, exported in API format, as they are but for size and steps
-    (64 px, 2 steps: 512 px and 20 steps take minutes on a shared CPU even with tiny models)."""
+    (64 px, 2 steps: 512 px and 20 steps take minutes on a shared CPU even with tiny models).
+    The SDXL one is base + refiner: 5 steps, the refiner taking over at step 4 (25 and 20)."""
     workflow = json.loads((FIXTURES / name).read_text())
     for node in workflow.values():
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
         if node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
+        if node["class_type"] == "KSamplerAdvanced":
+            i = node["inputs"]
+            i["steps"] = 5
+            if i["end_at_step"] < 25:
+                i["end_at_step"] = 4
+            if i["start_at_step"] > 0:
+                i["start_at_step"] = 4
     cid = str(uuid.uuid4())
     ws = ws_connect(server, cid)
     try:

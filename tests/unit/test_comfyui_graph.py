@@ -283,23 +283,13 @@ def test_load_image_of_a_file_never_uploaded(env):
 
 @pytest.mark.skipif(not _has_field("refiner"), reason="the engine's refiner field is not on this branch")
 def test_sdxl_base_and_refiner_workflow_is_one_job_with_a_refiner(env):
-    wf = workflow("default_sdxl_api.json")
-    wf["12"]["inputs"]["ckpt_name"] = "sdxl"  # stands in for the refiner checkpoint, not in the catalog
+    wf = workflow("default_sdxl_api.json")  # as ComfyUI exports it: sd_xl_refiner_1.0.safetensors
     [job] = compile_prompt(wf, env)
     p = job.params
     assert (p.steps, p.width, p.scheduler) == (25, 1024, "euler_linspace")
-    assert (p.refiner.model, p.refiner.switch_at) == ("@cf/stabilityai/stable-diffusion-xl-base-1.0", 0.8)
+    assert (p.refiner.model, p.refiner.switch_at) == ("stabilityai/stable-diffusion-xl-refiner-1.0", 0.8)
     wf["11"]["inputs"]["start_at_step"] = 18
     assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "start_at_step"
-
-
-@pytest.mark.skipif(_has_field("refiner"), reason="the engine has a refiner on this branch")
-def test_two_sampler_refiner_graph_is_refused_until_the_engine_has_a_second_pass(env):
-    wf = workflow("default_sdxl_api.json")
-    wf["12"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"  # the refiner is not in the catalog
-    e = refused(wf, env)
-    reasons = " ".join(err["details"] for entry in e.node_errors.values() for err in entry["errors"])
-    assert "refiner" in reasons and "no refiner yet" in reasons
 
 
 def test_sdxl_base_workflow_compiles(env):

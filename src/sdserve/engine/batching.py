@@ -31,6 +31,7 @@ from .pipelines import LoadedModel, Needs
 from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, needs_embeddings, plain_text
+from .refiner_prompts import encode_single_encoder_item, needs_single_encoder_embeddings, single_encoder
 
 __all__ = ["run_batch", "Rows", "Call", "Stage", "RECIPE"]
 
@@ -303,9 +304,12 @@ def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
              starts: list[list[Any]] | None) -> list[list[Any]]:
     """One pass over ``items``: text prompts in one loop; prompts needing embeddings (A1111
     syntax) in one loop per sequence length. Per item, its rows' outputs."""
-    if not any(needs_embeddings(model.base, it.params) for it in items):
+    # The SDXL refiner has one text encoder: its prompts are read by refiner_prompts.
+    needs, encode = ((needs_single_encoder_embeddings, encode_single_encoder_item) if single_encoder(model.base)
+                     else (needs_embeddings, encode_item))
+    if not any(needs(model.base, it.params) for it in items):
         return _run(items, [], model, stage, starts)
-    conditioning = [encode_item(model.base, it.params) for it in items]
+    conditioning = [encode(model.base, it.params) for it in items]
     # One loop takes one sequence length: prompts of different chunk counts run in loops of
     # their own (padding them to a common length would change their images).
     per_item: list[list[Any]] = [[] for _ in items]
