@@ -123,15 +123,6 @@ def test_unknown_class_type_is_missing_node_type_naming_it(env):
     assert e.node_errors["12"]["class_type"] == "FancyCustomNode"
 
 
-def test_known_node_without_engine_support_is_refused_by_name(env):
-    wf = workflow()
-    wf["10"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "x.safetensors",
-                                                                "strength_model": 1}}
-    e = refused(wf, env)
-    assert e.error["type"] == "missing_node_type" and "UNet-only LoRA" in e.error["message"]
-    assert "10" in e.node_errors
-
-
 def test_missing_class_type(env):
     wf = workflow()
     del wf["5"]["class_type"]
@@ -407,7 +398,8 @@ def test_annotated_upload_names_reach_the_loader(env):
 
 def test_object_info_lists_exactly_the_nodes_sdserve_runs(env):
     info = object_info(env)
-    assert "LoraLoaderModelOnly" not in info and "KSampler" in info and "SaveImage" in info
+    assert "ControlNetApply" not in info and "KSampler" in info and "SaveImage" in info
+    assert info["LoraLoaderModelOnly"]["input"]["required"]["strength_model"][0] == "FLOAT"
     ks = info["KSampler"]
     assert ks["input"]["required"]["seed"][0] == "INT"
     assert "dpm_fast" not in ks["input"]["required"]["sampler_name"][0]
@@ -450,9 +442,24 @@ def _with_lora(tmp_path: Path, strength: float) -> dict:
 def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
     wf = _with_lora(tmp_path, 0.7)
     [job] = compile_prompt(wf, env)
-    assert [(r.name, r.weight) for r in job.params.loras] == [("detail", 0.7)]
-    wf["10"]["inputs"]["strength_clip"] = 0.2
-    assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_clip"
+    assert [(r.name, r.weight, r.text_encoder_weight) for r in job.params.loras] == [("detail", 0.7, None)]
+    wf["10"]["inputs"]["strength_clip"] = 0.2  # the text encoders weighted apart
+    [job] = compile_prompt(wf, env)
+    assert [(r.name, r.weight, r.te_weight) for r in job.params.loras] == [("detail", 0.7, 0.2)]
+    # LoraLoaderModelOnly: the UNet only; a second LoraLoader of the same file adds up (ComfyUI's patches).
+    wf["11"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["10", 0], "lora_name": "detail.safetensors",
+                                                                "strength_model": 0.5}}
+    wf["3"]["inputs"]["model"] = ["11", 0]
+    [job] = compile_prompt(wf, env)
+    assert [(r.weight, r.te_weight) for r in job.params.loras] == [(1.2, 0.2)]
+    only = workflow()
+    only["10"] = wf["11"] | {"inputs": {**wf["11"]["inputs"], "model": ["4", 0]}}
+    only["3"]["inputs"]["model"] = ["10", 0]
+    [job] = compile_prompt(only, env)
+    assert [(r.name, r.weight, r.te_weight) for r in job.params.loras] == [("detail", 0.5, 0.0)]
+    # Positive and negative encoded with CLIPs of other LoRAs: one job has one text encoder.
+    wf["7"]["inputs"]["clip"] = ["4", 1]
+    assert refused(wf, env).node_errors["3"]["errors"][0]["extra_info"]["input_name"] == "negative"
 
 
 @pytest.mark.skipif(not _has_field("vae"), reason="the engine's vae field is not on this branch")
