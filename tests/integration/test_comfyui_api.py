@@ -264,6 +264,30 @@ def test_invalid_graphs_are_400_with_node_errors(server: str) -> None:
     assert httpx.get(f"{server}/system_stats").status_code == 200  # still serving
 
 
+def test_a_graph_with_one_invalid_output_runs_the_valid_one(server: str) -> None:
+    """ComfyUI's validate_prompt: each output on its own; the valid run, the invalid are
+    reported in the 200 answer's node_errors; no valid output at all is the 400."""
+    partial = json.loads(json.dumps(EXAMPLE))
+    partial["20"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}}  # filename_prefix missing
+    cid = str(uuid.uuid4())
+    ws = ws_connect(server, cid)
+    try:
+        answer = queue_prompt(server, partial, cid)
+        texts, _ = follow(ws, answer["prompt_id"])
+    finally:
+        ws.close()
+    [err] = answer["node_errors"]["20"]["errors"]
+    assert err["type"] == "required_input_missing" and err["extra_info"]["input_name"] == "filename_prefix"
+    assert answer["node_errors"]["20"]["dependent_outputs"] == ["20"]
+    assert texts[-2]["type"] == "execution_success"
+    outputs = httpx.get(f"{server}/history/{answer['prompt_id']}").json()[answer["prompt_id"]]["outputs"]
+    assert set(outputs) == {"9"}
+    del partial["9"]
+    r = httpx.post(f"{server}/prompt", json={"prompt": partial})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "prompt_outputs_failed_validation"
+    assert set(r.json()["node_errors"]) == {"20"}
+
+
 def test_queue_history_interrupt_and_listings(server: str) -> None:
     info = httpx.get(f"{server}/prompt").json()
     assert isinstance(info["exec_info"]["queue_remaining"], int)

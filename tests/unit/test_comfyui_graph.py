@@ -637,3 +637,20 @@ def test_object_info_lists_upscale_and_controlnet_files(env, tmp_path):
 def test_lora_strength_past_the_engines_range_is_refused(env, tmp_path):
     wf = _with_lora(tmp_path, 20)
     assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_model"
+
+
+def test_each_output_is_validated_on_its_own(env):
+    """ComfyUI runs the valid outputs and reports the invalid ones; a refusal of the engine
+    (unsupported_graph: ComfyUI would run it) still refuses the graph whole."""
+    wf = workflow()
+    wf["20"] = {"class_type": "PreviewImage", "inputs": {"images": ["99", 0]}}
+    jobs = compile_prompt(wf, env)
+    assert [o.node_id for j in jobs for o in j.outputs] == ["9"]
+    assert jobs.node_errors["20"]["errors"][0]["type"] == "bad_linked_input"
+    assert jobs.node_errors["20"]["dependent_outputs"] == ["20"]
+    wf["20"]["inputs"]["images"] = ["4", 0]  # a MODEL where IMAGE belongs
+    assert compile_prompt(wf, env).node_errors["20"]["errors"][0]["type"] == "return_type_mismatch"
+    wf["20"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "x"}}
+    wf["21"] = {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}}  # not sampled
+    e = refused(wf, env)
+    assert e.node_errors["21"]["errors"][0]["type"] == "unsupported_graph"

@@ -16,6 +16,7 @@ job carries the image the sampler really starts from.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import secrets
@@ -41,7 +42,7 @@ from .graph import Graph, GraphError, Link, Node, error_item, node_available, ou
 from .nodes import NODES
 from .samplers import SamplerRefused, resolve_comfy
 
-__all__ = ["CompileEnv", "CompiledJob", "OutputNode", "GraphError", "compile_prompt", "object_info", "COMPILERS",
+__all__ = ["CompileEnv", "CompiledJob", "CompiledJobs", "OutputNode", "GraphError", "compile_prompt", "object_info", "COMPILERS",
            "node_errors_for"]
 
 # The most images one job holds (GenerationParams.n); a larger batch_size is split into jobs
@@ -68,6 +69,15 @@ class OutputNode:
     node_id: str
     kind: Literal["output", "temp"]  # SaveImage -> "output", PreviewImage -> "temp"
     filename_prefix: str
+
+
+class CompiledJobs(list["CompiledJob"]):
+    """The jobs of a prompt, and the outputs left out of them: ComfyUI's ``node_errors`` for
+    outputs that failed validation while others are valid (the 200 answer carries them)."""
+
+    def __init__(self, jobs: list[CompiledJob], node_errors: dict[str, Any]) -> None:
+        super().__init__(jobs)
+        self.node_errors = node_errors
 
 
 @dataclass(frozen=True)
@@ -923,14 +933,17 @@ def _upscale_job(up: UpscaledPixels, outputs: tuple[OutputNode, ...], catalog: C
     return CompiledJob(params, outputs, fields)
 
 
-def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]:
-    """The jobs that make the prompt's output images, in output-node order; GraphError
-    (ComfyUI's 400 body) when the graph is invalid or asks what the engine cannot do."""
+def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> CompiledJobs:
+    """The jobs that make the prompt's valid output images, in output-node order, with the
+    invalid outputs' ``node_errors`` (ComfyUI runs the valid outputs of a graph); GraphError
+    (ComfyUI's 400 body) when no output is valid, or when the graph asks what the engine
+    cannot do (``unsupported_graph``: ComfyUI would run it, so it is refused, not dropped)."""
     graph = validate_prompt(prompt, env)
     ev = _Eval(graph, env)
     by_decode: dict[str, tuple[Decoded | UpscaledPixels, list[OutputNode]]] = {}
     failed: list[tuple[str, list[dict[str, Any]]]] = []
-    node_errors: dict[str, Any] = {}
+    node_errors: dict[str, Any] = copy.deepcopy(graph.node_errors)
+    refused = False
     for out_id in graph.outputs:
         node = graph.nodes[out_id]
         try:
@@ -943,13 +956,14 @@ def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]
                                                        "class_type": graph.nodes[r.node_id].class_type})
             entry["dependent_outputs"].append(out_id)
             failed.append((out_id, [r.item] if r.node_id == out_id else []))
+            refused = refused or r.item["type"] == "unsupported_graph"
             continue
         by_decode.setdefault(images.node_id, (images, []))[1].append(_output_node(node))
-    if failed:
+    if refused or not by_decode:
         raise outputs_failed(failed, node_errors)
-    return [job for decoded, outs in by_decode.values()
-            for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
-                        else [_upscale_job(decoded, tuple(outs), env.catalog)])]
+    return CompiledJobs([job for decoded, outs in by_decode.values()
+                         for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
+                                     else [_upscale_job(decoded, tuple(outs), env.catalog)])], node_errors)
 
 
 def node_errors_for(err: BadInput, job: CompiledJob) -> GraphError:
