@@ -281,8 +281,10 @@ def _later_pass(ps: Pass, item: BatchItem) -> BatchItem:
     ``hr_checkpoint_name``) runs without them: they were made for the first model's UNet."""
     q = ps.params(item.params)
     if q.model != item.params.model:
-        return BatchItem(q.model_copy(update={"control": (), "ip_adapter": None}), {}, item.on_step, item.cancel,
-                         item.interrupt)
+        # Nor the textual inversions: they are loaded into the first model's encoders only, so
+        # on another one (the SDXL refiner) an embedding's name is read as the word it is.
+        return BatchItem(q.model_copy(update={"control": (), "ip_adapter": None, "embeddings": ()}), {},
+                         item.on_step, item.cancel, item.interrupt)
     assert q.width and q.height
     size = (q.width, q.height)
     carried = {role: img if role == "ip_adapter" or img.size == size else img.resize(size, Image.Resampling.LANCZOS)
