@@ -248,7 +248,7 @@ def _sdxl_refiner_pipe(cls: Any, tok_dir: Path, vocab_size: int, demo: bool) -> 
 
     write_tokenizer(tok_dir / "2", pad_token="!")
     torch.manual_seed(2)  # its own weights, as the real refiner's UNet is its own
-    return cls(  # type: ignore[no-any-return]
+    return cls(
         vae=_vae(0.13025, demo),
         text_encoder=None,
         text_encoder_2=_text_encoder(vocab_size, with_projection=True, hidden=_HIDDEN_2),
