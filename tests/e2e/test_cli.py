@@ -190,5 +190,5 @@ def test_serve_answers_the_readme_examples(server: str) -> None:
 
         page = http.get("/")
         assert page.status_code == 200 and "DEMO" in page.text
-# The catalog: the five Workers AI models and the SDXL refiner.
-assert http.get(f"/client/v4/accounts/local/ai/models/search").json()["result_info"]["total_count"] == 6
+        # The catalog: the five Workers AI models and the SDXL refiner.
+        assert http.get(f"/client/v4/accounts/local/ai/models/search").json()["result_info"]["total_count"] == 6
