@@ -75,7 +75,8 @@ def test_make_tiny_writes_every_layout_reproducibly(tmp_path: Path, tiny_dir: Pa
     for layout in DEMO_LAYOUTS:
         base = out / layout / "base"
         assert (base / "model_index.json").is_file() and (out / layout / "README.txt").is_file()
-        for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        # The SDXL refiner ships no first text encoder (stabilityai's repo: text_encoder_2 only).
+        for part in ("unet", "vae", "scheduler") + (() if layout == "sdxl-refiner" else ("text_encoder", "tokenizer")):
             assert (base / part).is_dir(), f"{layout} lacks {part}/"
         if layout.startswith("sdxl"):
             assert (base / "text_encoder_2").is_dir() and (base / "tokenizer_2").is_dir()
@@ -189,4 +190,5 @@ def test_serve_answers_the_readme_examples(server: str) -> None:
 
         page = http.get("/")
         assert page.status_code == 200 and "DEMO" in page.text
-        assert http.get(f"/client/v4/accounts/local/ai/models/search").json()["result_info"]["total_count"] == 5
+        # The catalog: the five Workers AI models and the SDXL refiner.
+        assert http.get(f"/client/v4/accounts/local/ai/models/search").json()["result_info"]["total_count"] == 6

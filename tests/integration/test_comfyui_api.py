@@ -145,18 +145,24 @@ def test_websockets_api_example_sequence(server: str) -> None:
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 
 
-# (The SDXL default workflow's second checkpoint is the SDXL refiner, which the catalog does
-# not have yet; the graph side's tests hold what it answers.)
-@pytest.mark.parametrize("name", ["default_sd15_api.json"])
+@pytest.mark.parametrize("name", ["default_sd15_api.json", "default_sdxl_api.json"])
 def test_comfyuis_default_workflows_run_unchanged(server: str, name: str) -> None:
     """ComfyUI's default workflows, exported in API format, as they are but for size and steps
-    (64 px, 2 steps: 512 px and 20 steps take minutes on a shared CPU even with tiny models)."""
+    (64 px, 2 steps: 512 px and 20 steps take minutes on a shared CPU even with tiny models).
+    The SDXL one is base + refiner: 5 steps, the refiner taking over at step 4 (25 and 20)."""
     workflow = json.loads((FIXTURES / name).read_text())
     for node in workflow.values():
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
         if node["class_type"] == "KSampler":
             node["inputs"]["steps"] = 2
+        if node["class_type"] == "KSamplerAdvanced":
+            i = node["inputs"]
+            i["steps"] = 5
+            if i["end_at_step"] < 25:
+                i["end_at_step"] = 4
+            if i["start_at_step"] > 0:
+                i["start_at_step"] = 4
     cid = str(uuid.uuid4())
     ws = ws_connect(server, cid)
     try:
@@ -256,6 +262,30 @@ def test_invalid_graphs_are_400_with_node_errors(server: str) -> None:
         assert r.json()["error"]["extra_info"]["input_name"] == field
     assert httpx.post(f"{server}/prompt", content=b"{not json").status_code == 400
     assert httpx.get(f"{server}/system_stats").status_code == 200  # still serving
+
+
+def test_a_graph_with_one_invalid_output_runs_the_valid_one(server: str) -> None:
+    """ComfyUI's validate_prompt: each output on its own; the valid run, the invalid are
+    reported in the 200 answer's node_errors; no valid output at all is the 400."""
+    partial = json.loads(json.dumps(EXAMPLE))
+    partial["20"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}}  # filename_prefix missing
+    cid = str(uuid.uuid4())
+    ws = ws_connect(server, cid)
+    try:
+        answer = queue_prompt(server, partial, cid)
+        texts, _ = follow(ws, answer["prompt_id"])
+    finally:
+        ws.close()
+    [err] = answer["node_errors"]["20"]["errors"]
+    assert err["type"] == "required_input_missing" and err["extra_info"]["input_name"] == "filename_prefix"
+    assert answer["node_errors"]["20"]["dependent_outputs"] == ["20"]
+    assert texts[-2]["type"] == "execution_success"
+    outputs = httpx.get(f"{server}/history/{answer['prompt_id']}").json()[answer["prompt_id"]]["outputs"]
+    assert set(outputs) == {"9"}
+    del partial["9"]
+    r = httpx.post(f"{server}/prompt", json={"prompt": partial})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "prompt_outputs_failed_validation"
+    assert set(r.json()["node_errors"]) == {"20"}
 
 
 def test_queue_history_interrupt_and_listings(server: str) -> None:

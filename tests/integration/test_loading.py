@@ -257,6 +257,8 @@ def test_builtin_model_without_weights_names_sdserve_pull(hf_cache, model: str) 
     eng = engine_for(*BUILTIN_MODELS)
     assert not eng.is_available(model)
     inputs = dict(task="inpaint", inputs=input_images(init=png_bytes(), mask=mask_bytes())) if "inpainting" in model else {}
+    if "refiner" in model:  # img2img only
+        inputs = dict(inputs=input_images(init=png_bytes()))
     with pytest.raises(ModelUnavailable) as e:
         eng.generate(GenerationParams(model=model, prompt="x", **inputs))
     assert f"sdserve pull {model}" in e.value.message

@@ -28,7 +28,7 @@ def _image(engine, model: str, prompt: str = "a cat in a garden", **extra) -> np
     return np.asarray(engine.generate(_params(model, prompt, **extra)).images[0], dtype=np.int16)
 
 
-def _diffusers(tiny_dir, model: str, prompt: str, lora: str | None = None, weight: float = 1.0,
+def _diffusers(tiny_dir, model: str, prompt: str, lora: str | None = None, weight: float | dict = 1.0,
                embedding: str | None = None, addon_dir=None) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The same request on a plain diffusers pipeline with diffusers' own loaders."""
     import torch
@@ -67,6 +67,21 @@ def test_lora_gives_diffusers_own_pixels(engine, tiny_dir, settings, model):
                         addon_dir=settings.addon_dir)
     assert np.abs(ours - theirs).max() <= 2
     assert not np.array_equal(ours, _image(engine, model)), "the LoRA changes the image"
+
+
+@pytest.mark.parametrize("model", [SD15, SDXL])
+def test_unet_and_text_encoder_weights_apart_give_diffusers_own_pixels(engine, tiny_dir, settings, model):
+    """ComfyUI's LoraLoaderModelOnly (text encoders 0) and A1111's <lora:name:te:unet> as
+    diffusers' per-component set_adapters weights."""
+    te = ("text_encoder", "text_encoder_2") if model == SDXL else ("text_encoder",)
+    for unet_w, te_w in ((0.8, 0.0), (0.5, 1.5)):
+        ours = _image(engine, model, loras=(LoraRef(name=LORA[model], weight=unet_w, text_encoder_weight=te_w),))
+        theirs = _diffusers(tiny_dir, model, "a cat in a garden", lora=LORA[model],
+                            weight={"unet": unet_w, **dict.fromkeys(te, te_w)}, addon_dir=settings.addon_dir)
+        assert np.abs(ours - theirs).max() <= 2, (unet_w, te_w)
+    both = _image(engine, model, loras=(LoraRef(name=LORA[model], weight=0.8),))
+    assert not np.array_equal(both, _image(engine, model, loras=(LoraRef(name=LORA[model], weight=0.8,
+                                                                         text_encoder_weight=0.0),)))
 
 
 def test_weight_zero_tag_and_native_and_switching(engine):

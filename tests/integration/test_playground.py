@@ -118,7 +118,8 @@ def test_addon_families_are_read_from_the_files(client: TestClient, keyed: TestC
 
 def test_catalog_lists_tasks_and_defaults(client: TestClient) -> None:
     models = {m["id"]: m for m in client.get("/v1/catalog").json()["data"]}
-    assert len(models) == 5
+    assert len(models) == 6  # the five Workers AI models and the SDXL refiner (img2img only)
+    assert models["stabilityai/stable-diffusion-xl-refiner-1.0"]["tasks"] == ["img2img"]
     sd15 = models["@cf/runwayml/stable-diffusion-v1-5-img2img"]
     assert sd15["tasks"] == ["txt2img", "img2img", "inpaint"] and "sd15" in sd15["aliases"]
     assert sd15["defaults"] == {"width": 256, "height": 256, "steps": 20, "guidance": 7.5,

@@ -20,11 +20,21 @@ CF_IDS = [
 ]
 
 
+REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"  # no Workers AI model: its hub id
+
+
 def test_builtin_catalog_has_the_five_workers_ai_models_with_their_uuids() -> None:
     cat = Catalog.builtin()
-    assert [m.id for m in cat] == CF_IDS
-    assert all(len(CF_UUIDS[m.id]) == 36 for m in cat)  # the Workers AI dialect's ids for them
+    assert [m.id for m in cat] == [*CF_IDS, REFINER]
+    assert all(len(CF_UUIDS[m.id]) == 36 for m in cat if m.id != REFINER)  # the Workers AI dialect's ids for them
     assert {m.demo_layout for m in cat} == set(DEMO_LAYOUTS)
+
+
+def test_the_sdxl_refiner_is_an_img2img_only_sdxl_model() -> None:
+    spec = Catalog.builtin().get("sdxl-refiner")
+    assert (spec.id, spec.arch, spec.tasks, spec.refiner) == (REFINER, "sdxl", ("img2img",), True)
+    assert spec.source.repo == REFINER and spec.demo_layout == "sdxl-refiner"
+    assert not any(m.refiner for m in Catalog.builtin() if m.id != REFINER)
 
 
 @pytest.mark.parametrize("model_id", CF_IDS)
@@ -108,7 +118,7 @@ def test_with_models_adds_and_replaces_by_id() -> None:
 
 def test_for_demo_points_every_model_at_its_tiny_layout(tmp_path: Path) -> None:
     demo = Catalog.builtin().for_demo(tmp_path)
-    assert [m.id for m in demo] == CF_IDS  # same ids, same aliases
+    assert [m.id for m in demo] == [*CF_IDS, REFINER]  # same ids, same aliases
     assert demo.get("sd15").id == CF_IDS[0]
     for spec in demo:
         assert spec.source == WeightSource(path=tmp_path / spec.demo_layout / "base")

@@ -123,15 +123,6 @@ def test_unknown_class_type_is_missing_node_type_naming_it(env):
     assert e.node_errors["12"]["class_type"] == "FancyCustomNode"
 
 
-def test_known_node_without_engine_support_is_refused_by_name(env):
-    wf = workflow()
-    wf["10"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["4", 0], "lora_name": "x.safetensors",
-                                                                "strength_model": 1}}
-    e = refused(wf, env)
-    assert e.error["type"] == "missing_node_type" and "UNet-only LoRA" in e.error["message"]
-    assert "10" in e.node_errors
-
-
 def test_missing_class_type(env):
     wf = workflow()
     del wf["5"]["class_type"]
@@ -283,23 +274,13 @@ def test_load_image_of_a_file_never_uploaded(env):
 
 @pytest.mark.skipif(not _has_field("refiner"), reason="the engine's refiner field is not on this branch")
 def test_sdxl_base_and_refiner_workflow_is_one_job_with_a_refiner(env):
-    wf = workflow("default_sdxl_api.json")
-    wf["12"]["inputs"]["ckpt_name"] = "sdxl"  # stands in for the refiner checkpoint, not in the catalog
+    wf = workflow("default_sdxl_api.json")  # as ComfyUI exports it: sd_xl_refiner_1.0.safetensors
     [job] = compile_prompt(wf, env)
     p = job.params
     assert (p.steps, p.width, p.scheduler) == (25, 1024, "euler_linspace")
-    assert (p.refiner.model, p.refiner.switch_at) == ("@cf/stabilityai/stable-diffusion-xl-base-1.0", 0.8)
+    assert (p.refiner.model, p.refiner.switch_at) == ("stabilityai/stable-diffusion-xl-refiner-1.0", 0.8)
     wf["11"]["inputs"]["start_at_step"] = 18
     assert refused(wf, env).node_errors["11"]["errors"][0]["extra_info"]["input_name"] == "start_at_step"
-
-
-@pytest.mark.skipif(_has_field("refiner"), reason="the engine has a refiner on this branch")
-def test_two_sampler_refiner_graph_is_refused_until_the_engine_has_a_second_pass(env):
-    wf = workflow("default_sdxl_api.json")
-    wf["12"]["inputs"]["ckpt_name"] = "sd_xl_base_1.0.safetensors"  # the refiner is not in the catalog
-    e = refused(wf, env)
-    reasons = " ".join(err["details"] for entry in e.node_errors.values() for err in entry["errors"])
-    assert "refiner" in reasons and "no refiner yet" in reasons
 
 
 def test_sdxl_base_workflow_compiles(env):
@@ -417,7 +398,8 @@ def test_annotated_upload_names_reach_the_loader(env):
 
 def test_object_info_lists_exactly_the_nodes_sdserve_runs(env):
     info = object_info(env)
-    assert "LoraLoaderModelOnly" not in info and "KSampler" in info and "SaveImage" in info
+    assert "ControlNetApply" not in info and "KSampler" in info and "SaveImage" in info
+    assert info["LoraLoaderModelOnly"]["input"]["required"]["strength_model"][0] == "FLOAT"
     ks = info["KSampler"]
     assert ks["input"]["required"]["seed"][0] == "INT"
     assert "dpm_fast" not in ks["input"]["required"]["sampler_name"][0]
@@ -460,9 +442,24 @@ def _with_lora(tmp_path: Path, strength: float) -> dict:
 def test_lora_loader_becomes_the_jobs_loras(env, tmp_path):
     wf = _with_lora(tmp_path, 0.7)
     [job] = compile_prompt(wf, env)
-    assert [(r.name, r.weight) for r in job.params.loras] == [("detail", 0.7)]
-    wf["10"]["inputs"]["strength_clip"] = 0.2
-    assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_clip"
+    assert [(r.name, r.weight, r.text_encoder_weight) for r in job.params.loras] == [("detail", 0.7, None)]
+    wf["10"]["inputs"]["strength_clip"] = 0.2  # the text encoders weighted apart
+    [job] = compile_prompt(wf, env)
+    assert [(r.name, r.weight, r.te_weight) for r in job.params.loras] == [("detail", 0.7, 0.2)]
+    # LoraLoaderModelOnly: the UNet only; a second LoraLoader of the same file adds up (ComfyUI's patches).
+    wf["11"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["10", 0], "lora_name": "detail.safetensors",
+                                                                "strength_model": 0.5}}
+    wf["3"]["inputs"]["model"] = ["11", 0]
+    [job] = compile_prompt(wf, env)
+    assert [(r.weight, r.te_weight) for r in job.params.loras] == [(1.2, 0.2)]
+    only = workflow()
+    only["10"] = wf["11"] | {"inputs": {**wf["11"]["inputs"], "model": ["4", 0]}}
+    only["3"]["inputs"]["model"] = ["10", 0]
+    [job] = compile_prompt(only, env)
+    assert [(r.name, r.weight, r.te_weight) for r in job.params.loras] == [("detail", 0.5, 0.0)]
+    # Positive and negative encoded with CLIPs of other LoRAs: one job has one text encoder.
+    wf["7"]["inputs"]["clip"] = ["4", 1]
+    assert refused(wf, env).node_errors["3"]["errors"][0]["extra_info"]["input_name"] == "negative"
 
 
 @pytest.mark.skipif(not _has_field("vae"), reason="the engine's vae field is not on this branch")
@@ -640,3 +637,20 @@ def test_object_info_lists_upscale_and_controlnet_files(env, tmp_path):
 def test_lora_strength_past_the_engines_range_is_refused(env, tmp_path):
     wf = _with_lora(tmp_path, 20)
     assert refused(wf, env).node_errors["10"]["errors"][0]["extra_info"]["input_name"] == "strength_model"
+
+
+def test_each_output_is_validated_on_its_own(env):
+    """ComfyUI runs the valid outputs and reports the invalid ones; a refusal of the engine
+    (unsupported_graph: ComfyUI would run it) still refuses the graph whole."""
+    wf = workflow()
+    wf["20"] = {"class_type": "PreviewImage", "inputs": {"images": ["99", 0]}}
+    jobs = compile_prompt(wf, env)
+    assert [o.node_id for j in jobs for o in j.outputs] == ["9"]
+    assert jobs.node_errors["20"]["errors"][0]["type"] == "bad_linked_input"
+    assert jobs.node_errors["20"]["dependent_outputs"] == ["20"]
+    wf["20"]["inputs"]["images"] = ["4", 0]  # a MODEL where IMAGE belongs
+    assert compile_prompt(wf, env).node_errors["20"]["errors"][0]["type"] == "return_type_mismatch"
+    wf["20"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "x"}}
+    wf["21"] = {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}}  # not sampled
+    e = refused(wf, env)
+    assert e.node_errors["21"]["errors"][0]["type"] == "unsupported_graph"

@@ -83,9 +83,11 @@ def _resolve_loras(p: GenerationParams, addons: AddonFolders | None,
     out: dict[str, tuple[str, LoraRef]] = {}
     for field, ref in wanted:
         f = addons.find("lora", ref.name, field=field)
-        resolved = LoraRef(name=f.name, weight=ref.weight, sha256=lora_hash(f))
+        # A text-encoder weight equal to the UNet's is no separate weight (one batch key).
+        te = None if ref.te_weight == ref.weight else ref.te_weight
+        resolved = LoraRef(name=f.name, weight=ref.weight, sha256=lora_hash(f), text_encoder_weight=te)
         seen = out.get(f.name)
-        if seen is not None and seen[1].weight != ref.weight:
+        if seen is not None and (seen[1].weight, seen[1].te_weight) != (ref.weight, ref.te_weight):
             raise BadInput(field, f"LoRA {f.stem!r} is named twice with different weights ({seen[1].weight:g} in "
                                   f"{seen[0]}, {ref.weight:g} here); name it once")
         out.setdefault(f.name, (field, resolved))

@@ -31,7 +31,9 @@ from .pipelines import LoadedModel, Needs
 from .lora_adapters import activate as activate_loras
 from .preview import latents_to_preview_png
 from .prompt_encoding import Conditioning, encode_item, has_schedule, needs_embeddings, plain_text
-from .prompt_schedule import Timeline
+from .prompt_schedule import Timeline, prompt_schedule
+from .prompt_syntax import without_tags
+from .refiner_prompts import encode_single_encoder_item, needs_single_encoder_embeddings, single_encoder
 
 __all__ = ["run_batch", "Rows", "Call", "Stage", "RECIPE"]
 
@@ -332,8 +334,10 @@ def _later_pass(ps: Pass, item: BatchItem) -> BatchItem:
     ``hr_checkpoint_name``) runs without them: they were made for the first model's UNet."""
     q = ps.params(item.params)
     if q.model != item.params.model:
-        return BatchItem(q.model_copy(update={"control": (), "ip_adapter": None}), {}, item.on_step, item.cancel,
-                         item.interrupt)
+        # Nor the textual inversions: they are loaded into the first model's encoders only, so
+        # on another one (the SDXL refiner) an embedding's name is read as the word it is.
+        return BatchItem(q.model_copy(update={"control": (), "ip_adapter": None, "embeddings": ()}), {},
+                         item.on_step, item.cancel, item.interrupt)
     assert q.width and q.height
     size = (q.width, q.height)
     carried = {role: img if role == "ip_adapter" or img.size == size else img.resize(size, Image.Resampling.LANCZOS)
@@ -355,10 +359,16 @@ def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
              starts: list[list[Any]] | None) -> list[list[Any]]:
     """One pass over ``items``: text prompts in one loop; prompts needing embeddings (A1111
     syntax) in one loop per sequence length. Per item, its rows' outputs."""
-    if not any(needs_embeddings(model.base, it.params) for it in items):
+    # The SDXL refiner has one text encoder: its prompts are read by refiner_prompts.
+    needs = needs_single_encoder_embeddings if single_encoder(model.base) else needs_embeddings
+    if not any(needs(model.base, it.params) for it in items):
         return _run(items, [], model, stage, starts)
     timeline, start = _timeline(model, items, stage)
-    conditioning = [encode_item(model.base, it.params, timeline, start) for it in items]
+    if single_encoder(model.base):
+        conditioning = [encode_single_encoder_item(model.base, _text_at_start(it.params, timeline, start))
+                        for it in items]
+    else:
+        conditioning = [encode_item(model.base, it.params, timeline, start) for it in items]
     # One loop takes one sequence length: prompts of different chunk counts run in loops of
     # their own (padding them to a common length would change their images).
     per_item: list[list[Any]] = [[] for _ in items]
@@ -369,6 +379,22 @@ def _denoise(model: LoadedModel, items: Sequence[BatchItem], stage: Stage,
                           strict=True):
             per_item[i] = out
     return per_item
+
+
+def _text_at_start(params: GenerationParams, timeline: Timeline | None, start: int) -> GenerationParams:
+    """``params`` with a scheduled prompt replaced by the text in effect at loop step
+    ``start``: a one-encoder pass (the SDXL refiner) holds that text to its end."""
+    if timeline is None or not has_schedule(params):
+        return params
+
+    def at_start(text: str) -> str:
+        if not text:
+            return text
+        entries = prompt_schedule(without_tags(text), timeline.steps, timeline.first_pass_steps)
+        return next((t for until, t in entries if start <= until), entries[-1][1])
+
+    return params.model_copy(update={"prompt": at_start(params.prompt),
+                                     "negative_prompt": at_start(params.negative_prompt)})
 
 
 def _timeline(model: LoadedModel, items: Sequence[BatchItem], stage: Stage) -> tuple[Timeline | None, int]:

@@ -87,6 +87,9 @@ class ModelSpec:
     # LoRAs every request to this id gets (name, weight): a preset, so a dialect that cannot name
     # LoRAs (OpenAI, Workers AI) reaches one through the model id (engine.addon_refs).
     loras: tuple[tuple[str, float], ...] = ()
+    # An SDXL refiner (one text encoder, OpenCLIP-G; conditioned on an aesthetic score): loads
+    # as diffusers' img2img pipeline and finishes another SDXL model's schedule (Refiner).
+    refiner: bool = False
 
     @property
     def slug(self) -> str:
@@ -106,6 +109,7 @@ _SD15 = Defaults(width=512, height=512, steps=20, guidance=7.5, scheduler="dpmpp
 _SDXL = Defaults(width=1024, height=1024, steps=20, guidance=7.5, scheduler="dpmpp_2m")
 _SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _SDXL_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+_REFINER_REPO = "stabilityai/stable-diffusion-xl-refiner-1.0"
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -157,10 +161,22 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         aliases=("dreamshaper-8-lcm", "Lykon/dreamshaper-8-lcm"),
         demo_layout="lcm",
     ),
+    ModelSpec(
+        id=_REFINER_REPO,
+        arch="sdxl",
+        source=WeightSource(repo=_REFINER_REPO),
+        # Stability's refiner settings: the last ~20% of a 1024px SDXL schedule.
+        defaults=replace(_SDXL, strength=0.3),
+        description="SDXL refiner 1.0: finishes an SDXL base's schedule (refiner, switch_at), or img2img.",
+        aliases=("sdxl-refiner",),
+        tasks=("img2img",),
+        demo_layout="sdxl-refiner",
+        refiner=True,
+    ),
 )
 
 # Tiny layouts that make-tiny writes, one per family the catalog uses.
-DEMO_LAYOUTS: tuple[str, ...] = ("sd15", "sd15-inpaint", "sdxl", "sdxl-lightning", "lcm")
+DEMO_LAYOUTS: tuple[str, ...] = ("sd15", "sd15-inpaint", "sdxl", "sdxl-lightning", "lcm", "sdxl-refiner")
 # Default image side in demo mode: the smallest size Workers AI accepts.
 DEMO_SIZE = 256
 

@@ -215,7 +215,7 @@ class Engine:
             pipe.set_progress_bar_config(disable=True)
             model = LoadedModel(spec=spec, base=pipe, device=self.device, dtype=self.dtype, controlnets=self.controlnets,
                                 ip_adapters=self.ip_adapters, vaes=functools.partial(self._addon_vae, spec, pipe.vae))
-            if self.fast.compile != "off":
+            if self.fast.compile != "off" and not spec.refiner:  # a refiner compiles on its first pass
                 try:
                     self._warm_up(model)
                 except Exception:  # noqa: BLE001 - e.g. no C++ compiler for Inductor: serve it uncompiled

@@ -110,7 +110,9 @@ def load_base_pipeline(spec: ModelSpec, dtype: torch.dtype) -> Any:
 
     Raises ModelUnavailable, naming the source that failed and how to fix it.
     """
-    cls = PIPELINE_CLASSES(spec.arch)["txt2img"]
+    # A refiner is an img2img pipeline on the hub (its model_index's class): loaded as one, it
+    # keeps requires_aesthetics_score, which a txt2img pipeline would drop.
+    cls = PIPELINE_CLASSES(spec.arch)["img2img" if spec.refiner else "txt2img"]
     try:
         pipe = _load_source(cls, spec, dtype)
     except SdserveError:

@@ -3,7 +3,8 @@
 Each LoRA file is loaded with diffusers' own loader (``load_lora_weights``, PEFT backend: kohya /
 A1111 and diffusers / PEFT files, SD 1.5 and SDXL) into the model's ONE copy of the weights
 (``LoadedModel.base``; the task views made with ``from_pipe`` share its modules, so they see the
-adapters too). A loop then activates its set with ``set_adapters(names, weights)``, or disables
+adapters too). A loop then activates its set with ``set_adapters(names, weights)`` (a weight per
+component when the text encoders' differs from the UNet's: ``LoraRef.text_encoder_weight``), or disables
 LoRA when it has none: switching is a few flag and scale assignments, never a disk read.
 
 At most ``MAX_ADAPTERS`` stay loaded per model; the least recently used is deleted to make
@@ -156,4 +157,15 @@ def activate(model: LoadedModel, refs: tuple[LoraRef, ...]) -> None:
         pipe.disable_lora()
         return
     pipe.enable_lora()
-    pipe.set_adapters([reg[_key(r)] for r in refs], [r.weight for r in refs])
+    names = [reg[_key(r)] for r in refs]
+    pipe.set_adapters(names, [_weights(pipe, name, r) for name, r in zip(names, refs, strict=True)])
+
+
+def _weights(pipe: Any, adapter: str, ref: LoraRef) -> float | dict[str, float]:
+    """One weight for every component, or (UNet and text encoders weighted apart) diffusers'
+    per-component dict, naming only the components this adapter has layers in (a component
+    left out of the dict would get weight 1)."""
+    if ref.te_weight == ref.weight:
+        return ref.weight
+    return {part: ref.weight if part == "unet" else ref.te_weight
+            for part, adapters in pipe.get_list_adapters().items() if adapter in adapters}

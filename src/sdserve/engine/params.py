@@ -209,12 +209,19 @@ class LoraRef(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     weight: float = Field(default=1.0, ge=-10, le=10)
     sha256: str = ""
+    # The text encoders' weight when it differs from the UNet's (``weight``): A1111's
+    # <lora:name:te:unet>, ComfyUI's strength_clip (0: LoraLoaderModelOnly). None: ``weight``.
+    text_encoder_weight: float | None = Field(default=None, ge=-10, le=10)
+
+    @property
+    def te_weight(self) -> float:
+        return self.weight if self.text_encoder_weight is None else self.text_encoder_weight
 
 
 def normal_loras(loras: tuple[LoraRef, ...] | list[LoraRef]) -> tuple[LoraRef, ...]:
     """``loras`` sorted by name, so equal sets give equal batch keys (order does not matter to
     the sum of their deltas)."""
-    return tuple(sorted(loras, key=lambda r: (r.name, r.weight)))
+    return tuple(sorted(loras, key=lambda r: (r.name, r.weight, r.te_weight)))
 
 
 class EmbeddingRef(BaseModel):

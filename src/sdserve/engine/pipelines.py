@@ -42,7 +42,7 @@ def prompt_warnings(pipe: Any, params: Any) -> list[str]:
                 for w in parse_prompt(getattr(params, name) or "", name).warnings]
     if params.prompt_syntax == "comfyui":  # ComfyUI's chunks too; its syntax guesses nothing
         return []
-    tok = pipe.tokenizer
+    tok = pipe.tokenizer or pipe.tokenizer_2  # the SDXL refiner has only the second
     limit = int(tok.model_max_length)
     out = []
     for name in ("prompt", "negative_prompt"):
@@ -118,11 +118,12 @@ class LoadedModel:
         return view
 
     def _task_view(self, task: str) -> Any:
-        if task == "txt2img":
+        cls = PIPELINE_CLASSES(self.spec.arch)[task]
+        if task == "txt2img" or type(self.base) is cls:  # a refiner's base is its img2img pipeline
             return self.base
         needs = Needs(task=task)
         if needs not in self._views:
-            view = PIPELINE_CLASSES(self.spec.arch)[task].from_pipe(self.base)
+            view = cls.from_pipe(self.base)
             view.set_progress_bar_config(disable=True)
             self._views[needs] = view
         return self._views[needs]

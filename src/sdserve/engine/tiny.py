@@ -9,6 +9,8 @@ Layout written for each family (``DIR/<layout>/``):
 
 * ``base/``: a diffusers folder as on the hub (model_index.json, unet/, vae/, text_encoder/,
   tokenizer/, scheduler/; SDXL adds text_encoder_2/ and tokenizer_2/).
+* sdxl-refiner: the refiner's folder (text_encoder_2/ and tokenizer_2/ only, an img2img
+  pipeline's model_index.json with requires_aesthetics_score).
 * sdxl-lightning additionally ``sdxl_lightning_4step_unet.safetensors``: a bare UNet state
   dict, as ByteDance/SDXL-Lightning ships it.
 
@@ -166,7 +168,9 @@ def _unet_sd15(in_channels: int, demo: bool = False) -> UNet2DConditionModel:
     )
 
 
-def _unet_sdxl(demo: bool = False) -> UNet2DConditionModel:
+def _unet_sdxl(demo: bool = False, refiner: bool = False) -> UNet2DConditionModel:
+    """SDXL's UNet; ``refiner``: the refiner's, which cross-attends to the second encoder only
+    and is conditioned on 5 numbers (size, crop, aesthetic score) instead of 6."""
     from diffusers import UNet2DConditionModel
 
     time_dim = 8
@@ -200,8 +204,8 @@ def _unet_sdxl(demo: bool = False) -> UNet2DConditionModel:
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
         # SDXL conditions on 6 size/crop numbers plus the pooled text embedding of encoder 2.
-        projection_class_embeddings_input_dim=time_dim * 6 + _HIDDEN_2,
-        cross_attention_dim=_HIDDEN + _HIDDEN_2,
+        projection_class_embeddings_input_dim=time_dim * (5 if refiner else 6) + _HIDDEN_2,
+        cross_attention_dim=_HIDDEN_2 if refiner else _HIDDEN + _HIDDEN_2,
         **shape,
     )
 
@@ -229,10 +233,39 @@ def _sd15_pipe(layout: str, demo: bool) -> dict[str, Any]:
     )
 
 
+def _sdxl_scheduler() -> SchedulerMixin:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+
+
+def _sdxl_refiner_pipe(cls: Any, tok_dir: Path, vocab_size: int, demo: bool) -> DiffusionPipeline:
+    """The SDXL refiner's layout (stabilityai/stable-diffusion-xl-refiner-1.0): no first text
+    encoder or tokenizer (model_index lists them as null), the second encoder, SDXL's VAE, a
+    UNet on the aesthetic-score conditioning, and an empty negative prompt encoded as text."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer(tok_dir / "2", pad_token="!")
+    torch.manual_seed(2)  # its own weights, as the real refiner's UNet is its own
+    return cls(
+        vae=_vae(0.13025, demo),
+        text_encoder=None,
+        text_encoder_2=_text_encoder(vocab_size, with_projection=True, hidden=_HIDDEN_2),
+        tokenizer=None,
+        tokenizer_2=CLIPTokenizer.from_pretrained(str(tok_dir / "2")),
+        unet=_unet_sdxl(demo, refiner=True),
+        scheduler=_sdxl_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+
+
 def write_tiny(root: Path, layout: str, demo: bool = False) -> Path:
     """Write one tiny model family under ``root/layout``; returns that folder. ``demo``: the
     architecture that stays fast at large sizes (module docstring)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline,
+                           StableDiffusionXLPipeline)
     from transformers import CLIPTokenizer
 
     if layout not in DEMO_LAYOUTS:
@@ -244,7 +277,9 @@ def write_tiny(root: Path, layout: str, demo: bool = False) -> Path:
     vocab_size = write_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     pipe: DiffusionPipeline
-    if layout.startswith("sdxl"):
+    if layout == "sdxl-refiner":
+        pipe = _sdxl_refiner_pipe(StableDiffusionXLImg2ImgPipeline, tok_dir, vocab_size, demo)
+    elif layout.startswith("sdxl"):
         write_tokenizer(tok_dir / "2", pad_token="!")
         pipe = StableDiffusionXLPipeline(
             vae=_vae(0.13025, demo),
@@ -253,10 +288,7 @@ def write_tiny(root: Path, layout: str, demo: bool = False) -> Path:
             tokenizer=tokenizer,
             tokenizer_2=CLIPTokenizer.from_pretrained(str(tok_dir / "2")),
             unet=_unet_sdxl(demo),
-            scheduler=EulerDiscreteScheduler(
-                beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading",
-            ),
+            scheduler=_sdxl_scheduler(),
             force_zeros_for_empty_prompt=True,
         )
     else:

@@ -23,6 +23,8 @@ UPSTREAM_FILES: dict[str, tuple[str, ...]] = {
     "@cf/stabilityai/stable-diffusion-xl-base-1.0": (
         "sd_xl_base_1.0.safetensors", "sd_xl_base_1.0_0.9vae.safetensors"),
     "@cf/bytedance/stable-diffusion-xl-lightning": ("sdxl_lightning_4step.safetensors",),
+    "stabilityai/stable-diffusion-xl-refiner-1.0": (
+        "sd_xl_refiner_1.0.safetensors", "sd_xl_refiner_1.0_0.9vae.safetensors"),
 }
 _SUFFIXES = (".safetensors", ".ckpt")
 

@@ -16,6 +16,7 @@ job carries the image the sampler really starts from.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import secrets
@@ -41,7 +42,7 @@ from .graph import Graph, GraphError, Link, Node, error_item, node_available, ou
 from .nodes import NODES
 from .samplers import SamplerRefused, resolve_comfy
 
-__all__ = ["CompileEnv", "CompiledJob", "OutputNode", "GraphError", "compile_prompt", "object_info", "COMPILERS",
+__all__ = ["CompileEnv", "CompiledJob", "CompiledJobs", "OutputNode", "GraphError", "compile_prompt", "object_info", "COMPILERS",
            "node_errors_for"]
 
 # The most images one job holds (GenerationParams.n); a larger batch_size is split into jobs
@@ -68,6 +69,15 @@ class OutputNode:
     node_id: str
     kind: Literal["output", "temp"]  # SaveImage -> "output", PreviewImage -> "temp"
     filename_prefix: str
+
+
+class CompiledJobs(list["CompiledJob"]):
+    """The jobs of a prompt, and the outputs left out of them: ComfyUI's ``node_errors`` for
+    outputs that failed validation while others are valid (the 200 answer carries them)."""
+
+    def __init__(self, jobs: list[CompiledJob], node_errors: dict[str, Any]) -> None:
+        super().__init__(jobs)
+        self.node_errors = node_errors
 
 
 @dataclass(frozen=True)
@@ -502,9 +512,6 @@ def _conditioning(node: Node, ev: _Eval, name: str, model: Checkpoint) -> Condit
         raise _Refuse(node, name, f"{name}: encoded with the text encoder of {cond.clip.checkpoint.spec.id} but "
                                   f"sampled with {model.spec.id}; sdserve encodes prompts with the sampled model's "
                                   "own text encoder, so load both from one checkpoint")
-    if cond.clip.loras != model.loras:
-        raise _Refuse(node, name, f"{name}: its CLIP has other LoRAs than the sampled MODEL; sdserve applies each "
-                                  "LoRA to the UNet and the text encoder together (one LoraLoader feeding both)")
     return cond
 
 
@@ -535,6 +542,9 @@ def _sampler(node: Node, ev: _Eval, seed_input: str, first: int, denoise: float 
     assert isinstance(model, Checkpoint)
     positive = _conditioning(node, ev, "positive", model)
     negative = _conditioning(node, ev, "negative", model)
+    if positive.clip.loras != negative.clip.loras:
+        raise _Refuse(node, "negative", "negative: encoded with a CLIP of other LoRAs than positive; one job encodes "
+                                        "both prompts with one text encoder")
     if positive.clip.clip_skip != negative.clip.clip_skip:
         raise _Refuse(node, "negative", "negative: encoded with another CLIP last layer than positive; one job "
                                         "encodes both prompts with one encoder setting")
@@ -713,16 +723,45 @@ _MAX_LORA_WEIGHT = LoraRef.model_fields["weight"].metadata[1].le
 def _lora_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
     model, clip = ev(node, "model"), ev(node, "clip")
     assert isinstance(model, Checkpoint) and isinstance(clip, Clip)
-    weight = node.inputs["strength_model"]
-    if node.inputs["strength_clip"] != weight:
-        raise _Refuse(node, "strength_clip", "strength_clip: sdserve applies a LoRA with one weight to the UNet and "
-                                             "the text encoder; set strength_clip equal to strength_model")
+    name = _addon(node, ev, "lora", "lora_name")
+    return (replace(model, loras=(*model.loras, (name, _strength(node, "strength_model"))), lora_node=node.id),
+            replace(clip, loras=(*clip.loras, (name, _strength(node, "strength_clip")))))
+
+
+def _lora_loader_model_only(node: Node, ev: _Eval) -> tuple[Any, ...]:
+    """A LoRA on the UNet only: the job's LoRA gets text-encoder weight 0 (unless a CLIP
+    LoraLoader of the same file gives it one)."""
+    model = ev(node, "model")
+    assert isinstance(model, Checkpoint)
+    name = _addon(node, ev, "lora", "lora_name")
+    return (replace(model, loras=(*model.loras, (name, _strength(node, "strength_model"))), lora_node=node.id),)
+
+
+def _strength(node: Node, input_name: str) -> float:
+    weight = float(node.inputs[input_name])
     if abs(weight) > _MAX_LORA_WEIGHT:  # ComfyUI's widget goes to 100; the engine's LoraRef does not
-        raise _Refuse(node, "strength_model", f"strength_model: {weight} is outside -{_MAX_LORA_WEIGHT:g} to "
-                                              f"{_MAX_LORA_WEIGHT:g}, the LoRA weights sdserve applies")
-    lora = (_addon(node, ev, "lora", "lora_name"), weight)
-    return (replace(model, loras=(*model.loras, lora), lora_node=node.id),
-            replace(clip, loras=(*clip.loras, lora)))
+        raise _Refuse(node, input_name, f"{input_name}: {weight:g} is outside -{_MAX_LORA_WEIGHT:g} to "
+                                        f"{_MAX_LORA_WEIGHT:g}, the LoRA weights sdserve applies")
+    return weight
+
+
+def _job_loras(model: Checkpoint, clip: Clip) -> tuple[dict[str, Any], ...]:
+    """The job's LoRAs: per file the UNet weight (the sampled MODEL's loaders) and the text
+    encoders' (the CLIP's), each 0 where that side has none; one file loaded twice adds up,
+    as ComfyUI's patches do."""
+    unet: dict[str, float] = {}
+    te: dict[str, float] = {}
+    for side, loras in ((unet, model.loras), (te, clip.loras)):
+        for name, weight in loras:
+            side[name] = side.get(name, 0.0) + weight
+    out = []
+    for name in dict.fromkeys([*unet, *te]):
+        u, t = unet.get(name, 0.0), te.get(name, 0.0)
+        if max(abs(u), abs(t)) > _MAX_LORA_WEIGHT:
+            raise _Refuse(model.lora_node or clip.node_id, "lora_name", f"lora_name: {name} is loaded with a total "
+                          f"strength beyond {_MAX_LORA_WEIGHT:g}, the most sdserve applies")
+        out.append({"name": name, "weight": u} | ({} if t == u else {"text_encoder_weight": t}))
+    return tuple(out)
 
 
 def _vae_loader(node: Node, ev: _Eval) -> tuple[Any, ...]:
@@ -803,6 +842,7 @@ COMPILERS: dict[str, Compiler] = {
     "ImageScaleBy": _image_scale_by,
     # Available once the engine has their field (nodes.py ``needs``: node_available).
     "LoraLoader": _lora_loader,
+    "LoraLoaderModelOnly": _lora_loader_model_only,
     "VAELoader": _vae_loader,
     "UpscaleModelLoader": _upscale_model_loader,
     "ImageUpscaleWithModel": _image_upscale_with_model,
@@ -837,9 +877,9 @@ def _jobs(decoded: Decoded, outputs: tuple[OutputNode, ...]) -> list[CompiledJob
         base["hires"] = s.hires
     if s.refiner is not None:  # likewise (_ksampler_advanced)
         base["refiner"] = s.refiner
-    if s.model.loras:  # only reachable when the engine has the field (LoraLoader's needs)
-        base["loras"] = tuple({"name": name, "weight": weight} for name, weight in s.model.loras)
-        fields["loras"] = (s.model.lora_node, "lora_name")
+    if s.model.loras or s.positive.clip.loras:  # LoraLoader / LoraLoaderModelOnly
+        base["loras"] = _job_loras(s.model, s.positive.clip)
+        fields["loras"] = (s.model.lora_node or s.positive.clip.node_id, "lora_name")
     if decoded.upscale is not None:  # ImageUpscaleWithModel after the decode
         base["upscale"] = UpscaleSettings(upscaler=decoded.upscale.name, scale=decoded.upscale.scale)
         fields["upscale.upscaler"] = fields["upscale.scale"] = (decoded.upscale.node_id, "model_name")
@@ -893,14 +933,17 @@ def _upscale_job(up: UpscaledPixels, outputs: tuple[OutputNode, ...], catalog: C
     return CompiledJob(params, outputs, fields)
 
 
-def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]:
-    """The jobs that make the prompt's output images, in output-node order; GraphError
-    (ComfyUI's 400 body) when the graph is invalid or asks what the engine cannot do."""
+def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> CompiledJobs:
+    """The jobs that make the prompt's valid output images, in output-node order, with the
+    invalid outputs' ``node_errors`` (ComfyUI runs the valid outputs of a graph); GraphError
+    (ComfyUI's 400 body) when no output is valid, or when the graph asks what the engine
+    cannot do (``unsupported_graph``: ComfyUI would run it, so it is refused, not dropped)."""
     graph = validate_prompt(prompt, env)
     ev = _Eval(graph, env)
     by_decode: dict[str, tuple[Decoded | UpscaledPixels, list[OutputNode]]] = {}
     failed: list[tuple[str, list[dict[str, Any]]]] = []
-    node_errors: dict[str, Any] = {}
+    node_errors: dict[str, Any] = copy.deepcopy(graph.node_errors)
+    refused = False
     for out_id in graph.outputs:
         node = graph.nodes[out_id]
         try:
@@ -913,13 +956,14 @@ def compile_prompt(prompt: dict[str, Any], env: CompileEnv) -> list[CompiledJob]
                                                        "class_type": graph.nodes[r.node_id].class_type})
             entry["dependent_outputs"].append(out_id)
             failed.append((out_id, [r.item] if r.node_id == out_id else []))
+            refused = refused or r.item["type"] == "unsupported_graph"
             continue
         by_decode.setdefault(images.node_id, (images, []))[1].append(_output_node(node))
-    if failed:
+    if refused or not by_decode:
         raise outputs_failed(failed, node_errors)
-    return [job for decoded, outs in by_decode.values()
-            for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
-                        else [_upscale_job(decoded, tuple(outs), env.catalog)])]
+    return CompiledJobs([job for decoded, outs in by_decode.values()
+                         for job in (_jobs(decoded, tuple(outs)) if isinstance(decoded, Decoded)
+                                     else [_upscale_job(decoded, tuple(outs), env.catalog)])], node_errors)
 
 
 def node_errors_for(err: BadInput, job: CompiledJob) -> GraphError:

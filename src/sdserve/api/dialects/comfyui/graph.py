@@ -6,9 +6,10 @@ bodies (``missing_node_type``, ``prompt_no_outputs``, ``required_input_missing``
 ``value_smaller_than_min`` / ``value_bigger_than_max``, ``value_not_in_list``, and
 ``prompt_outputs_failed_validation`` with ``node_errors`` per node). Where ComfyUI itself would
 crash or loop (a link to a missing node or slot, a cycle, inputs that are not an object)
-this answers with a node error too. Two differences, both refusals rather than guesses:
-an input a node does not have is an error (ComfyUI drops it), and a graph with any invalid
-output is refused whole (ComfyUI runs the valid outputs and reports the others).
+this answers with a node error too. As in ComfyUI, each output is checked on its own: the
+valid ones run and the invalid ones are reported in ``node_errors``; only a graph with no valid
+output is a 400. One difference, a refusal rather than a guess: an input a node does not have
+is an error (ComfyUI drops it).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Graph:
 
     nodes: dict[str, Node]
     outputs: list[str] = field(default_factory=list)
+    # The invalid outputs' errors (ComfyUI's node_errors): reported, while the valid outputs run.
+    node_errors: dict[str, Any] = field(default_factory=dict)
 
 
 def error_item(kind: str, message: str, details: str, **extra_info: Any) -> dict[str, Any]:
@@ -301,9 +304,10 @@ def validate_prompt(prompt: Any, env: CompileEnv) -> Graph:
             if not node_ok and errs:
                 node_errors.setdefault(node_id, _node_error(errs, defs[node_id].name))
                 node_errors[node_id]["dependent_outputs"].append(o)
-    if failed:
+    good = [o for o in outputs if o not in {f for f, _ in failed}]
+    if not good:  # ComfyUI: a 400 only when no output is valid; otherwise the valid ones run
         raise outputs_failed(failed, node_errors)
-    return Graph(v.nodes, outputs)
+    return Graph(v.nodes, good, node_errors)
 
 
 def outputs_failed(failed: list[tuple[str, list[dict[str, Any]]]], node_errors: dict[str, Any]) -> GraphError:

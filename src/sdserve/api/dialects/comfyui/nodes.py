@@ -169,10 +169,8 @@ NODES: dict[str, NodeDef] = {n.name: n for n in (
             ("MODEL", "CLIP"), ("MODEL", "CLIP"), needs="loras", needs_what="LoRA"),
     NodeDef("LoraLoaderModelOnly", "LoraLoaderModelOnly", "loaders",
             (("model", Input("MODEL")), ("lora_name", _combo(_addon_names("lora"))),
-             ("strength_model", _float(1.0, -100.0, 100.0))), ("MODEL",), ("MODEL",),
-            # The engine's LoraRef applies a LoRA to the UNet and the text encoder together (one
-            # weight); a UNet-only LoRA waits for a field that says so.
-            needs="lora_unet_only", needs_what="UNet-only LoRA (use LoraLoader with strength_clip = strength_model)"),
+             ("strength_model", _float(1.0, -100.0, 100.0))), ("MODEL",), ("MODEL",), needs="loras",
+            needs_what="LoRA"),
     NodeDef("VAELoader", "Load VAE", "loaders", (("vae_name", _combo(_addon_names("vae"))),), ("VAE",), ("VAE",),
             needs="vae", needs_what="VAE override"),
     NodeDef("UpscaleModelLoader", "Load Upscale Model", "loaders",

@@ -142,7 +142,7 @@ async def submit_prompt(service: JobService, files: ComfyFiles, body: PromptRequ
                         "outputs": outputs})
     data = {"number": _number(body, groups.count(DIALECT_NAME, owner)), "prompt": body.prompt, "extra_data": extra,
             "client_id": body.client_id, "outputs_to_execute": [o.node_id for cj in compiled for o in cj.outputs],
-            "jobs": records}
+            "jobs": records, "node_errors": compiled.node_errors}
     group = JobGroup(id=prompt_id, dialect=DIALECT_NAME, owner=owner, job_ids=[j.id for j in jobs], data=data)
     groups.add(group)
     return group

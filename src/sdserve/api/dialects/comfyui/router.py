@@ -79,7 +79,9 @@ async def post_prompt(body: PromptRequest, request: Request) -> Any:
     sockets = _sockets(request)
     sockets.follow(group)
     await sockets.status(owner)
-    return PromptAnswer(prompt_id=group.id, number=group.data["number"], node_errors={})
+    # The invalid outputs that will not run (ComfyUI's 200 answer lists them; the others run).
+    return PromptAnswer(prompt_id=group.id, number=group.data["number"],
+                        node_errors=_json_safe(group.data.get("node_errors", {})))
 
 
 @router.get("/prompt", response_model=QueueInfo)

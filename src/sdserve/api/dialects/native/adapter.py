@@ -36,7 +36,7 @@ def to_params(req: JobRequest, spec: ModelSpec) -> GenerationParams:
         output_format=req.output_format,
         control=tuple(ControlUnit(**u.model_dump(exclude={"image"})) for u in req.control),
         ip_adapter=IPAdapterUnit(**ip.model_dump(exclude={"image"})) if ip is not None else None,
-        loras=normal_loras([LoraRef(name=r.name, weight=r.weight) for r in req.loras]),
+        loras=normal_loras([LoraRef(name=r.name, weight=r.weight, text_encoder_weight=r.text_encoder_weight) for r in req.loras]),
         clip_skip=req.clip_skip, vae=req.vae,
         hires=req.hires, refiner=req.refiner,
         safety_check=req.safety_check, safety_mode=req.safety_mode, enhance_prompt="on" if req.enhance_prompt else "off",

@@ -38,7 +38,11 @@ class LoraIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: StrictStr = Field(min_length=1, max_length=255, description="File name without extension, as listed.")
-    weight: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength (A1111's tag weight).")
+    weight: float = Field(1.0, ge=-10, le=10, allow_inf_nan=False, description="Strength (A1111's tag weight); "
+                          "the UNet's when text_encoder_weight is given.")
+    text_encoder_weight: float | None = Field(None, ge=-10, le=10, allow_inf_nan=False, description=(
+        "The text encoders' strength, when it differs from the UNet's (A1111's <lora:name:te:unet>, ComfyUI's "
+        "strength_clip; 0: the UNet only). Default: weight."))
 
 
 # Face restoration steps (docs/faces.md), the same on a generation and an upscale job.
