@@ -79,6 +79,10 @@ def test_unet_and_text_encoder_weights_apart_give_diffusers_own_pixels(engine, t
         theirs = _diffusers(tiny_dir, model, "a cat in a garden", lora=LORA[model],
                             weight={"unet": unet_w, **dict.fromkeys(te, te_w)}, addon_dir=settings.addon_dir)
         assert np.abs(ours - theirs).max() <= 2, (unet_w, te_w)
+    # A1111's tag forms (te first, then unet) are the same field.
+    apart = _image(engine, model, loras=(LoraRef(name=LORA[model], weight=0.5, text_encoder_weight=1.5),))
+    for tag in (f"<lora:{LORA[model]}:1.5:0.5>", f"<lora:{LORA[model]}:te=1.5:unet=0.5>"):
+        assert np.array_equal(apart, _image(engine, model, f"a cat in a garden {tag}")), tag
     both = _image(engine, model, loras=(LoraRef(name=LORA[model], weight=0.8),))
     assert not np.array_equal(both, _image(engine, model, loras=(LoraRef(name=LORA[model], weight=0.8,
                                                                          text_encoder_weight=0.0),)))

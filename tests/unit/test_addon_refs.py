@@ -57,7 +57,8 @@ def test_tags_and_explicit_loras_merge_sorted_once(folders: AddonFolders) -> Non
     with pytest.raises(BadInput) as e:
         resolve_addons(_p("a <lora:ink:0.7>", loras=(LoraRef(name="ink", weight=0.5),)), folders)
     assert e.value.field == "prompt"
-    for bad in ("a <lora:detail:nan>", "a <lora:detail:1e9>", "a <lora:detail:1:0.5>", "a <lora:../x:1>"):
+    for bad in ("a <lora:detail:nan>", "a <lora:detail:1e9>", "a <lora:detail:1:0.5:8>", "a <lora:detail:dyn=8>",
+                "a <lora:../x:1>"):
         with pytest.raises(BadInput):
             resolve_addons(_p(bad), folders)
     # Plain text: the tag is words.

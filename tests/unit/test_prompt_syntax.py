@@ -48,6 +48,17 @@ def test_break_splits_and_swallows_the_spaces_around_it():
     assert parse_prompt("BREAKFAST and break").plain  # only the word BREAK, in capitals
 
 
+def test_lora_tags_with_text_encoder_and_unet_weights_read_as_a1111():
+    # extra_networks_lora.py: positional te then unet (unet defaults to te), or te=/unet=.
+    assert parse_prompt("<lora:x:0.8:0.2>").loras == (LoraTag("x", 0.2, 0.8),)
+    assert parse_prompt("<lora:x:te=0.3:unet=0.9>").loras == (LoraTag("x", 0.9, 0.3),)
+    assert parse_prompt("<lora:x:unet=0.4>").loras == (LoraTag("x", 0.4, 1.0),)
+    assert parse_prompt("<lora:x:0.6:0.6>").loras == (LoraTag("x", 0.6),)  # equal: one weight
+    for bad in ("<lora:x:1:0.5:8>", "<lora:x:dyn=4>", "<lora:x:foo=1>", "<lora:x:1:zz>"):
+        with pytest.raises(BadInput):
+            parse_prompt(bad)
+
+
 def test_lora_tags_are_taken_out_of_the_text():
     p = parse_prompt("a cat <lora:add_detail:0.7>, <lyco:style> night")
     assert p.loras == (LoraTag("add_detail", 0.7), LoraTag("style", 1.0))

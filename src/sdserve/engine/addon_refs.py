@@ -66,7 +66,7 @@ def _tagged(p: GenerationParams) -> list[tuple[str, LoraRef]]:
     for name in ("prompt", "negative_prompt"):
         for t in parse_prompt(getattr(p, name) or "", name).loras:
             try:
-                out.append((name, LoraRef(name=t.name, weight=t.weight)))
+                out.append((name, LoraRef(name=t.name, weight=t.weight, text_encoder_weight=t.text_encoder_weight)))
             except ValidationError:
                 raise BadInput(name, f"<lora:{t.name[:60]}:{t.weight:g}>: use a name of at most 255 characters "
                                      "and a weight from -10 to 10") from None

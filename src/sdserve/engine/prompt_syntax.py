@@ -53,10 +53,12 @@ class Fragment:
 
 @dataclass(frozen=True)
 class LoraTag:
-    """A ``<lora:name:weight>`` tag found in a prompt."""
+    """A ``<lora:name:weight>`` tag found in a prompt: ``weight`` is the UNet multiplier and
+    ``text_encoder_weight`` the text encoders' where the tag gives them apart."""
 
     name: str
     weight: float
+    text_encoder_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,18 +82,33 @@ class ParsedPrompt:
         return all(f.weight == 1.0 and f.text != BREAK for f in self.fragments)
 
 
+def _number(tag: str, text: str, what: str, field: str) -> float:
+    try:
+        return float(text.strip() or "1")
+    except ValueError:
+        raise BadInput(field, f"{tag!r}: the LoRA {what} {text.strip()!r} is not a number") from None
+
+
 def _tags(prompt: str, field: str) -> tuple[str, tuple[LoraTag, ...]]:
+    """The prompt without its LoRA tags, and the tags. A1111's arguments after the name:
+    positional ``te`` then ``unet`` multipliers (``unet`` defaults to ``te``), or named
+    ``te=``/``unet=``; ``dyn`` (dynamic rank) is refused by name."""
     tags = []
     for m in _TAG.finditer(prompt):
-        weight_text = (m.group(3) or "1").strip() or "1"
-        try:
-            weight = float(weight_text)
-        except ValueError:
-            raise BadInput(field, f"{m.group(0)!r}: the LoRA weight {weight_text!r} is not a number") from None
-        if m.group(4) is not None:  # A1111's separate UNet weight / te= unet= dyn= arguments
-            raise BadInput(field, f"{m.group(0)!r}: separate text-encoder and UNet weights are not supported; "
-                                  "write <lora:name:weight> (one weight for both)")
-        tags.append(LoraTag(m.group(2).strip(), weight))
+        args = [a for a in (m.group(3), *(m.group(4).split(":") if m.group(4) is not None else ())) if a is not None]
+        positional = [a for a in args if "=" not in a]
+        named = dict(a.split("=", 1) for a in args if "=" in a)
+        named = {k.strip(): v for k, v in named.items()}
+        unknown = set(named) - {"te", "unet", "dyn"}
+        if "dyn" in named or len(positional) > 2 or unknown:
+            what = "dyn" if "dyn" in named or len(positional) > 2 else sorted(unknown)[0]
+            raise BadInput(field, f"{m.group(0)!r}: the LoRA argument {what!r} is not supported; write "
+                                  "<lora:name:weight> or <lora:name:te_weight:unet_weight>")
+        te = _number(m.group(0), positional[0], "weight", field) if positional else 1.0
+        te = _number(m.group(0), named["te"], "te weight", field) if "te" in named else te
+        unet = _number(m.group(0), positional[1], "UNet weight", field) if len(positional) > 1 else te
+        unet = _number(m.group(0), named["unet"], "unet weight", field) if "unet" in named else unet
+        tags.append(LoraTag(m.group(2).strip(), unet, None if te == unet else te))
     return _TAG.sub("", prompt), tuple(tags)
 
 
