@@ -594,7 +594,7 @@ class Engine:
             return images
         with self._lock:
             return restore_faces(images, p.face_restoration, (p.seeds + [0] * len(images))[:len(images)],
-                                 device=self.device, addons=self.addons)
+                                 device=self.device, addons=self.addons, store=self.addon_store)
 
     def _upscale_result(self, res: GenerationResult, item: BatchItem) -> GenerationResult | SdserveError:
         """A generation's images upscaled when it asks (``params.upscale``)."""

@@ -19,6 +19,7 @@ from ...errors import BadInput
 from ..addon_files import AddonFile, AddonFolders
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..memory import AddonCache
     from PIL.Image import Image
 
     from ..params import FaceRestoration, GenerationParams
@@ -98,10 +99,11 @@ def check_face_restoration(p: GenerationParams, addons: AddonFolders) -> Generat
 
 
 def restore_faces(images: Sequence[Image], steps: Sequence[FaceRestoration], seeds: Sequence[int], *,
-                  device: Any, addons: AddonFolders) -> list[Image]:
+                  device: Any, addons: AddonFolders, store: AddonCache | None = None) -> list[Image]:
     """Each image through ``steps`` in order (detect, align, restore, paste back, blend by
-    visibility). ``seeds``: one per image, for the restorer's noise."""
+    visibility). ``seeds``: one per image, for the restorer's noise. ``store``: the engine's
+    add-on cache, which keeps the networks under its memory budget."""
     from .restore import restore_images
 
-    return restore_images(images, steps, seeds, device=device, addons=addons)
+    return restore_images(images, steps, seeds, device=device, addons=addons, store=store)
 

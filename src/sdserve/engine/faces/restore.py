@@ -20,6 +20,7 @@ from PIL import Image
 
 from ...errors import BadInput
 from ..addon_files import AddonFile, AddonFolders
+from ..memory import AddonCache, module_bytes
 from ..params import FaceRestoration
 from ..upscalers.loader import read_state_dict
 from . import check_restorer, detector_file, restorer_file
@@ -50,14 +51,28 @@ def _build(file: AddonFile, is_kind: Callable[[dict[str, torch.Tensor]], bool],
         raise BadInput(field, f"cannot load {what} weights {file.filename}: {msg[:300]}") from None
 
 
-def load_network(file: AddonFile, kind: str, device: torch.device, field: str) -> torch.nn.Module:
-    """The ``kind`` ("gfpgan" or "retinaface") network in ``file`` on ``device`` (cached)."""
+def load_network(file: AddonFile, kind: str, device: torch.device, field: str,
+                 store: AddonCache | None = None) -> torch.nn.Module:
+    """The ``kind`` ("gfpgan" or "retinaface") network in ``file`` on ``device``, cached: in the
+    engine's ``store`` (under its memory budget), or without one in a small LRU here."""
     key = (str(file.path), file.size, file.mtime, str(device))
+    if store is not None:
+        return store.get_or_load(f"face:{kind}:{file.name}#{file.mtime:.0f}",
+                                 lambda: _load(file, kind, device, field), module_bytes)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
+    net = _load(file, kind, device, field)
+    with _lock:
+        _cache[key] = net
+        while len(_cache) > _MAX_CACHED:
+            _cache.popitem(last=False)
+    return net
+
+
+def _load(file: AddonFile, kind: str, device: torch.device, field: str) -> torch.nn.Module:
     if kind == "gfpgan":
         net = _build(file, is_gfpgan, gfpgan_from_state_dict, "GFPGAN", field)
     else:
@@ -65,10 +80,6 @@ def load_network(file: AddonFile, kind: str, device: torch.device, field: str) -
     net = net.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
     log.info("loaded %s from %s (%.1fM parameters) on %s", kind, file.filename,
              sum(p.numel() for p in net.parameters()) / 1e6, device)
-    with _lock:
-        _cache[key] = net
-        while len(_cache) > _MAX_CACHED:
-            _cache.popitem(last=False)
     return net
 
 
@@ -85,7 +96,8 @@ def _restore_one(x: torch.Tensor, detector: RetinaFace, restorer: GFPGANv1Clean,
 
 
 def restore_images(images: Sequence[Image.Image], steps: Sequence[FaceRestoration], seeds: Sequence[int], *,
-                   device: Any, addons: AddonFolders, field: str = "face_restoration") -> list[Image.Image]:
+                   device: Any, addons: AddonFolders, field: str = "face_restoration",
+                   store: AddonCache | None = None) -> list[Image.Image]:
     dev = torch.device(device)
     out = []
     for im, seed in zip(images, seeds, strict=True):
@@ -97,8 +109,8 @@ def restore_images(images: Sequence[Image.Image], steps: Sequence[FaceRestoratio
             name = check_restorer(addons, step.model, field=field)  # the files may have gone since submit
             restorer_path, detector_path = restorer_file(addons, name), detector_file(addons)
             assert restorer_path is not None and detector_path is not None
-            detector = load_network(detector_path, "retinaface", dev, field)
-            restorer = load_network(restorer_path, "gfpgan", dev, field)
+            detector = load_network(detector_path, "retinaface", dev, field, store)
+            restorer = load_network(restorer_path, "gfpgan", dev, field, store)
             restored = _restore_one(x, detector, restorer, seed)  # type: ignore[arg-type]
             x = x + (restored - x) * step.visibility  # A1111's Image.blend(original, restored, visibility)
         arr = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
