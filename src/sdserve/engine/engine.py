@@ -554,7 +554,8 @@ class Engine:
         try:
             with self._lock:
                 [big] = apply_upscale([item.images["init"]], upscale_settings(s), device=self.device,
-                                      dtype=self.dtype, addons=self.addons, max_pixels=self.options.max_image_pixels)
+                                      dtype=self.dtype, addons=self.addons, max_pixels=self.options.max_image_pixels,
+                                      store=self.addon_store)
         except BadInput as e:
             raise e.renamed({"upscale.upscaler": "sd_upscale.upscaler", "upscale.scale": "sd_upscale.scale"}) from None
         except SdserveError:
