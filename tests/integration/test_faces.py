@@ -1,4 +1,4 @@
-"""Face restoration as a user sees it, on the demo's tiny GFPGAN and RetinaFace files
+"""Face restoration as a user sees it, on the demo's tiny GFPGAN, CodeFormer and RetinaFace files
 (real formats, random weights: the tiny detector reports one face in any image)."""
 
 from __future__ import annotations
@@ -41,12 +41,21 @@ def test_a1111_restore_faces(base_url: str) -> None:
     assert '"restore_faces": true' in info and '"face_restoration_model": "GFPGAN"' in info
     assert "Face restoration: GFPGAN, Size: 128x128" in info
     assert "Face restoration" not in plain["info"]
-    # CodeFormer (A1111's default restorer) is refused by name, as is an unknown one
-    for over, field in (({"face_restoration_model": "CodeFormer"}, "restore_faces"),
-                        ({"face_restoration_model": "Nope"}, "override_settings.face_restoration_model")):
-        r = httpx.post(base_url + "/sdapi/v1/txt2img", json={**_GEN, "restore_faces": True, "override_settings": over})
-        assert r.status_code == 400 and r.json()["detail"].startswith(f"{field}:"), r.text
-    assert "CodeFormer face restoration is not available" in r.text or "not a face restorer" in r.text
+    # CodeFormer (A1111's default restorer), with code_former_weight as its fidelity w
+    cf = {w: httpx.post(base_url + "/sdapi/v1/txt2img", timeout=300, json={
+        **_GEN, "restore_faces": True,
+        "override_settings": {"face_restoration_model": "CodeFormer", "code_former_weight": w}}).json()
+        for w in (0.2, 0.9)}
+    c2, c9 = _img(cf[0.2]["images"][0]), _img(cf[0.9]["images"][0])
+    assert "Face restoration: CodeFormer" in cf[0.2]["info"]
+    assert 0 < (np.abs(a - c2).max(axis=2) > 2).mean() < 1 and not np.array_equal(c2, b)
+    assert not np.array_equal(c2, c9)  # the weight reaches the network
+    r = httpx.post(base_url + "/sdapi/v1/txt2img", json={**_GEN, "restore_faces": True,
+                                                         "override_settings": {"face_restoration_model": "Nope"}})
+    assert r.status_code == 400 and r.json()["detail"].startswith("override_settings.face_restoration_model:"), r.text
+    assert "not a face restorer" in r.text
+    listed = httpx.get(base_url + "/sdapi/v1/face-restorers").json()
+    assert {x["name"] for x in listed} == {"CodeFormer", "GFPGAN"}, listed
 
 
 def test_a1111_options_turn_restoration_on_for_later_requests(api: webuiapi.WebUIApi, base_url: str) -> None:
@@ -72,8 +81,11 @@ def test_extras_gfpgan_visibility(base_url: str) -> None:
     assert "GFPGAN visibility: 1" in full.json()["html_info"]
     a, b, h = np.asarray(im, dtype=np.int32), _img(full.json()["image"]), _img(half.json()["image"])
     assert not np.array_equal(a, b) and np.abs(h - (a + b) / 2).max() <= 1
-    r = httpx.post(base_url + "/sdapi/v1/extra-single-image", json={**body, "codeformer_visibility": 0.5})
-    assert r.status_code == 400 and r.json()["detail"].startswith("codeformer_visibility:"), r.text
+    cf = {w: httpx.post(base_url + "/sdapi/v1/extra-single-image", timeout=300,
+                        json={**body, "codeformer_visibility": 0.5, "codeformer_weight": w}).json() for w in (0.1, 1)}
+    assert "CodeFormer visibility: 0.5, CodeFormer weight: 0.1" in cf[0.1]["html_info"], cf[0.1]["html_info"]
+    c1, c10 = _img(cf[0.1]["image"]), _img(cf[1]["image"])
+    assert not np.array_equal(a, c1) and not np.array_equal(c1, c10)
 
 
 def test_native_and_modelslab(base_url: str) -> None:
@@ -90,7 +102,7 @@ def test_native_and_modelslab(base_url: str) -> None:
     img = Image.open(io.BytesIO(httpx.get(job["outputs"][0]["url"]).content))
     assert "Face restoration: GFPGAN" in img.info["parameters"]
     bad = httpx.post(base_url + "/v1/jobs", json={"model": "sd15", "prompt": "x",
-                                                   "face_restoration": [{"model": "CodeFormer"}]})
+                                                   "face_restoration": [{"model": "RestoreFormer"}]})
     assert bad.status_code == 400 and "face_restoration" in bad.text
     data_uri = "data:image/png;base64," + _b64(Image.new("RGB", (64, 48), "gray"))
     sr = httpx.post(base_url + "/api/v3/super_resolution", json={"key": "k", "url": data_uri, "scale": 2,

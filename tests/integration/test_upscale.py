@@ -77,7 +77,7 @@ def test_batch_with_a_second_upscaler(api: webuiapi.WebUIApi) -> None:
     ({"upscaler_1": "Lanczos", "upscaling_resize": 9}, "upscaling_resize"),
     ({"upscaler_1": "Lanczos", "resize_mode": 1, "upscaling_resize_w": 8000, "upscaling_resize_h": 8000},
      "upscaling_resize_w"),
-    ({"upscaler_1": "Lanczos", "codeformer_visibility": 1}, "codeformer_visibility"),
+    ({"upscaler_1": "Lanczos", "codeformer_visibility": 1, "codeformer_weight": 2}, "codeformer_weight"),
     ({"upscaler_1": "Lanczos", "image": "not base64!"}, "image"),
 ])
 def test_bad_input_names_the_field(base_url: str, body: dict, field: str) -> None:

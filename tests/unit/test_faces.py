@@ -2,7 +2,8 @@
 
 The key lists in ``tests/unit/data`` were produced by instantiating the upstream modules
 (TencentARC/GFPGAN ``GFPGANv1Clean`` as ``GFPGANer`` builds it for v1.3/v1.4; facexlib's
-RetinaFace over torchvision's ResNet-50, and over its MobileNet-0.25) and listing their
+RetinaFace over torchvision's ResNet-50, and over its MobileNet-0.25; sczhou/CodeFormer's
+``CodeFormer`` as its inference script builds it) and listing their
 ``state_dict()`` names and shapes: the official weight files hold exactly these.
 """
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from sdserve.engine.faces.align import TEMPLATE_512, feather_mask, paste_face, similarity_transform, warp_face
+from sdserve.engine.faces.codeformer import CodeFormer, codeformer_from_state_dict
 from sdserve.engine.faces.detect import decode_boxes, decode_landmarks, nms, prior_boxes
 from sdserve.engine.faces.gfpgan import GFPGANv1Clean, gfpgan_from_state_dict
 from sdserve.engine.faces.retinaface import retinaface_from_state_dict
@@ -51,6 +53,23 @@ def test_gfpgan_at_full_width_has_the_official_keys_and_loads_them_strictly() ->
     bad.pop("toRGB.0.weight")
     with pytest.raises(RuntimeError, match="toRGB.0.weight"):
         gfpgan_from_state_dict(bad)
+
+
+def test_codeformer_at_full_width_has_the_official_keys_and_loads_them_strictly() -> None:
+    official = _keys("codeformer_keys.txt")
+    with torch.device("meta"):
+        ours = CodeFormer().state_dict()
+    assert {k: tuple(v.shape) for k, v in ours.items()} == official
+    sd = _filled(official)
+    sd["position_emb"] = torch.randn(sd["position_emb"].shape)
+    net = codeformer_from_state_dict(sd)  # the shape read back from the file's tensors
+    assert net.size == 512 and sorted(net.fuse_convs_dict) == ["128", "256", "32", "64"]
+    assert net.ft_layers[0].self_attn.num_heads == 8 and len(net.ft_layers) == 9
+    assert torch.equal(net.position_emb, sd["position_emb"])
+    bad = dict(sd)
+    bad.pop("fuse_convs_dict.64.shift.2.bias")
+    with pytest.raises(RuntimeError, match="fuse_convs_dict.64.shift.2.bias"):
+        codeformer_from_state_dict(bad)
 
 
 @pytest.mark.parametrize("name", ["retinaface_resnet50_keys.txt", "retinaface_mobilenet025_keys.txt"])
@@ -155,8 +174,8 @@ def test_tiny_detector_and_restorer_end_to_end(tmp_path: Path) -> None:
     assert installed_restorers(addons) == []
     write_tiny_faces(addons.home("face_restorer"))
     addons.refresh("face_restorer")
-    [(name, f)] = installed_restorers(addons)
-    assert name == "GFPGAN" and f.filename == "tiny-GFPGANv1.4.pth"
+    [(cf_name, cf), (name, f)] = installed_restorers(addons)
+    assert cf_name == "CodeFormer" and name == "GFPGAN" and f.filename == "tiny-GFPGANv1.4.pth" and cf.filename == "tiny-codeformer.pth"
     assert "params_ema" in torch.load(f.path, weights_only=True)  # the official wrapper
     img = Image.fromarray(np.random.RandomState(0).randint(0, 256, (96, 128, 3), dtype=np.uint8))
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
@@ -175,7 +194,32 @@ def test_tiny_detector_and_restorer_end_to_end(tmp_path: Path) -> None:
     assert np.abs(h - (a + b) / 2).max() <= 1  # visibility 0.5: halfway, as A1111's Image.blend
 
 
-def test_missing_weights_name_the_pull_and_codeformer_is_not_built(tmp_path: Path) -> None:
+def test_tiny_codeformer_end_to_end_weight_and_visibility(tmp_path: Path) -> None:
+    """CodeFormer from the demo's file: deterministic (no noise), its fidelity weight changes
+    the face (w = 0 skips the fused encoder features), visibility 0 leaves the image."""
+    from PIL import Image
+
+    from sdserve.engine.addon_files import AddonFolders
+    from sdserve.engine.faces import restore_faces
+    from sdserve.engine.faces.tiny import write_tiny_faces
+    from sdserve.engine.params import FaceRestoration
+
+    addons = AddonFolders(tmp_path)
+    write_tiny_faces(addons.home("face_restorer"))
+    addons.refresh("face_restorer")
+    img = Image.fromarray(np.random.RandomState(1).randint(0, 256, (96, 128, 3), dtype=np.uint8))
+    kw = dict(device="cpu", addons=addons)
+    runs = {(w, seed): np.asarray(restore_faces([img], [FaceRestoration(model="codeformer", weight=w)], [seed], **kw)[0],
+                                  dtype=np.int32) for w, seed in ((0.5, 1), (0.5, 2), (0.0, 1), (1.0, 1))}
+    a = np.asarray(img, dtype=np.int32)
+    assert np.array_equal(runs[0.5, 1], runs[0.5, 2])  # the seed does not enter: CodeFormer draws no noise
+    assert 0 < (np.abs(runs[0.5, 1] - a).max(axis=2) > 2).mean() < 1  # the face's region only
+    assert not np.array_equal(runs[0.5, 1], runs[0.0, 1]) and not np.array_equal(runs[0.5, 1], runs[1.0, 1])
+    [none] = restore_faces([img], [FaceRestoration(model="CodeFormer", visibility=0.0)], [1], **kw)
+    assert np.array_equal(np.asarray(none, dtype=np.int32), a)
+
+
+def test_missing_weights_name_what_to_do(tmp_path: Path) -> None:
     from sdserve.engine.addon_files import AddonFolders
     from sdserve.engine.faces import check_restorer
     from sdserve.errors import BadInput
@@ -183,7 +227,7 @@ def test_missing_weights_name_the_pull_and_codeformer_is_not_built(tmp_path: Pat
     addons = AddonFolders(tmp_path)
     with pytest.raises(BadInput, match=r"restore_faces: GFPGAN .*sdserve pull gfpgan"):
         check_restorer(addons, "GFPGAN", field="restore_faces")
-    with pytest.raises(BadInput, match=r"x: CodeFormer .*not available.*does not include its network"):
+    with pytest.raises(BadInput, match=r"x: CodeFormer .*not installed.*codeformer.pth.*models/Codeformer by hand"):
         check_restorer(addons, "codeformer", field="x")
     with pytest.raises(BadInput, match="is not a face restorer"):
         check_restorer(addons, "RestoreFormer", field="x")

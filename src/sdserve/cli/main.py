@@ -178,7 +178,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
     for path in write_tiny_upscalers(Path(args.dir) / "ESRGAN", overwrite=True):
         print(path)
-    from ..engine.faces.tiny import write_tiny_faces  # GFPGAN + RetinaFace in their file formats
+    from ..engine.faces.tiny import write_tiny_faces  # GFPGAN, CodeFormer, RetinaFace: file formats
 
     print(*write_tiny_faces(Path(args.dir) / "GFPGAN", overwrite=True), sep="\n")
     from ..engine.tiny_addons import write_tiny_controlnets, write_tiny_ip_adapters  # add-ons for those models

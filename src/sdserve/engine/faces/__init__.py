@@ -6,8 +6,9 @@ engine; :func:`restore_faces` imports the torch side (``restore.py``) when first
 Files live in A1111's folders of the ``face_restorer`` add-on kind (``models/GFPGAN``,
 ``models/Codeformer``): a GFPGAN v1.3/v1.4 file (any name containing "GFPGAN"), and beside it
 the RetinaFace detector facexlib uses (``detection_Resnet50_Final.pth``, or the mobilenet0.25
-one), where A1111 keeps it too. ``sdserve pull gfpgan`` fetches both. CodeFormer's network is
-not built: asking for it is a 4xx saying so.
+one), where A1111 keeps it too. ``sdserve pull gfpgan`` fetches both. CodeFormer
+(``codeformer.pth``, any name containing "codeformer") is copied into ``models/Codeformer`` by
+hand: no hub mirror of it with a checkable hash is known, so there is no pull for it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ __all__ = ["RESTORERS", "BUILT", "restorer_name", "restorer_file", "detector_fil
 # A1111's restorer names, in its order.
 RESTORERS = ("CodeFormer", "GFPGAN")
 # Those sdserve has a network for.
-BUILT = ("GFPGAN",)
-_PULL = {"GFPGAN": "sdserve pull gfpgan"}
+BUILT = ("CodeFormer", "GFPGAN")
+_PULL = {"GFPGAN": "run `sdserve pull gfpgan`",
+         "CodeFormer": "copy CodeFormer's release file codeformer.pth (github.com/sczhou/CodeFormer/releases, "
+                       "v0.1.0) into models/Codeformer by hand, and run `sdserve pull gfpgan` for the detector"}
 
 
 def restorer_name(name: str, *, field: str) -> str:
@@ -84,7 +87,7 @@ def check_restorer(addons: AddonFolders, model: str, *, field: str) -> str:
                                     ("the RetinaFace face detector", detector_file(addons))) if f is None]
     if missing:
         raise BadInput(field, f"{name} face restoration is not installed on this server: {' and '.join(missing)} "
-                              f"missing in {addons.home('face_restorer')}; the operator can run `{_PULL[name]}`")
+                              f"missing in {addons.home('face_restorer')}; the operator can {_PULL[name]}")
     return name
 
 

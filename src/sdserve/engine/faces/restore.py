@@ -26,6 +26,7 @@ from ..upscalers.loader import read_state_dict
 from . import check_restorer, detector_file, restorer_file
 from .align import paste_face, warp_face
 from .detect import detect_faces
+from .codeformer import CodeFormer, codeformer_from_state_dict, is_codeformer
 from .gfpgan import GFPGANv1Clean, gfpgan_from_state_dict, is_gfpgan
 from .retinaface import RetinaFace, is_retinaface, retinaface_from_state_dict
 
@@ -53,7 +54,7 @@ def _build(file: AddonFile, is_kind: Callable[[dict[str, torch.Tensor]], bool],
 
 def load_network(file: AddonFile, kind: str, device: torch.device, field: str,
                  store: AddonCache | None = None) -> torch.nn.Module:
-    """The ``kind`` ("gfpgan" or "retinaface") network in ``file`` on ``device``, cached: in the
+    """The ``kind`` ("gfpgan", "codeformer" or "retinaface") network in ``file`` on ``device``, cached: in the
     engine's ``store`` (under its memory budget), or without one in a small LRU here."""
     key = (str(file.path), file.size, file.mtime, str(device))
     if store is not None:
@@ -75,6 +76,8 @@ def load_network(file: AddonFile, kind: str, device: torch.device, field: str,
 def _load(file: AddonFile, kind: str, device: torch.device, field: str) -> torch.nn.Module:
     if kind == "gfpgan":
         net = _build(file, is_gfpgan, gfpgan_from_state_dict, "GFPGAN", field)
+    elif kind == "codeformer":
+        net = _build(file, is_codeformer, codeformer_from_state_dict, "CodeFormer", field)
     else:
         net = _build(file, is_retinaface, retinaface_from_state_dict, "RetinaFace detector", field)
     net = net.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
@@ -84,13 +87,19 @@ def _load(file: AddonFile, kind: str, device: torch.device, field: str) -> torch
 
 
 @torch.inference_mode()
-def _restore_one(x: torch.Tensor, detector: RetinaFace, restorer: GFPGANv1Clean, seed: int) -> torch.Tensor:
-    """Every face of ``x`` ([1, 3, H, W] in [0, 1]) restored and pasted back."""
+def _restore_one(x: torch.Tensor, detector: RetinaFace, restorer: GFPGANv1Clean | CodeFormer, seed: int,
+                 weight: float) -> torch.Tensor:
+    """Every face of ``x`` ([1, 3, H, W] in [0, 1]) restored and pasted back. ``weight``:
+    CodeFormer's fidelity ``w``, which A1111 passes to the network as it is."""
     gen = torch.Generator().manual_seed(seed)
     out = x
     for face in detect_faces(detector, x[0]):
         crop, m = warp_face(x, np.array(face.landmarks), restorer.size)
-        restored = (restorer(crop * 2 - 1, generator=gen).clamp(-1, 1) + 1) / 2
+        if isinstance(restorer, CodeFormer):
+            face_out = restorer(crop * 2 - 1, w=weight)
+        else:
+            face_out = restorer(crop * 2 - 1, generator=gen)
+        restored = (face_out.clamp(-1, 1) + 1) / 2
         out = paste_face(out, restored, m)
     return out
 
@@ -110,8 +119,8 @@ def restore_images(images: Sequence[Image.Image], steps: Sequence[FaceRestoratio
             restorer_path, detector_path = restorer_file(addons, name), detector_file(addons)
             assert restorer_path is not None and detector_path is not None
             detector = load_network(detector_path, "retinaface", dev, field, store)
-            restorer = load_network(restorer_path, "gfpgan", dev, field, store)
-            restored = _restore_one(x, detector, restorer, seed)  # type: ignore[arg-type]
+            restorer = load_network(restorer_path, name.lower(), dev, field, store)
+            restored = _restore_one(x, detector, restorer, seed, step.weight)  # type: ignore[arg-type]
             x = x + (restored - x) * step.visibility  # A1111's Image.blend(original, restored, visibility)
         arr = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         out.append(Image.fromarray(arr, "RGB"))

@@ -9,6 +9,9 @@ one face wherever the image is: only the 512 px anchors score above the threshol
 random weights make the best one depend on the image), their boxes are stretched so far
 that non-maximum suppression keeps one, and its landmarks sit in a face's pattern. Restored
 faces are noise; the files let every face-restoration route run without a download.
+``tiny-codeformer.pth``: CodeFormer with 32 channels at every level (GroupNorm's 32 groups are
+the floor), restoring 128x128 faces over the same 16x16 code grid, a 32-entry codebook and a
+one-layer transformer (``params_ema``, the official key names).
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ import torch
 
 from ..addon_files import AddonFolders
 from .align import TEMPLATE_512
+from .codeformer import CodeFormer
 from .gfpgan import GFPGANv1Clean
 from .retinaface import RetinaFace, _Head, _ResNet
 
-__all__ = ["TINY_GFPGAN", "TINY_DETECTOR", "tiny_gfpgan", "tiny_detector", "write_tiny_faces", "write_demo_faces"]
+__all__ = ["TINY_GFPGAN", "TINY_CODEFORMER", "TINY_DETECTOR", "tiny_gfpgan", "tiny_codeformer", "tiny_detector",
+           "write_tiny_faces", "write_demo_faces"]
 
 log = logging.getLogger(__name__)
 
 TINY_GFPGAN = "tiny-GFPGANv1.4.pth"
+TINY_CODEFORMER = "tiny-codeformer.pth"
 TINY_DETECTOR = "detection_Resnet50_tiny.pth"
 
 
@@ -35,6 +41,12 @@ def tiny_gfpgan(seed: int = 4321) -> GFPGANv1Clean:
     torch.manual_seed(seed)
     unet = {2 ** i: 4 for i in range(2, 8)}
     return GFPGANv1Clean(7, unet, {r: 2 * c for r, c in unet.items()}, style_dim=16, num_mlp=2, sft_half=True)
+
+
+def tiny_codeformer(seed: int = 4323) -> CodeFormer:
+    torch.manual_seed(seed)
+    return CodeFormer(nf=32, mult=(1, 1, 1, 1), emb_dim=16, codebook_size=32, dim=32, heads=1, layers=1,
+                      connect=(32, 64))
 
 
 def tiny_detector(seed: int = 4322) -> RetinaFace:
@@ -59,10 +71,11 @@ def tiny_detector(seed: int = 4322) -> RetinaFace:
 
 
 def write_tiny_faces(folder: Path, *, overwrite: bool = False) -> list[Path]:
-    """Write both files into ``folder`` (the face_restorer home, models/GFPGAN); the paths written."""
+    """Write the three files into ``folder`` (the face_restorer home, models/GFPGAN); the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, make, wrap in ((TINY_GFPGAN, tiny_gfpgan, True), (TINY_DETECTOR, tiny_detector, False)):
+    for name, make, wrap in ((TINY_GFPGAN, tiny_gfpgan, True), (TINY_CODEFORMER, tiny_codeformer, True),
+                              (TINY_DETECTOR, tiny_detector, False)):
         path = folder / name
         if path.exists() and not overwrite:
             continue
@@ -76,6 +89,6 @@ def write_demo_faces(addons: AddonFolders) -> None:
     """Demo mode: the tiny files in the face_restorer home folder, when not there yet."""
     written = write_tiny_faces(addons.home("face_restorer"))
     if written:
-        log.warning("DEMO MODE: wrote a tiny random-weight face restorer and detector %s; restored faces are noise",
+        log.warning("DEMO MODE: wrote tiny random-weight face restorers and a detector %s; restored faces are noise",
                     ", ".join(p.name for p in written))
         addons.refresh("face_restorer")

@@ -21,8 +21,10 @@ class _ExtrasBase(BaseModel):
                                      description="GFPGAN face restoration after the upscale, blended in by this much; "
                                                  "a 400 where it is not installed (GET /sdapi/v1/face-restorers).")
     codeformer_visibility: float = Field(0, ge=0, le=1, allow_inf_nan=False,
-                                         description="CodeFormer: its network is not built here, so above 0 is a 400.")
-    codeformer_weight: float = Field(0, ge=0, le=1, allow_inf_nan=False)
+                                         description="CodeFormer face restoration after GFPGAN, blended in by this "
+                                                     "much; a 400 where it is not installed.")
+    codeformer_weight: float = Field(0, ge=0, le=1, allow_inf_nan=False,
+                                     description="CodeFormer's fidelity w (0: the codebook's face, 1: nearer the input).")
     upscaling_resize: float = Field(2, ge=1, le=8, allow_inf_nan=False, description="Factor (resize_mode 0).")
     upscaling_resize_w: int = Field(512, ge=1, description="Target width (resize_mode 1).")
     upscaling_resize_h: int = Field(512, ge=1, description="Target height (resize_mode 1).")

@@ -44,7 +44,7 @@ A1111_DEFAULTS: dict[str, Any] = {
     "dat_enabled_models": ["DAT x2", "DAT x3", "DAT x4"], "DAT_tile": 192, "DAT_tile_overlap": 8,
     "upscaler_for_img2img": None, "set_scale_by_when_changing_upscaler": False,
     # face-restoration
-    # (A1111 defaults to CodeFormer; sdserve builds GFPGAN only: docs/faces.md)
+    # (A1111 defaults to CodeFormer; sdserve to GFPGAN, the one `sdserve pull` installs: docs/faces.md)
     "face_restoration": False, "face_restoration_model": "GFPGAN", "code_former_weight": 0.5,
     "face_restoration_unload": False,
     # system
