@@ -34,8 +34,9 @@ def test_listings(base_url: str) -> None:
     modes = [m["name"] for m in httpx.get(base_url + "/sdapi/v1/latent-upscale-modes").json()]
     assert modes[0] == "Latent" and "Latent (nearest-exact)" in modes and len(modes) == 6
     assert [m["name"] for m in httpx.get(base_url + "/sdapi/v1/realesrgan-models").json()] == [TINY_X2]
-    [gfpgan] = httpx.get(base_url + "/sdapi/v1/face-restorers").json()  # the demo's tiny GFPGAN + detector
-    assert gfpgan["name"] == "GFPGAN" and gfpgan["cmd_dir"].endswith("GFPGAN")
+    # The demo's tiny CodeFormer and GFPGAN (+ detector).
+    codeformer, gfpgan = httpx.get(base_url + "/sdapi/v1/face-restorers").json()
+    assert gfpgan["name"] == "GFPGAN" and gfpgan["cmd_dir"].endswith("GFPGAN") and codeformer["name"] == "CodeFormer"
 
 
 def test_single_image_by_factor_and_to_size(api: webuiapi.WebUIApi) -> None:

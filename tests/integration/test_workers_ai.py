@@ -24,6 +24,7 @@ INPAINTING = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
 SDXL = "@cf/stabilityai/stable-diffusion-xl-base-1.0"
 LIGHTNING = "@cf/bytedance/stable-diffusion-xl-lightning"
 LCM = "@cf/lykon/dreamshaper-8-lcm"
+REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"  # img2img only; listed as CF lists its img2img model
 ACCOUNT = "/client/v4/accounts/0123456789abcdef/ai/run/"
 SHORT = "/ai/run/"
 SEARCH = "/client/v4/accounts/0123456789abcdef/ai/models/search"
@@ -313,8 +314,8 @@ def test_model_search_lists_the_catalog(client) -> None:  # type: ignore[no-unty
     body = r.json()
     assert body["success"] is True and body["errors"] == [] and body["messages"] == []
     names = [m["name"] for m in body["result"]]
-    assert names == [SD15, INPAINTING, SDXL, LIGHTNING, LCM]
-    assert body["result_info"] == {"page": 1, "per_page": 20, "count": 5, "total_count": 5}
+    assert names == [SD15, INPAINTING, SDXL, LIGHTNING, LCM, REFINER]
+    assert body["result_info"] == {"page": 1, "per_page": 20, "count": 6, "total_count": 6}
     sdxl = body["result"][2]
     assert sdxl["id"] == "6d52253a-b731-4a03-b203-cde2d4fae871" and sdxl["task"]["name"] == "Text-to-Image"
 
@@ -325,9 +326,9 @@ def test_model_search_lists_the_catalog(client) -> None:  # type: ignore[no-unty
     ("search=latent-consistency", [LCM]),
     ("author=runwayml", [SD15, INPAINTING]),
     ("author=Lykon", [LCM]),
-    ("task=Text-to-Image", [SD15, INPAINTING, SDXL, LIGHTNING, LCM]),
+    ("task=Text-to-Image", [SD15, INPAINTING, SDXL, LIGHTNING, LCM, REFINER]),
     ("task=Translation", []),
-    ("source=1", [SD15, INPAINTING, SDXL, LIGHTNING, LCM]),
+    ("source=1", [SD15, INPAINTING, SDXL, LIGHTNING, LCM, REFINER]),
     ("source=2", []),
     ("author=stabilityai&search=xl", [SDXL]),
 ])
@@ -339,10 +340,10 @@ def test_model_search_filters(client, query: str, names: list[str]) -> None:  # 
 
 def test_model_search_pagination(client) -> None:  # type: ignore[no-untyped-def]
     pages = [client.get(f"{SEARCH}?per_page=2&page={p}").json() for p in (1, 2, 3, 4)]
-    assert [len(p["result"]) for p in pages] == [2, 2, 1, 0]
-    assert [p["result_info"]["count"] for p in pages] == [2, 2, 1, 0]
-    assert {p["result_info"]["total_count"] for p in pages} == {5}
-    assert [m["name"] for p in pages for m in p["result"]] == [SD15, INPAINTING, SDXL, LIGHTNING, LCM]
+    assert [len(p["result"]) for p in pages] == [2, 2, 2, 0]
+    assert [p["result_info"]["count"] for p in pages] == [2, 2, 2, 0]
+    assert {p["result_info"]["total_count"] for p in pages} == {6}
+    assert [m["name"] for p in pages for m in p["result"]] == [SD15, INPAINTING, SDXL, LIGHTNING, LCM, REFINER]
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=abc", "per_page=0", "per_page=1001", "source=x"])
