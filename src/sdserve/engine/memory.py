@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["ModelCache", "AddonCache", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
+__all__ = ["ModelCache", "AddonCache", "standalone_store", "default_budget_bytes", "pipeline_bytes", "module_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,9 @@ class AddonCache:
     def bytes(self, kind: str) -> int:
         """Bytes the loaded add-ons of ``kind`` hold."""
         return sum(n for k, n in self._cache.sizes().items() if k.startswith(f"{kind}:"))
+
+
+def standalone_store(budget_bytes: int = 2**30) -> AddonCache:
+    """An add-on cache of its own (``budget_bytes``, LRU) for callers without an engine (the
+    bench's upscaler figure, direct library use): the same keep-and-evict as an engine's."""
+    return AddonCache(ModelCache(budget_bytes, 1), threading.RLock(), lambda: None)

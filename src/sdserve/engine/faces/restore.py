@@ -9,8 +9,6 @@ and a face is one 512x512 pass, so half precision would save little and risk ove
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +18,7 @@ from PIL import Image
 
 from ...errors import BadInput
 from ..addon_files import AddonFile, AddonFolders
-from ..memory import AddonCache, module_bytes
+from ..memory import AddonCache, module_bytes, standalone_store
 from ..params import FaceRestoration
 from ..upscalers.loader import read_state_dict
 from . import check_restorer, detector_file, restorer_file
@@ -34,9 +32,8 @@ __all__ = ["restore_images", "load_network"]
 
 log = logging.getLogger(__name__)
 
-_MAX_CACHED = 3
-_cache: OrderedDict[tuple[Any, ...], torch.nn.Module] = OrderedDict()
-_lock = threading.Lock()
+# Without an engine's store: a 1 GB LRU of this module's own.
+_OWN = standalone_store()
 
 
 def _build(file: AddonFile, is_kind: Callable[[dict[str, torch.Tensor]], bool],
@@ -56,21 +53,8 @@ def load_network(file: AddonFile, kind: str, device: torch.device, field: str,
                  store: AddonCache | None = None) -> torch.nn.Module:
     """The ``kind`` ("gfpgan", "codeformer" or "retinaface") network in ``file`` on ``device``, cached: in the
     engine's ``store`` (under its memory budget), or without one in a small LRU here."""
-    key = (str(file.path), file.size, file.mtime, str(device))
-    if store is not None:
-        return store.get_or_load(f"face:{kind}:{file.name}#{file.mtime:.0f}",
-                                 lambda: _load(file, kind, device, field), module_bytes)
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    net = _load(file, kind, device, field)
-    with _lock:
-        _cache[key] = net
-        while len(_cache) > _MAX_CACHED:
-            _cache.popitem(last=False)
-    return net
+    return (store or _OWN).get_or_load(f"face:{kind}:{file.name}#{file.mtime:.0f}/{device}",
+                                       lambda: _load(file, kind, device, field), module_bytes)
 
 
 def _load(file: AddonFile, kind: str, device: torch.device, field: str) -> torch.nn.Module:

@@ -8,35 +8,31 @@ those files work on every install. A file neither reads is a BadInput naming the
 the file; nothing is cached for it and the server goes on serving.
 
 Pickled files (.pth/.pt) are read with ``weights_only=True``: tensors only, no code runs.
-Loaded networks are kept by file, size, modification time, device and dtype in the engine's
+Loaded networks are kept by file, modification time, device and dtype in the engine's
 model cache (``memory.AddonCache``: they count against the memory budget, an RRDBNet x4
-holds 67 MB of fp32 weights); callers without an engine (the bench) use a two-entry LRU here.
+holds 67 MB of fp32 weights); callers without an engine (the bench) use a 1 GB store of this module.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ...errors import BadInput
 from ..addon_files import AddonFile
-from ..memory import AddonCache
+from ..memory import AddonCache, standalone_store
 from .rrdbnet import UnsupportedUpscaler, is_rrdbnet, rrdbnet_from_state_dict
 
 __all__ = ["LoadedUpscaler", "load_upscaler", "spandrel_available", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
-_MAX_CACHED = 2
-_cache: OrderedDict[tuple[Any, ...], LoadedUpscaler] = OrderedDict()
-_lock = threading.Lock()
+# Without an engine's store: a 1 GB LRU of this module's own.
+_OWN = standalone_store()
 
 
 @dataclass(frozen=True)
@@ -112,21 +108,9 @@ def load_upscaler(file: AddonFile, device: torch.device, dtype: torch.dtype, *, 
     ``field`` and the file when it cannot be read as an upscaler."""
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # CPU half-precision convs are slow or missing
-    key = (str(file.path), file.size, file.mtime, str(device), str(dtype))
-    if store is not None:
-        return store.get_or_load(f"upscaler:{file.name}#{file.mtime:.0f}/{str(dtype).removeprefix('torch.')}", lambda: _load_checked(file, device, dtype, field),
-                                 lambda u: u.params * torch.finfo(u.dtype).bits // 8)
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    loaded = _load_checked(file, device, dtype, field)
-    with _lock:
-        _cache[key] = loaded
-        while len(_cache) > _MAX_CACHED:
-            _cache.popitem(last=False)
-    return loaded
+    key = f"upscaler:{file.name}#{file.mtime:.0f}/{device}/{str(dtype).removeprefix('torch.')}"
+    return (store or _OWN).get_or_load(key, lambda: _load_checked(file, device, dtype, field),
+                                       lambda u: u.params * torch.finfo(u.dtype).bits // 8)
 
 
 def _load_checked(file: AddonFile, device: torch.device, dtype: torch.dtype, field: str) -> LoadedUpscaler:
